@@ -1,0 +1,1 @@
+"""The feature store's shared layout: what the feature pipeline writes and the others read."""

@@ -1,0 +1,353 @@
+"""Feature definitions owned by the user: feature views, labels and model feature sets.
+
+A definitions file is YAML (see `examples/fraud/features.yaml`). Loading validates it
+strictly and refuses with a message naming the offending view: unknown fields, duplicate
+names, bad windows, references to views or labels that do not exist. Event types are plain
+names here, so a user adds one without editing pipeline code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable
+from datetime import timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from fti.v1 import features_pb2
+from google.protobuf.duration_pb2 import Duration
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+
+from registry.errors import InvalidArgumentError
+
+__all__ = [
+    "AggregationFunction",
+    "Definitions",
+    "DefinitionError",
+    "FeatureDef",
+    "FeatureViewDef",
+    "LabelDef",
+    "ModelDef",
+    "WindowDef",
+    "load_definitions",
+    "parse_definitions",
+    "parse_duration",
+]
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)$")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+class DefinitionError(InvalidArgumentError):
+    """A definitions file that cannot be accepted; the message names the view or entry."""
+
+
+def parse_duration(text: str | int) -> int:
+    """'90s', '5m', '1h', '7d', '250ms' (or plain milliseconds) -> milliseconds."""
+    if isinstance(text, int):
+        return text
+    m = _DURATION.match(text.strip())
+    if not m:
+        raise ValueError(f"bad duration {text!r}: use a whole number with ms, s, m, h or d")
+    return int(m.group(1)) * _UNIT_MS[m.group(2)]
+
+
+def _duration_pb(ms: int) -> Duration:
+    d = Duration()
+    d.FromTimedelta(timedelta(milliseconds=ms))
+    return d
+
+
+class AggregationFunction(StrEnum):
+    COUNT = "count"
+    SUM = "sum"
+    MEAN = "mean"
+    MIN = "min"
+    MAX = "max"
+    LAST = "last"
+    DISTINCT_COUNT = "distinct_count"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WindowDef(_Strict):
+    """Event-time window. Tumbling: step == size. Hopping/sliding: step < size, size a multiple of step."""
+
+    kind: Literal["tumbling", "hopping"] = "tumbling"
+    size_ms: int
+    step_ms: int
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise ValueError("a window is a mapping with size (and step for hopping windows)")
+        data = dict(data)
+        if "size" in data:
+            data["size_ms"] = parse_duration(data.pop("size"))
+        if "step" in data:
+            data["step_ms"] = parse_duration(data.pop("step"))
+        if data.get("kind", "tumbling") == "tumbling":
+            data.setdefault("step_ms", data.get("size_ms"))
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> WindowDef:
+        if self.size_ms <= 0 or self.step_ms <= 0:
+            raise ValueError("window size and step must be positive")
+        if self.kind == "tumbling" and self.step_ms != self.size_ms:
+            raise ValueError("a tumbling window's step equals its size")
+        if self.size_ms % self.step_ms:
+            raise ValueError("window size must be a whole multiple of its step")
+        return self
+
+
+class FeatureDef(_Strict):
+    name: str
+    agg: AggregationFunction
+    field: str | None = None
+    window: WindowDef
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError(f"feature name {v!r} must match {_NAME.pattern}")
+        return v
+
+    @model_validator(mode="after")
+    def _field_needed(self) -> FeatureDef:
+        if self.agg is not AggregationFunction.COUNT and not self.field:
+            raise ValueError(f"feature {self.name!r}: {self.agg.value} needs a field")
+        return self
+
+
+class FeatureViewDef(_Strict):
+    name: str
+    version: int
+    source: str
+    entity: str
+    features: tuple[FeatureDef, ...]
+    allowed_lateness_ms: int = 0
+    ttl_ms: int
+    description: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            if "ttl" in data:
+                data["ttl_ms"] = parse_duration(data.pop("ttl"))
+            if "allowed_lateness" in data:
+                data["allowed_lateness_ms"] = parse_duration(data.pop("allowed_lateness"))
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> FeatureViewDef:
+        if not _NAME.match(self.name):
+            raise ValueError(f"view name {self.name!r} must match {_NAME.pattern}")
+        if self.version < 1:
+            raise ValueError("version must be >= 1")
+        if not self.features:
+            raise ValueError("a view needs at least one feature")
+        names = [f.name for f in self.features]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate feature names {dupes}")
+        if self.ttl_ms <= 0 or self.allowed_lateness_ms < 0:
+            raise ValueError("ttl must be positive and allowed_lateness non-negative")
+        return self
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:{self.version}"
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    def canonical(self) -> dict[str, Any]:
+        """Everything that determines the view's values; the description is left out."""
+        return self.model_dump(mode="json", exclude={"description"})
+
+    def content_hash(self) -> str:
+        blob = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+    def to_proto(self) -> features_pb2.FeatureViewSpec:
+        kinds = {"tumbling": features_pb2.WINDOW_KIND_TUMBLING, "hopping": features_pb2.WINDOW_KIND_HOPPING}
+        return features_pb2.FeatureViewSpec(
+            name=self.name,
+            version=self.version,
+            source_event_type=self.source,
+            entity=self.entity,
+            features=[
+                features_pb2.FeatureSpec(
+                    name=f.name,
+                    function=features_pb2.AggregationFunction.Value(f"AGGREGATION_FUNCTION_{f.agg.name}"),
+                    field=f.field or "",
+                    window=features_pb2.Window(
+                        kind=kinds[f.window.kind],
+                        size=_duration_pb(f.window.size_ms),
+                        step=_duration_pb(f.window.step_ms),
+                    ),
+                )
+                for f in self.features
+            ],
+            allowed_lateness=_duration_pb(self.allowed_lateness_ms),
+            ttl=_duration_pb(self.ttl_ms),
+            description=self.description,
+            content_hash=self.content_hash(),
+        )
+
+    @classmethod
+    def from_proto(cls, spec: features_pb2.FeatureViewSpec) -> FeatureViewDef:
+        def window(w: features_pb2.Window) -> dict[str, Any]:
+            kind = "hopping" if w.kind == features_pb2.WINDOW_KIND_HOPPING else "tumbling"
+            return {"kind": kind, "size_ms": w.size.ToMilliseconds(), "step_ms": w.step.ToMilliseconds()}
+
+        return cls(
+            name=spec.name,
+            version=spec.version,
+            source=spec.source_event_type,
+            entity=spec.entity,
+            features=tuple(
+                FeatureDef(
+                    name=f.name,
+                    agg=AggregationFunction[features_pb2.AggregationFunction.Name(f.function).removeprefix("AGGREGATION_FUNCTION_")],
+                    field=f.field or None,
+                    window=WindowDef.model_validate(window(f.window)),
+                )
+                for f in spec.features
+            ),
+            allowed_lateness_ms=spec.allowed_lateness.ToMilliseconds(),
+            ttl_ms=spec.ttl.ToMilliseconds(),
+            description=spec.description,
+        )
+
+
+class LabelDef(_Strict):
+    """A model target: the `field` value of events of `event_type`, keyed by `entity`."""
+
+    name: str
+    event_type: str
+    entity: str
+    field: str
+
+    def to_proto(self) -> features_pb2.LabelSpec:
+        return features_pb2.LabelSpec(name=self.name, event_type=self.event_type, entity=self.entity, field=self.field)
+
+
+class ModelDef(_Strict):
+    """What `fti train --model NAME` trains: a label, the views feeding it, LightGBM params."""
+
+    name: str
+    task: Literal["binary", "regression"] = "binary"
+    label: str
+    views: tuple[str, ...]  # "view:version" refs, all features of each in definition order
+    metric: str = "auc"
+    params: dict[str, float | int | str] = {}
+    num_boost_round: int = 500
+    early_stopping_rounds: int = 30
+    validation_fraction: float = 0.2
+
+
+class Definitions(_Strict):
+    views: tuple[FeatureViewDef, ...]
+    labels: tuple[LabelDef, ...] = ()
+    models: tuple[ModelDef, ...] = ()
+
+    def view(self, name: str, version: int | None = None) -> FeatureViewDef:
+        matches = [v for v in self.views if v.name == name and (version is None or v.version == version)]
+        if not matches:
+            raise DefinitionError(f"no feature view {name}{'' if version is None else f':{version}'}")
+        return max(matches, key=lambda v: v.version)
+
+    def views_for_event(self, event_type: str) -> list[FeatureViewDef]:
+        return [v for v in self.views if v.source == event_type]
+
+    @property
+    def event_types(self) -> set[str]:
+        return {v.source for v in self.views} | {lbl.event_type for lbl in self.labels}
+
+    def label(self, name: str) -> LabelDef:
+        for lbl in self.labels:
+            if lbl.name == name:
+                return lbl
+        raise DefinitionError(f"no label {name!r}")
+
+    def model(self, name: str) -> ModelDef:
+        for m in self.models:
+            if m.name == name:
+                return m
+        raise DefinitionError(f"no model {name!r} in the definitions")
+
+    def model_views(self, name: str) -> list[FeatureViewDef]:
+        out = []
+        for ref in self.model(name).views:
+            view, _, version = ref.partition(":")
+            out.append(self.view(view, int(version) if version else None))
+        return out
+
+
+def _entry_name(raw: Any, index: int) -> str:
+    if isinstance(raw, dict) and "name" in raw:
+        return f"{raw['name']}:{raw['version']}" if "version" in raw else str(raw["name"])
+    return f"#{index + 1}"
+
+
+def _validate_section(kind: str, items: Iterable[Any], model: type[BaseModel]) -> list[Any]:
+    out = []
+    for i, raw in enumerate(items):
+        try:
+            out.append(model.model_validate(raw))
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '-'}: {e['msg']}" for e in exc.errors())
+            raise DefinitionError(f"{kind} {_entry_name(raw, i)}: {problems}") from exc
+    return out
+
+
+def parse_definitions(doc: Any) -> Definitions:
+    if not isinstance(doc, dict):
+        raise DefinitionError("a definitions file is a mapping with views, labels and models")
+    unknown = set(doc) - {"views", "labels", "models"}
+    if unknown:
+        raise DefinitionError(f"unknown top-level fields {sorted(unknown)}")
+    views = _validate_section("view", doc.get("views") or [], FeatureViewDef)
+    labels = _validate_section("label", doc.get("labels") or [], LabelDef)
+    models = _validate_section("model", doc.get("models") or [], ModelDef)
+    seen: set[str] = set()
+    for v in views:
+        if v.ref in seen:
+            raise DefinitionError(f"view {v.ref}: defined twice")
+        seen.add(v.ref)
+    for kind, names in (("label", [x.name for x in labels]), ("model", [x.name for x in models])):
+        for n in names:
+            if names.count(n) > 1:
+                raise DefinitionError(f"{kind} {n}: defined twice")
+    defs = Definitions(views=tuple(views), labels=tuple(labels), models=tuple(models))
+    for m in models:
+        defs.label(m.label)
+        try:
+            defs.model_views(m.name)
+        except (DefinitionError, ValueError) as exc:
+            raise DefinitionError(f"model {m.name}: {exc}") from exc
+    return defs
+
+
+def load_definitions(path: Path) -> Definitions:
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except FileNotFoundError as exc:
+        raise DefinitionError(f"definitions file {path} does not exist") from exc
+    except yaml.YAMLError as exc:
+        raise DefinitionError(f"definitions file {path} is not valid YAML: {exc}") from exc
+    return parse_definitions(doc)

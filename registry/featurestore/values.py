@@ -1,0 +1,45 @@
+"""Conversion between Python scalars and the `fti.v1.Value` contract."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+from fti.v1 import values_pb2
+
+from registry.errors import InvalidArgumentError
+
+__all__ = ["Scalar", "to_value", "from_value", "to_value_map", "from_value_map"]
+
+Scalar = float | int | str | bool
+
+
+def to_value(x: Scalar) -> values_pb2.Value:
+    # bool is a subclass of int: test it first.
+    if isinstance(x, bool):
+        return values_pb2.Value(bool_value=x)
+    if isinstance(x, int):
+        return values_pb2.Value(int64_value=x)
+    if isinstance(x, float):
+        if not math.isfinite(x):
+            raise InvalidArgumentError(f"non-finite value {x!r}")
+        return values_pb2.Value(double_value=x)
+    if isinstance(x, str):
+        return values_pb2.Value(string_value=x)
+    raise InvalidArgumentError(f"unsupported value type {type(x).__name__}")
+
+
+def from_value(v: values_pb2.Value) -> Scalar | None:
+    kind = v.WhichOneof("kind")
+    if kind is None:
+        return None
+    result: Scalar = getattr(v, kind)
+    return result
+
+
+def to_value_map(values: Mapping[str, Scalar | None]) -> dict[str, values_pb2.Value]:
+    return {k: to_value(x) for k, x in values.items() if x is not None}
+
+
+def from_value_map(values: Mapping[str, values_pb2.Value]) -> dict[str, Scalar | None]:
+    return {k: from_value(v) for k, v in values.items()}
