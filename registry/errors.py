@@ -8,12 +8,12 @@ from __future__ import annotations
 import grpc
 
 __all__ = [
-    "FtiError",
-    "NotFoundError",
-    "InvalidArgumentError",
-    "UnavailableError",
-    "IntegrityError",
     "ConflictError",
+    "FtiError",
+    "IntegrityError",
+    "InvalidArgumentError",
+    "NotFoundError",
+    "UnavailableError",
 ]
 
 

@@ -21,7 +21,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-__all__ = ["FtiSettings", "load_settings", "CONFIG_ENV"]
+__all__ = ["CONFIG_ENV", "FtiSettings", "load_settings"]
 
 CONFIG_ENV = "FTI_CONFIG"
 

@@ -7,6 +7,7 @@ so tests never see each other's data.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -70,10 +71,8 @@ def topic_factory(kafka_bootstrap: str, unique: Callable[[str], str]) -> Iterato
     yield make
     if created:
         for fut in admin.delete_topics(created).values():
-            try:
+            with contextlib.suppress(Exception):
                 fut.result(timeout=30)
-            except Exception:  # noqa: BLE001 - cleanup must not mask the test's result
-                pass
 
 
 @pytest.fixture

@@ -18,16 +18,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from fti.v1 import features_pb2
 from google.protobuf.duration_pb2 import Duration
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
+from fti.v1 import features_pb2
 from registry.errors import InvalidArgumentError
 
 __all__ = [
     "AggregationFunction",
-    "Definitions",
     "DefinitionError",
+    "Definitions",
     "FeatureDef",
     "FeatureViewDef",
     "LabelDef",
@@ -222,7 +222,9 @@ class FeatureViewDef(_Strict):
             features=tuple(
                 FeatureDef(
                     name=f.name,
-                    agg=AggregationFunction[features_pb2.AggregationFunction.Name(f.function).removeprefix("AGGREGATION_FUNCTION_")],
+                    agg=AggregationFunction[
+                        features_pb2.AggregationFunction.Name(f.function).removeprefix("AGGREGATION_FUNCTION_")
+                    ],
                     field=f.field or None,
                     window=WindowDef.model_validate(window(f.window)),
                 )

@@ -19,22 +19,22 @@ from typing import Any
 
 import redis
 import redis.asyncio as aredis
-from fti.v1 import features_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from fti.v1 import features_pb2
 from registry.errors import UnavailableError
 from registry.featurestore.values import Scalar, from_value_map, to_value_map
 
 __all__ = [
-    "OnlineKey",
-    "OnlineRow",
-    "OnlineValue",
-    "OnlineStore",
+    "AsyncInMemoryOnlineStore",
     "AsyncOnlineStore",
-    "RedisOnlineStore",
     "AsyncRedisOnlineStore",
     "InMemoryOnlineStore",
-    "AsyncInMemoryOnlineStore",
+    "OnlineKey",
+    "OnlineRow",
+    "OnlineStore",
+    "OnlineValue",
+    "RedisOnlineStore",
     "online_key",
 ]
 
@@ -236,7 +236,13 @@ class InMemoryOnlineStore(OnlineStore):
             if cur is not None and cur.event_time_ms > row.event_time_ms:
                 continue
             self.data[row.key] = OnlineValue(
-                row.view, row.version, row.entity_key, row.event_time_ms, row.ingest_time_ms, row.ttl_ms, dict(row.values)
+                row.view,
+                row.version,
+                row.entity_key,
+                row.event_time_ms,
+                row.ingest_time_ms,
+                row.ttl_ms,
+                dict(row.values),
             )
             applied += 1
         return applied

@@ -6,10 +6,9 @@ import math
 from collections.abc import Mapping
 
 from fti.v1 import values_pb2
-
 from registry.errors import InvalidArgumentError
 
-__all__ = ["Scalar", "to_value", "from_value", "to_value_map", "from_value_map"]
+__all__ = ["Scalar", "from_value", "from_value_map", "to_value", "to_value_map"]
 
 Scalar = float | int | str | bool
 

@@ -1,0 +1,1 @@
+"""The `fti` command: the composition root that wires the pipelines into one CLI."""
