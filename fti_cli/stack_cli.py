@@ -1,0 +1,55 @@
+"""`fti stack up | down | status`."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from fti_cli.stack import ServiceStatus, StackError, StackManager, StackSettings
+
+__all__ = ["stack"]
+
+
+def _say(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+def _print(statuses: list[ServiceStatus]) -> None:
+    for s in statuses:
+        pid = f" (pid {s.pid})" if s.pid else ""
+        click.echo(f"{s.name:6} {s.state:9} {s.address}{pid}")
+
+
+@click.group()
+def stack() -> None:
+    """A local single-node Kafka (KRaft) and Redis for development and tests."""
+
+
+@stack.command()
+def up() -> None:
+    """Start Kafka and Redis (if not running), wait until both answer, create the pipeline topics."""
+    try:
+        statuses = StackManager(StackSettings(), _say).up()
+    except StackError as exc:
+        raise click.ClickException(str(exc)) from exc
+    _print(statuses)
+    s = StackSettings()
+    click.echo(f"FTI_KAFKA_BOOTSTRAP_SERVERS={s.kafka_bootstrap_servers}")
+    host, port = s.redis_host_port
+    click.echo(f"FTI_REDIS_URL=redis://{host}:{port}/0")
+
+
+@stack.command()
+def down() -> None:
+    """Stop exactly the processes `fti stack up` started."""
+    StackManager(StackSettings(), _say).down()
+
+
+@stack.command()
+def status() -> None:
+    """Say what is up. Exits 1 when a service is stopped."""
+    statuses = StackManager(StackSettings(), _say).status()
+    _print(statuses)
+    if any(s.state == "stopped" for s in statuses):
+        sys.exit(1)

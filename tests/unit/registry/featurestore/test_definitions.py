@@ -1,0 +1,115 @@
+"""Definitions files are validated strictly and errors name the offending view."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from registry.featurestore.definitions import (
+    DefinitionError,
+    FeatureViewDef,
+    load_definitions,
+    parse_definitions,
+    parse_duration,
+)
+
+EXAMPLE = Path(__file__).resolve().parents[4] / "examples" / "fraud" / "features.yaml"
+
+VIEW: dict[str, Any] = {
+    "name": "orders",
+    "version": 2,
+    "source": "order",
+    "entity": "customer_id",
+    "ttl": "1d",
+    "allowed_lateness": "30s",
+    "features": [
+        {"name": "n_1h", "agg": "count", "window": {"kind": "hopping", "size": "1h", "step": "10m"}},
+        {"name": "spend_1h", "agg": "sum", "field": "total", "window": {"size": "1h"}},
+    ],
+}
+
+
+def _with(**changes: Any) -> dict[str, Any]:
+    view = copy.deepcopy(VIEW)
+    view.update(changes)
+    return {"views": [view]}
+
+
+def test_the_shipped_example_loads() -> None:
+    defs = load_definitions(EXAMPLE)
+    assert [v.ref for v in defs.model_views("fraud")] == ["card_activity:1", "merchant_activity:1"]
+    assert defs.event_types == {"transaction", "fraud_label"}
+
+
+def test_durations_and_windows_are_parsed() -> None:
+    view = parse_definitions(_with()).views[0]
+    assert view.ttl_ms == 86_400_000 and view.allowed_lateness_ms == 30_000
+    assert (view.features[0].window.size_ms, view.features[0].window.step_ms) == (3_600_000, 600_000)
+    assert view.features[1].window.kind == "tumbling" and view.features[1].window.step_ms == 3_600_000
+    assert parse_duration("250ms") == 250
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        (_with(colour="red"), r"view orders:2: colour: Extra inputs are not permitted"),
+        (
+            _with(features=[{"name": "x", "agg": "sum", "window": {"size": "1m"}}]),
+            r"view orders:2: .*sum needs a field",
+        ),
+        (_with(features=[{"name": "x", "agg": "median", "window": {"size": "1m"}}]), r"view orders:2: .*agg"),
+        (
+            _with(features=[{"name": "x", "agg": "count", "window": {"kind": "hopping", "size": "7m", "step": "2m"}}]),
+            r"view orders:2: .*whole multiple",
+        ),
+        (_with(ttl="soon"), r"view orders:2: .*bad duration 'soon'"),
+        ({"views": [VIEW, VIEW]}, r"view orders:2: defined twice"),
+        (
+            _with(features=[VIEW["features"][0], VIEW["features"][0]]),
+            r"view orders:2: .*duplicate feature names \['n_1h'\]",
+        ),
+        ({"views": [VIEW], "extra": 1}, r"unknown top-level fields \['extra'\]"),
+        (
+            {"views": [VIEW], "labels": [], "models": [{"name": "m", "label": "nope", "views": ["orders:2"]}]},
+            r"no label 'nope'",
+        ),
+        (
+            {
+                "views": [VIEW],
+                "labels": [{"name": "y", "event_type": "t", "entity": "customer_id", "field": "v"}],
+                "models": [{"name": "m", "label": "y", "views": ["orders:3"]}],
+            },
+            r"model m: no feature view orders:3",
+        ),
+    ],
+)
+def test_bad_definitions_are_refused_naming_the_entry(doc: dict[str, Any], message: str) -> None:
+    with pytest.raises(DefinitionError, match=message):
+        parse_definitions(doc)
+
+
+def test_content_hash_ignores_description_but_not_semantics() -> None:
+    base = parse_definitions(_with()).views[0]
+    described = parse_definitions(_with(description="docs only")).views[0]
+    changed = parse_definitions(_with(ttl="2d")).views[0]
+    assert base.content_hash() == described.content_hash()
+    assert base.content_hash() != changed.content_hash()
+
+
+def test_proto_round_trip_keeps_the_view_and_its_hash() -> None:
+    view = parse_definitions(_with()).views[0]
+    spec = view.to_proto()
+    assert spec.content_hash == view.content_hash()
+    assert FeatureViewDef.from_proto(spec) == view
+
+
+def test_missing_and_invalid_files_are_clear(tmp_path: Path) -> None:
+    with pytest.raises(DefinitionError, match="does not exist"):
+        load_definitions(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("views: [unclosed")
+    with pytest.raises(DefinitionError, match="not valid YAML"):
+        load_definitions(bad)
