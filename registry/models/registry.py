@@ -1,0 +1,311 @@
+"""The model registry: immutable versions with lineage, moving aliases with a history.
+
+Layout under the root (every part a checked name):
+
+    models/<model>/artefacts/<sha256>.txt            LightGBM text model, content-addressed
+    models/<model>/artefacts/<sha256>.parquet        held-out rows it was validated on
+    models/<model>/versions/<0000000001>.json        the version record: the commit point
+    models/<model>/aliases/<alias>/<0000000001>.json one file per alias move, in order
+    models/<model>/decisions/<alias>/<version>.json  a promoter's verdict on a candidate
+
+A publish writes the artefacts first and commits by creating the next version record with
+a create-exclusive write; losing that race means another publisher took the number, so it
+re-reads and tries the next one. Alias moves are committed the same way on the next
+sequence number. Nothing becomes visible before its commit, so a publisher killed midway
+leaves only an unreferenced artefact behind, never a version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
+
+from fti.v1 import models_pb2
+from registry.errors import ConflictError, IntegrityError, InvalidArgumentError, NotFoundError, UnavailableError
+from registry.events import ModelEventSink, new_event
+from registry.featurestore.definitions import LabelDef
+from registry.models.aliases import current_holder, holder_at, rollback_target
+from registry.models.names import check_alias, check_model_name, safe_key
+from registry.models.records import (
+    ALIAS_MOVE_KINDS,
+    TASKS,
+    AliasMoveRecord,
+    FeatureRef,
+    ModelVersionRecord,
+    PromotionDecisionRecord,
+)
+from registry.models.storage import BlobStore, open_store
+
+__all__ = ["ModelRegistry", "sha256_hex"]
+
+_T = TypeVar("_T")
+_MAX_RACE_RETRIES = 1000
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _seq_name(n: int) -> str:
+    return f"{n:010d}.json"
+
+
+def _seq_numbers(names: Sequence[str]) -> list[int]:
+    return sorted(int(n[:-5]) for n in names if n.endswith(".json") and n[:-5].isdigit())
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class ModelRegistry:
+    def __init__(self, store: BlobStore, events: ModelEventSink | None = None) -> None:
+        self.store = store
+        self.events = events
+        # Version records are immutable, so they can be cached forever.
+        self._cache: dict[tuple[str, int], ModelVersionRecord] = {}
+
+    @classmethod
+    def from_uri(cls, uri: str, events: ModelEventSink | None = None) -> ModelRegistry:
+        """A registry in a local directory (plain path or file://) or at any fsspec URI."""
+        return cls(open_store(uri), events)
+
+    # ---- versions -------------------------------------------------------------------------
+
+    def models(self) -> list[str]:
+        return [m for m in self.store.list("models") if self.store.list(safe_key("models", m, "versions"))]
+
+    def _version_numbers(self, model: str) -> list[int]:
+        return _seq_numbers(self.store.list(safe_key("models", check_model_name(model), "versions")))
+
+    def versions(self, model: str) -> list[ModelVersionRecord]:
+        return [self.get(model, v) for v in self._version_numbers(model)]
+
+    def latest(self, model: str) -> ModelVersionRecord | None:
+        numbers = self._version_numbers(model)
+        return self.get(model, numbers[-1]) if numbers else None
+
+    def get(self, model: str, version: int) -> ModelVersionRecord:
+        check_model_name(model)
+        cached = self._cache.get((model, version))
+        if cached is not None:
+            return cached
+        if version < 1:
+            raise NotFoundError(f"model {model} has no version {version}")
+        try:
+            data = self.store.read(safe_key("models", model, "versions", _seq_name(version)))
+        except NotFoundError as exc:
+            raise NotFoundError(f"model {model} has no version {version}") from exc
+        record = ModelVersionRecord.from_json(data)
+        if record.model != model or record.version != version:
+            raise IntegrityError(f"model {model} version {version}: record names {record.model} v{record.version}")
+        self._cache[(model, version)] = record
+        return record
+
+    def publish(
+        self,
+        model: str,
+        artefact: bytes,
+        *,
+        features: Sequence[FeatureRef],
+        entities: Sequence[str],
+        snapshot_id: str,
+        code_version: str,
+        params: Mapping[str, str],
+        metrics: Mapping[str, float],
+        task: str,
+        label: LabelDef | None = None,
+        holdout: bytes | None = None,
+    ) -> ModelVersionRecord:
+        """Store a new immutable version and emit VersionPublished; returns its record."""
+        check_model_name(model)
+        if task not in TASKS:
+            raise InvalidArgumentError(f"task {task!r} is not one of {sorted(TASKS)}")
+        if not artefact:
+            raise InvalidArgumentError("empty artefact")
+        digest = sha256_hex(artefact)
+        artefact_key = self._put_artefact(model, digest, "txt", artefact)
+        holdout_key, holdout_digest = "", ""
+        if holdout is not None:
+            holdout_digest = sha256_hex(holdout)
+            holdout_key = self._put_artefact(model, holdout_digest, "parquet", holdout)
+
+        def attempt(version: int) -> ModelVersionRecord:
+            return ModelVersionRecord(
+                model=model,
+                version=version,
+                sha256=digest,
+                artefact_uri=artefact_key,
+                features=tuple(features),
+                entities=tuple(entities),
+                snapshot_id=snapshot_id,
+                code_version=code_version,
+                params={str(k): str(v) for k, v in params.items()},
+                metrics={str(k): float(v) for k, v in metrics.items()},
+                created_at_ms=_now_ms(),
+                task=task,
+                label=label,
+                holdout_uri=holdout_key,
+                holdout_sha256=holdout_digest,
+            )
+
+        record = self._commit_next(
+            safe_key("models", model, "versions"), attempt, lambda r: r.to_json(), f"model {model}"
+        )
+        self._cache[(model, record.version)] = record
+        self._emit(new_event(published=models_pb2.VersionPublished(version=record.to_proto())))
+        return record
+
+    def _put_artefact(self, model: str, digest: str, ext: str, data: bytes) -> str:
+        key = safe_key("models", model, "artefacts", f"{digest}.{ext}")
+        # Content-addressed: an existing object already holds exactly these bytes.
+        self.store.put_exclusive(key, data)
+        return key
+
+    def _commit_next(self, folder: str, build: Callable[[int], _T], encode: Callable[[_T], bytes], what: str) -> _T:
+        """Create `folder/<n+1>.json` exclusively, retrying on the next number when raced."""
+        for _ in range(_MAX_RACE_RETRIES):
+            numbers = _seq_numbers(self.store.list(folder))
+            number = (numbers[-1] if numbers else 0) + 1
+            item = build(number)
+            if self.store.put_exclusive(safe_key(folder, _seq_name(number)), encode(item)):
+                return item
+        raise ConflictError(f"{what}: gave up after {_MAX_RACE_RETRIES} concurrent-write retries")
+
+    def load_artefact(self, model: str, version: int) -> bytes:
+        """The version's LightGBM text model, verified against its SHA-256 before it is returned."""
+        record = self.get(model, version)
+        data = self._read_verified(record.artefact_uri, record.sha256, f"model {model} version {version} artefact")
+        return data
+
+    def load_holdout(self, model: str, version: int) -> bytes | None:
+        """The held-out rows (parquet) the version was validated on, verified; None if none were stored."""
+        record = self.get(model, version)
+        if not record.holdout_uri:
+            return None
+        return self._read_verified(
+            record.holdout_uri, record.holdout_sha256, f"model {model} version {version} holdout"
+        )
+
+    def _read_verified(self, uri: str, expected: str, what: str) -> bytes:
+        # The key comes from a stored record: check it again before touching the store.
+        data = self.store.read(safe_key(uri))
+        actual = sha256_hex(data)
+        if actual != expected:
+            raise IntegrityError(f"{what}: SHA-256 mismatch (recorded {expected}, stored bytes {actual}); refused")
+        return data
+
+    # ---- aliases --------------------------------------------------------------------------
+
+    def _alias_folder(self, model: str, alias: str) -> str:
+        return safe_key("models", check_model_name(model), "aliases", check_alias(alias))
+
+    def alias_history(self, model: str, alias: str) -> list[AliasMoveRecord]:
+        folder = self._alias_folder(model, alias)
+        numbers = _seq_numbers(self.store.list(folder))
+        return [AliasMoveRecord.from_json(self.store.read(safe_key(folder, _seq_name(n)))) for n in numbers]
+
+    def aliases(self, model: str) -> dict[str, int]:
+        """Every alias of the model and its current holder."""
+        folder = safe_key("models", check_model_name(model), "aliases")
+        out: dict[str, int] = {}
+        for alias in self.store.list(folder):
+            holder = current_holder(self.alias_history(model, alias))
+            if holder is not None:
+                out[alias] = holder
+        return out
+
+    def resolve(self, model: str, alias: str) -> ModelVersionRecord | None:
+        holder = current_holder(self.alias_history(model, alias))
+        return None if holder is None else self.get(model, holder)
+
+    def alias_at(self, model: str, alias: str, at_ms: int) -> int | None:
+        return holder_at(self.alias_history(model, alias), at_ms)
+
+    def move_alias(
+        self,
+        model: str,
+        alias: str,
+        version: int,
+        *,
+        kind: str = "set",
+        actor: str,
+        reason: str = "",
+        evidence: Mapping[str, float] | None = None,
+        expected_from: int | None = -1,
+    ) -> AliasMoveRecord:
+        """Point `alias` at `version`, append the move to the history and emit AliasMoved.
+
+        `expected_from` (default: don't care) makes the move conditional on the current
+        holder, so a promoter never overrides a move it did not see.
+        """
+        if kind not in ALIAS_MOVE_KINDS:
+            raise InvalidArgumentError(f"alias move kind {kind!r} is not one of {sorted(ALIAS_MOVE_KINDS)}")
+        self.get(model, version)  # NotFoundError for an unknown version
+        folder = self._alias_folder(model, alias)
+
+        def build(sequence: int) -> AliasMoveRecord:
+            # A longer history means another mover took `sequence`; the exclusive create fails and retries.
+            history = self.alias_history(model, alias)[: sequence - 1]
+            holder = current_holder(history)
+            if expected_from != -1 and holder != expected_from:
+                raise ConflictError(f"{model}@{alias} is held by {holder}, not {expected_from}")
+            last_ms = history[-1].at_ms if history else 0
+            return AliasMoveRecord(
+                model=model,
+                alias=alias,
+                from_version=holder,
+                to_version=version,
+                kind=kind,
+                actor=actor,
+                reason=reason,
+                evidence=dict(evidence or {}),
+                sequence=sequence,
+                # Kept non-decreasing so "holder at time T" follows the sequence order.
+                at_ms=max(_now_ms(), last_ms),
+            )
+
+        move = self._commit_next(folder, build, lambda m: m.to_json(), f"{model}@{alias}")
+        self._emit(new_event(alias_moved=move.to_proto()))
+        return move
+
+    def rollback(self, model: str, alias: str, *, actor: str, reason: str = "") -> AliasMoveRecord:
+        """Move the alias back to the holder it had before the current one."""
+        history = self.alias_history(model, alias)
+        target = rollback_target(history)
+        if target is None:
+            raise ConflictError(f"{model}@{alias} has no earlier holder to roll back to")
+        return self.move_alias(
+            model, alias, target, kind="rolled_back", actor=actor, reason=reason, expected_from=current_holder(history)
+        )
+
+    # ---- promotion decisions --------------------------------------------------------------
+
+    def _decision_key(self, model: str, alias: str, candidate: int) -> str:
+        return safe_key("models", check_model_name(model), "decisions", check_alias(alias), _seq_name(candidate))
+
+    def decision(self, model: str, alias: str, candidate: int) -> PromotionDecisionRecord | None:
+        key = self._decision_key(model, alias, candidate)
+        if not self.store.exists(key):
+            return None
+        return PromotionDecisionRecord.from_json(self.store.read(key))
+
+    def record_decision(self, decision: PromotionDecisionRecord) -> bool:
+        """Keep the verdict (first one wins) and emit PromotionDeclined when it declined."""
+        key = self._decision_key(decision.model, decision.alias, decision.candidate_version)
+        created = self.store.put_exclusive(key, decision.to_json())
+        if created and not decision.promoted:
+            self._emit(new_event(promotion_declined=decision.to_proto()))
+        return created
+
+    def _emit(self, event: models_pb2.ModelEvent) -> None:
+        if self.events is None:
+            return
+        try:
+            self.events.emit(event)
+        except UnavailableError as exc:
+            # The change is committed; only the notification is lost, and consumers catch up
+            # from the registry. Say so, so nobody retries the publish.
+            raise UnavailableError(f"{exc} (the registry change itself is committed)") from exc

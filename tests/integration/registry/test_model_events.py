@@ -1,0 +1,95 @@
+"""Publishing and alias moves reach the model topic as fti.v1.ModelEvent (real Kafka)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from confluent_kafka import Consumer
+
+from fti.v1 import models_pb2
+from registry.events import KafkaModelEventSink, KafkaModelEventSource
+from registry.models import FeatureRef, ModelRegistry
+from registry.settings import FtiSettings
+
+
+def _publish(reg: ModelRegistry, artefact: bytes) -> int:
+    return reg.publish(
+        "fraud",
+        artefact,
+        features=[FeatureRef("card_activity", 1, "txn_count_10m")],
+        entities=["card_id"],
+        snapshot_id="snap",
+        code_version="test",
+        params={},
+        metrics={"auc": 0.8},
+        task="binary",
+    ).version
+
+
+def _consume_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 30.0) -> list[tuple[bytes, bytes]]:
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": f"{topic}-reader", "auto.offset.reset": "earliest"}
+    )
+    consumer.subscribe([topic])
+    out: list[tuple[bytes, bytes]] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(out) < expected and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            out.append((msg.key(), msg.value()))
+    finally:
+        consumer.close()
+    return out
+
+
+def test_publish_promote_rollback_events_decode_with_a_plain_consumer(
+    tmp_path: Path, kafka_bootstrap: str, unique: Callable[[str], str]
+) -> None:
+    settings = FtiSettings(data_dir=tmp_path, kafka_bootstrap_servers=kafka_bootstrap, models_topic=unique("models"))
+    sink = KafkaModelEventSink(settings, partitions=2)  # creates the topic itself
+    reg = ModelRegistry.from_uri(str(tmp_path / "registry"), events=sink)
+    _publish(reg, b"model-1")
+    _publish(reg, b"model-2")
+    reg.move_alias("fraud", "production", 1, actor="alice")
+    reg.move_alias("fraud", "production", 2, kind="promoted", actor="bob", evidence={"auc": 0.9})
+    reg.rollback("fraud", "production", actor="carol", reason="regression seen")
+    sink.close()
+
+    raw = _consume_all(kafka_bootstrap, settings.models_topic, expected=5)
+    assert {key for key, _ in raw} == {b"fraud"}
+    events = [models_pb2.ModelEvent.FromString(value) for _, value in raw]
+    published = [e.published.version.version for e in events if e.WhichOneof("kind") == "published"]
+    moves = [e.alias_moved for e in events if e.WhichOneof("kind") == "alias_moved"]
+    assert published == [1, 2]  # one key -> one partition -> in order
+    assert [(m.from_version, m.to_version, m.kind, m.sequence) for m in moves] == [
+        (0, 1, models_pb2.ALIAS_MOVE_KIND_SET, 1),
+        (1, 2, models_pb2.ALIAS_MOVE_KIND_PROMOTED, 2),
+        (2, 1, models_pb2.ALIAS_MOVE_KIND_ROLLED_BACK, 3),
+    ]
+    assert moves[1].evidence["auc"] == 0.9 and moves[2].actor == "carol"
+
+
+async def test_every_unjoined_source_sees_every_event(
+    tmp_path: Path, kafka_bootstrap: str, unique: Callable[[str], str]
+) -> None:
+    settings = FtiSettings(data_dir=tmp_path, kafka_bootstrap_servers=kafka_bootstrap, models_topic=unique("models"))
+    sources = [KafkaModelEventSource(settings), KafkaModelEventSource(settings)]
+    for source in sources:
+        await source.start()  # position fixed: later events are seen
+    reg = ModelRegistry.from_uri(str(tmp_path / "registry"), events=KafkaModelEventSink(settings))
+    await asyncio.to_thread(_publish, reg, b"m")
+
+    async def first(source: KafkaModelEventSource) -> models_pb2.ModelEvent:
+        async for event in source:
+            return event
+        raise AssertionError("source ended")
+
+    got = await asyncio.wait_for(asyncio.gather(*(first(s) for s in sources)), timeout=30)
+    assert [e.published.version.version for e in got] == [1, 1]
+    for source in sources:
+        await source.close()
