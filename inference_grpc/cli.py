@@ -1,0 +1,121 @@
+"""`fti serve` (the gRPC server) and `fti predict` (a command-line client)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from pathlib import Path
+from typing import Any
+
+import click
+
+from registry.settings import load_settings
+
+from .settings import InferenceSettings
+
+__all__ = ["predict", "serve"]
+
+log = logging.getLogger(__name__)
+
+
+def _settings(**options: Any) -> InferenceSettings:
+    # Only options the user gave override the environment / config file.
+    return load_settings(InferenceSettings, **{k: v for k, v in options.items() if v is not None})
+
+
+@click.command()
+@click.option("--model", required=True, help="Model name in the registry.")
+@click.option("--alias", default=None, help="Alias to serve (default: production, or FTI_ALIAS).")
+@click.option("--port", type=int, default=None, help="gRPC port (default 50051; 0 picks a free one).")
+@click.option("--metrics-port", type=int, default=None, help="Prometheus /metrics port (default 9095).")
+@click.option("--redis-prefix", default=None, help="Online-store key prefix in Redis (default fti).")
+@click.option("--swap-on-publish/--no-swap-on-publish", default=None, help="Also serve each newly published version.")
+@click.option("--tls-cert", "tls_cert_file", type=click.Path(exists=True, path_type=Path), default=None)
+@click.option("--tls-key", "tls_key_file", type=click.Path(exists=True, path_type=Path), default=None)
+def serve(**options: Any) -> None:
+    """Serve a model's alias over gRPC, hot-swapping on model events."""
+    settings = _settings(**options)
+    asyncio.run(_serve(settings))
+
+
+async def _serve(settings: InferenceSettings) -> None:
+    from .server import create_server
+
+    server, port = create_server(settings)
+    await server.start()
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    click.echo(f"fti serve: model {settings.model!r} alias {settings.alias!r} on port {port}", err=True)
+    if server.metrics_port is not None:
+        click.echo(f"fti serve: metrics on http://localhost:{server.metrics_port}/metrics", err=True)
+    await stopping.wait()
+    click.echo(f"fti serve: draining (up to {settings.shutdown_grace_s:.0f}s)", err=True)
+    await server.stop()
+
+
+def _parse_value(text: str) -> Any:
+    from fti.v1 import values_pb2
+
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return values_pb2.Value(bool_value=lowered == "true")
+    with contextlib.suppress(ValueError):
+        return values_pb2.Value(int64_value=int(text))
+    with contextlib.suppress(ValueError):
+        return values_pb2.Value(double_value=float(text))
+    return values_pb2.Value(string_value=text)
+
+
+def _pairs(items: tuple[str, ...], what: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not key=value", param_hint=what)
+        out[key] = value
+    return out
+
+
+@click.command()
+@click.option("--model", default="", help="Model name (empty: the server's model).")
+@click.option("--target", default=None, help="host:port of the server (default localhost:50051, or FTI_TARGET).")
+@click.option("-V", "--value", "values", multiple=True, help="Request-time feature value, name=number (repeatable).")
+@click.option("--timeout", type=float, default=5.0, show_default=True, help="Deadline in seconds.")
+@click.option("--tls-ca", type=click.Path(exists=True, path_type=Path), default=None, help="CA to verify a TLS server.")
+@click.argument("entities", nargs=-1)
+def predict(
+    model: str,
+    target: str | None,
+    values: tuple[str, ...],
+    timeout: float,
+    tls_ca: Path | None,
+    entities: tuple[str, ...],
+) -> None:
+    """Score one request: ENTITIES are entity_kind=key pairs, e.g. card_id=c42 merchant_id=m7."""
+    import grpc
+    from google.protobuf import json_format
+
+    from fti.v1 import inference_pb2, inference_pb2_grpc
+
+    address = target or _settings().target
+    request = inference_pb2.PredictRequest(
+        model=model,
+        entities=_pairs(entities, "ENTITIES"),
+        request_values={k: _parse_value(v) for k, v in _pairs(values, "--value").items()},
+    )
+    if tls_ca is not None:
+        channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(tls_ca.read_bytes()))
+    else:
+        channel = grpc.insecure_channel(address)
+    with channel:
+        try:
+            response = inference_pb2_grpc.InferenceServiceStub(channel).Predict(request, timeout=timeout)
+        except grpc.RpcError as exc:
+            raise click.ClickException(f"{exc.code().name}: {exc.details()}") from exc
+    click.echo(json_format.MessageToJson(
+            response, preserving_proto_field_name=True, always_print_fields_with_no_presence=True, indent=2
+        ))

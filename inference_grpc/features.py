@@ -1,0 +1,217 @@
+"""Request-time feature assembly: plain functions over plain data, no I/O.
+
+A model version names its features in feature order as (view, view_version, feature). The
+server reads one online-store row per view (keyed by the request's entity key for that
+view's entity kind), then builds the vector in the model's order. Anything missing, stale
+(older than the view's TTL) or not numeric becomes NaN, which LightGBM treats as missing,
+and the response says so feature by feature.
+
+Which entity kind keys a view is decided once per model version by `view_entities`:
+
+1. the feature-view catalogue (the definitions file), when it knows the view version;
+2. otherwise the version's recorded `entities`: one kind for all views, or one kind per
+   view in the order the views first appear among the features.
+
+Anything else is ambiguous and the version is refused rather than guessed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Protocol
+
+from fti.v1 import values_pb2
+from registry.errors import InvalidArgumentError
+from registry.featurestore.online import OnlineKey, OnlineValue
+
+from .errors import InvalidRequestError
+
+__all__ = [
+    "Assembled",
+    "FeatureLike",
+    "FeatureStatus",
+    "FeatureUse",
+    "ModelLayout",
+    "ViewSlot",
+    "assemble",
+    "layout_for",
+    "online_keys",
+    "parse_request_values",
+    "view_entities",
+]
+
+MAX_ENTITY_KEY_CHARS = 512
+NAN = float("nan")
+
+
+class FeatureStatus(IntEnum):
+    """Mirrors `fti.v1.FeatureStatus` number for number, so conversion is a cast."""
+
+    OK = 1
+    MISSING = 2
+    STALE = 3
+    REQUEST = 4
+
+
+class FeatureLike(Protocol):
+    """What a registry `FeatureRef` provides."""
+
+    @property
+    def view(self) -> str: ...
+    @property
+    def view_version(self) -> int: ...
+    @property
+    def feature(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ViewSlot:
+    view: str
+    version: int
+    entity: str
+
+
+@dataclass(frozen=True, slots=True)
+class ModelLayout:
+    """Everything assembly needs about one model version, computed once at load time."""
+
+    features: tuple[tuple[int, str], ...]  # (index into views, feature name), in model order
+    views: tuple[ViewSlot, ...]  # distinct views in first-appearance order
+    by_name: Mapping[str, tuple[int, ...]]  # "feature" and "view.feature" -> feature positions
+
+    @property
+    def entity_kinds(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(v.entity for v in self.views))
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureUse:
+    name: str
+    view: str
+    view_version: int
+    status: FeatureStatus
+    age_ms: int  # -1 when there is no stored value
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class Assembled:
+    vector: list[float]
+    used: list[FeatureUse]
+
+
+Catalogue = Callable[[str, int], str | None]
+
+
+def view_entities(
+    features: Sequence[FeatureLike], entities: Sequence[str], catalogue: Catalogue | None = None
+) -> tuple[ViewSlot, ...]:
+    """The entity kind of each view the features use (see the module docstring for the rule)."""
+    views = list(dict.fromkeys((f.view, int(f.view_version)) for f in features))
+    known = {v: catalogue(*v) for v in views} if catalogue else {}
+    unresolved = [v for v in views if not known.get(v)]
+    if unresolved:
+        if len(entities) == 1:
+            known.update({v: entities[0] for v in unresolved})
+        elif len(entities) == len(views):
+            known.update({v: e for v, e in zip(views, entities, strict=True) if v in unresolved})
+        else:
+            names = ", ".join(f"{n}:{ver}" for n, ver in unresolved)
+            raise InvalidArgumentError(
+                f"cannot tell which entity keys views {names}: the version records entities {list(entities)} "
+                f"for {len(views)} views and the feature-view catalogue does not know them"
+            )
+    return tuple(ViewSlot(n, ver, str(known[(n, ver)])) for n, ver in views)
+
+
+def layout_for(
+    features: Sequence[FeatureLike], entities: Sequence[str], catalogue: Catalogue | None = None
+) -> ModelLayout:
+    views = view_entities(features, entities, catalogue)
+    index = {(v.view, v.version): i for i, v in enumerate(views)}
+    slots = tuple((index[(f.view, int(f.view_version))], f.feature) for f in features)
+    by_name: dict[str, list[int]] = {}
+    for pos, (vi, name) in enumerate(slots):
+        by_name.setdefault(name, []).append(pos)
+        by_name.setdefault(f"{views[vi].view}.{name}", []).append(pos)
+    return ModelLayout(slots, views, {k: tuple(v) for k, v in by_name.items()})
+
+
+def online_keys(layout: ModelLayout, entities: Mapping[str, str]) -> list[OnlineKey]:
+    """One key per view; refuses a request that lacks (or leaves empty) a needed entity key."""
+    keys = []
+    for view in layout.views:
+        key = entities.get(view.entity, "")
+        if not key:
+            raise InvalidRequestError(
+                f"entity key {view.entity!r} is missing or empty; this model needs {list(layout.entity_kinds)}"
+            )
+        if len(key) > MAX_ENTITY_KEY_CHARS:
+            raise InvalidRequestError(f"entity key {view.entity!r} is longer than {MAX_ENTITY_KEY_CHARS} characters")
+        keys.append(OnlineKey(view.view, view.version, key))
+    return keys
+
+
+def _request_number(name: str, value: values_pb2.Value) -> float:
+    kind = value.WhichOneof("kind")
+    if kind == "double_value":
+        number = value.double_value
+    elif kind in ("int64_value", "bool_value"):
+        number = float(getattr(value, kind))
+    else:
+        shown = "no value" if kind is None else "a string"
+        raise InvalidRequestError(f"request value {name!r} has {shown}; features are numbers")
+    if not math.isfinite(number):
+        raise InvalidRequestError(f"request value {name!r} is {number}; send a finite number or leave it out")
+    return number
+
+
+def parse_request_values(layout: ModelLayout, values: Mapping[str, values_pb2.Value]) -> dict[int, float]:
+    """Request-time values by feature position. A name is `feature` or `view.feature`."""
+    out: dict[int, float] = {}
+    for name, value in values.items():
+        positions = layout.by_name.get(name)
+        if positions is None:
+            raise InvalidRequestError(f"request value {name!r} is not a feature of this model")
+        if len(positions) > 1 and "." not in name:
+            raise InvalidRequestError(f"request value {name!r} is in several views; name it as view.feature")
+        number = _request_number(name, value)
+        out.update(dict.fromkeys(positions, number))
+    return out
+
+
+def _stored_number(raw: object) -> float | None:
+    if isinstance(raw, bool):
+        return float(raw)
+    if isinstance(raw, int | float):
+        number = float(raw)
+        return number if math.isfinite(number) else None
+    return None  # strings and absent values cannot feed LightGBM
+
+
+def assemble(
+    layout: ModelLayout, stored: Sequence[OnlineValue | None], overrides: Mapping[int, float], now_ms: int
+) -> Assembled:
+    """The model's input vector and what each feature was, in the model's feature order."""
+    vector: list[float] = []
+    used: list[FeatureUse] = []
+    for pos, (vi, name) in enumerate(layout.features):
+        view = layout.views[vi]
+        row = stored[vi]
+        age = row.age_ms(now_ms) if row is not None else -1
+        if pos in overrides:
+            status, number = FeatureStatus.REQUEST, overrides[pos]
+            age = 0
+        elif row is None:
+            status, number = FeatureStatus.MISSING, NAN
+        elif row.is_stale(now_ms):
+            status, number = FeatureStatus.STALE, NAN
+        else:
+            found = _stored_number(row.values.get(name))
+            status, number = (FeatureStatus.OK, found) if found is not None else (FeatureStatus.MISSING, NAN)
+        vector.append(number)
+        used.append(FeatureUse(name, view.view, view.version, status, age, number))
+    return Assembled(vector, used)

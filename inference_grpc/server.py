@@ -1,0 +1,199 @@
+"""Builds the inference server: gRPC service, health, reflection, metrics, hot-swap tasks.
+
+`create_server(settings)` wires the real registry, Redis and Kafka; tests pass in-memory
+stand-ins for any of them. It binds the port (0 picks a free one) and returns it; `start()`
+resolves the alias from the registry, so the server needs no event to begin serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+import grpc
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from fti.v1 import inference_pb2, inference_pb2_grpc
+from registry.events import ModelEventSource
+from registry.featurestore.online import AsyncOnlineStore, AsyncRedisOnlineStore
+
+from .features import Catalogue
+from .holder import ModelHolder
+from .interceptor import ErrorMappingInterceptor
+from .listener import ModelEventListener, refresh_periodically
+from .metrics import Metrics
+from .model import LoadedModel, ModelSource
+from .servicer import InferenceServicer
+from .settings import InferenceSettings
+
+__all__ = ["SERVICE_NAME", "InferenceServer", "create_server"]
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME: str = inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name
+_SERVING = health_pb2.HealthCheckResponse.SERVING
+_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+@dataclass
+class InferenceServer:
+    """A bound, not yet started server; `start()`, then `stop(grace)` (or wait for termination)."""
+
+    settings: InferenceSettings
+    grpc_server: aio.Server
+    port: int
+    holder: ModelHolder
+    health: health.aio.HealthServicer
+    metrics: Metrics
+    store: AsyncOnlineStore
+    events: ModelEventSource | None
+    metrics_port: int | None = None
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def start(self) -> None:
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, _NOT_SERVING)
+        await self.grpc_server.start()
+        if self.events is not None:
+            # Fix the event position first, then resolve: an alias move in between is not lost.
+            await self.events.start()
+        await self.holder.refresh(reason="startup")
+        if self.settings.metrics_port is not None:
+            self.metrics_port = self.metrics.serve_http(self.settings.metrics_port)
+        if self.events is not None:
+            listener = ModelEventListener(
+                self.events, self.holder, metrics=self.metrics, swap_on_publish=self.settings.swap_on_publish
+            )
+            self._tasks.append(asyncio.create_task(listener.run(), name="fti-model-events"))
+        poll = refresh_periodically(self.holder, self.settings.resolve_interval_s)
+        self._tasks.append(asyncio.create_task(poll, name="fti-model-refresh"))
+        log.info("serving %s (alias %r) on port %d", self.holder.model, self.holder.alias, self.port)
+
+    async def on_model_change(self, model: LoadedModel) -> None:
+        # A model is loaded, and a swap never unloads one: from here on the server is ready.
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, _SERVING)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drain: say NOT_SERVING, refuse new RPCs, let in-flight ones finish within `grace`."""
+        await self.health.enter_graceful_shutdown()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        await self.grpc_server.stop(self.settings.shutdown_grace_s if grace is None else grace)
+        if self.events is not None:
+            await self.events.close()
+        await self.store.close()
+        self.metrics.close()
+
+    async def wait_for_termination(self) -> None:
+        await self.grpc_server.wait_for_termination()
+
+
+def _default_source(settings: InferenceSettings) -> ModelSource:
+    from registry.models import ModelRegistry
+
+    source: ModelSource = ModelRegistry.from_uri(settings.registry_root)
+    return source
+
+
+def _default_events(settings: InferenceSettings) -> ModelEventSource:
+    from registry.events import KafkaModelEventSource
+
+    return KafkaModelEventSource(settings, group_id=settings.event_group_id)
+
+
+def _default_store(settings: InferenceSettings) -> AsyncOnlineStore:
+    # Short socket timeouts and no client-side retry loop: an unreachable Redis must turn into
+    # a prompt UNAVAILABLE, and the pool reconnects on the next request once Redis is back.
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    timeout = settings.redis_timeout_ms / 1000
+    return AsyncRedisOnlineStore.from_url(
+        settings.redis_url.get_secret_value(),
+        settings.redis_prefix,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+def default_catalogue(settings: InferenceSettings) -> Catalogue | None:
+    """View -> entity kind from the definitions file, when the server can see one."""
+    from registry.featurestore.definitions import DefinitionError, load_definitions
+
+    if not settings.definitions_path.is_file():
+        return None
+    definitions = load_definitions(settings.definitions_path)
+
+    def entity_of(view: str, version: int) -> str | None:
+        try:
+            found = definitions.view(view, version)
+        except DefinitionError:
+            return None
+        return found.entity
+
+    return entity_of
+
+
+def _credentials(settings: InferenceSettings) -> grpc.ServerCredentials | None:
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return None
+    ca = settings.tls_client_ca_file.read_bytes() if settings.tls_client_ca_file else None
+    pair = (settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())
+    return grpc.ssl_server_credentials([pair], root_certificates=ca, require_client_auth=ca is not None)
+
+
+def create_server(
+    settings: InferenceSettings,
+    *,
+    source: ModelSource | None = None,
+    store: AsyncOnlineStore | None = None,
+    events: ModelEventSource | None = None,
+    use_kafka_events: bool = True,
+    catalogue: Catalogue | None = None,
+) -> tuple[InferenceServer, int]:
+    """Build and bind the server. Call from inside the event loop that will run it."""
+    if not settings.model:
+        raise ValueError("settings.model is empty: name the model to serve (fti serve --model NAME)")
+    metrics = Metrics()
+    size = settings.max_message_bytes
+    grpc_server = aio.server(
+        interceptors=[ErrorMappingInterceptor(metrics, f"/{SERVICE_NAME}/")],
+        options=[("grpc.max_receive_message_length", size), ("grpc.max_send_message_length", size)],
+        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+    )
+    address = f"{settings.host}:{settings.port}"
+    credentials = _credentials(settings)
+    if credentials is None:
+        port = grpc_server.add_insecure_port(address)
+    else:
+        port = grpc_server.add_secure_port(address, credentials)
+    if events is None and use_kafka_events:
+        events = _default_events(settings)
+    holder = ModelHolder(
+        source or _default_source(settings),
+        settings.model,
+        settings.alias,
+        metrics=metrics,
+        catalogue=catalogue if catalogue is not None else default_catalogue(settings),
+    )
+    health_servicer = health.aio.HealthServicer()
+    app = InferenceServer(
+        settings, grpc_server, port, holder, health_servicer, metrics, store or _default_store(settings), events
+    )
+    holder.set_on_change(app.on_model_change)
+    inference_pb2_grpc.add_InferenceServiceServicer_to_server(
+        InferenceServicer(holder, app.store, settings, metrics), grpc_server
+    )
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
+    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), grpc_server)
+    return app, port

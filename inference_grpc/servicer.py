@@ -1,0 +1,133 @@
+"""The fti.v1 InferenceService: validate, read Redis once, assemble, score, answer.
+
+No `context.abort` here: errors are raised typed and mapped by the interceptor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Protocol
+
+from fti.v1 import inference_pb2, inference_pb2_grpc
+from registry.errors import UnavailableError
+from registry.featurestore.online import AsyncOnlineStore, OnlineKey, OnlineValue
+
+from .errors import (
+    BatchTooLargeError,
+    DeadlineExceededError,
+    InvalidRequestError,
+    OnlineStoreUnavailableError,
+    UnknownModelError,
+)
+from .features import Assembled, FeatureStatus, assemble, online_keys, parse_request_values
+from .holder import ModelHolder
+from .metrics import Metrics
+from .model import LoadedModel
+from .settings import InferenceSettings
+
+__all__ = ["InferenceServicer"]
+
+
+class _Context(Protocol):
+    """The part of `grpc.aio.ServicerContext` the servicer uses."""
+
+    def time_remaining(self) -> float | None: ...
+
+
+_MISS_REASONS = {FeatureStatus.MISSING: "missing", FeatureStatus.STALE: "stale"}
+
+
+class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
+    def __init__(
+        self, holder: ModelHolder, store: AsyncOnlineStore, settings: InferenceSettings, metrics: Metrics
+    ) -> None:
+        self._holder = holder
+        self._store = store
+        self._settings = settings
+        self._metrics = metrics
+
+    async def Predict(self, request: inference_pb2.PredictRequest, context: _Context) -> inference_pb2.PredictResponse:
+        return (await self._predict([request], context))[0]
+
+    async def PredictBatch(
+        self, request: inference_pb2.PredictBatchRequest, context: _Context
+    ) -> inference_pb2.PredictBatchResponse:
+        size = len(request.requests)
+        if size == 0:
+            raise InvalidRequestError("a batch needs at least one request")
+        if size > self._settings.max_batch_size:
+            raise BatchTooLargeError(f"batch of {size} requests is over the limit of {self._settings.max_batch_size}")
+        return inference_pb2.PredictBatchResponse(responses=await self._predict(request.requests, context))
+
+    async def _predict(
+        self, requests: Sequence[inference_pb2.PredictRequest], context: _Context
+    ) -> list[inference_pb2.PredictResponse]:
+        # One model reference for the whole call: a swap meanwhile does not affect this request.
+        model = self._holder.require()
+        plans = [self._plan(model, r) for r in requests]
+        keys = [k for ks, _ in plans for k in ks]
+        stored = await self._read(keys, context)
+        now_ms = int(time.time() * 1000)
+        per_view = len(model.layout.views)
+        assembled = [
+            assemble(model.layout, stored[i * per_view : (i + 1) * per_view], overrides, now_ms)
+            for i, (_, overrides) in enumerate(plans)
+        ]
+        scores = model.predict([a.vector for a in assembled])
+        return [self._response(model, a, s) for a, s in zip(assembled, scores, strict=True)]
+
+    def _plan(
+        self, model: LoadedModel, request: inference_pb2.PredictRequest
+    ) -> tuple[list[OnlineKey], dict[int, float]]:
+        if request.model and request.model != model.name:
+            raise UnknownModelError(f"model {request.model!r} is not served here; this server serves {model.name!r}")
+        return online_keys(model.layout, request.entities), parse_request_values(model.layout, request.request_values)
+
+    async def _read(self, keys: list[OnlineKey], context: _Context) -> list[OnlineValue | None]:
+        timeout = self._settings.redis_timeout_ms / 1000
+        remaining = context.time_remaining()
+        if remaining is not None:
+            # No Redis call once the caller has given up: the answer could not reach anyone.
+            if remaining <= 0:
+                raise DeadlineExceededError("deadline exceeded before the online store was read")
+            timeout = min(timeout, remaining)
+        try:
+            return await asyncio.wait_for(self._store.read(keys), timeout)
+        except TimeoutError as exc:
+            remaining = context.time_remaining()
+            if remaining is not None and remaining <= 0:
+                raise DeadlineExceededError("deadline exceeded while reading the online store") from exc
+            error = OnlineStoreUnavailableError(f"online store (Redis) read timed out after {timeout:.3f}s")
+            return self._store_failed(error, len(keys))
+        except UnavailableError as exc:
+            error = OnlineStoreUnavailableError(f"online store (Redis) unreachable, retry shortly: {exc}")
+            return self._store_failed(error, len(keys))
+
+    def _store_failed(self, error: OnlineStoreUnavailableError, size: int) -> list[OnlineValue | None]:
+        self._metrics.store_errors.inc()
+        if self._settings.redis_failure_mode == "missing":
+            return [None] * size  # configured fallback: score with stored features as missing
+        raise error
+
+    def _response(self, model: LoadedModel, assembled: Assembled, score: float) -> inference_pb2.PredictResponse:
+        features = []
+        for use in assembled.used:
+            reason = _MISS_REASONS.get(use.status)
+            if reason is not None:
+                self._metrics.feature_misses.labels(view=use.view, reason=reason).inc()
+            features.append(
+                inference_pb2.FeatureUsed(
+                    name=use.name,
+                    view=use.view,
+                    view_version=use.view_version,
+                    status=int(use.status),  # type: ignore[arg-type]
+                    age_ms=use.age_ms,
+                    value=use.value,
+                )
+            )
+        views = [inference_pb2.ViewVersion(view=v.view, version=v.version) for v in model.layout.views]
+        return inference_pb2.PredictResponse(
+            score=score, model=model.name, model_version=model.version, views=views, features=features
+        )

@@ -1,0 +1,55 @@
+"""Settings of `fti serve` and `fti predict`: the shared FTI settings plus the server's own.
+
+Every value comes from an `FTI_`-prefixed environment variable or the FTI_CONFIG TOML file
+(see `registry.settings`); the CLI passes its options as overrides. Nothing else in this
+package reads the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from registry.settings import FtiSettings
+
+__all__ = ["InferenceSettings", "RedisFailureMode"]
+
+# What a prediction does when Redis cannot be read: fail with UNAVAILABLE (the default, so a
+# caller can retry elsewhere), or score with every stored feature treated as missing.
+RedisFailureMode = Literal["unavailable", "missing"]
+
+
+class InferenceSettings(FtiSettings):
+    """The inference server's settings (one frozen object per process)."""
+
+    model: str = Field("", description="Model the server serves (`fti serve --model`).")
+    alias: str = Field("production", description="Registry alias whose current holder is served.")
+    swap_on_publish: bool = Field(False, description="Also serve every newly published version (no alias needed).")
+
+    host: str = "[::]"
+    port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
+    metrics_port: int | None = Field(9095, description="Prometheus port; None disables, 0 picks a free one.")
+
+    redis_prefix: str = Field("fti", description="Key prefix of the online store in Redis.")
+    redis_timeout_ms: int = Field(250, gt=0, description="Cap on one online-store read.")
+    redis_failure_mode: RedisFailureMode = "unavailable"
+
+    max_batch_size: int = Field(256, gt=0, description="Largest PredictBatch accepted.")
+    max_message_bytes: int = Field(4 * 1024 * 1024, gt=0, description="Largest request or response message.")
+    max_concurrent_rpcs: int | None = Field(None, description="Requests beyond this get RESOURCE_EXHAUSTED.")
+
+    shutdown_grace_s: float = Field(10.0, ge=0, description="In-flight requests get this long to finish on stop.")
+    resolve_interval_s: float = Field(
+        30.0, gt=0, description="How often the alias is re-read from the registry, in case an event was missed."
+    )
+    event_group_id: str | None = Field(
+        None, description="Kafka group for model events; None gives each replica its own, so each sees every event."
+    )
+
+    tls_cert_file: Path | None = Field(None, description="PEM certificate chain; with tls_key_file enables TLS.")
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = Field(None, description="PEM CA; when set, clients must present a certificate.")
+
+    target: str = Field("localhost:50051", description="Where `fti predict` connects.")
