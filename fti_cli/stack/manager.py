@@ -123,7 +123,8 @@ class StackManager:
         cmd = redis_command(redis_server, self.settings)
         pid = spawn(cmd, self.settings.root / "redis" / "stdout.log", self.settings.root)
         host, port = self.settings.redis_host_port
-        return ManagedProcess("redis", pid, f"{host}:{port}", marker=str(self.settings.root / "redis"))
+        # redis-server rewrites its process title to "redis-server <bind>:<port>".
+        return ManagedProcess("redis", pid, f"{host}:{port}", marker=f":{port}")
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.settings.stack_start_timeout_s

@@ -1,0 +1,26 @@
+# Entry points. `make demo` runs the whole FTI loop; `make test` runs every check and test.
+.PHONY: demo test check bootstrap stack-up stack-down proto bench
+
+demo:
+	scripts/demo
+
+test:
+	scripts/test
+
+# Checks only, against a stack that is already up (`make stack-up`).
+check:
+	scripts/check
+
+bootstrap:
+	scripts/bootstrap
+
+stack-up: bootstrap
+	.venv/bin/fti stack up
+
+stack-down:
+	.venv/bin/fti stack down
+
+# Regenerate the Python code of the fti.v1 contracts, then check they changed additively.
+proto:
+	.venv/bin/python scripts/gen_proto.py
+	.venv/bin/python scripts/check_contracts.py

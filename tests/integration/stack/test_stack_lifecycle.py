@@ -1,0 +1,124 @@
+"""`fti stack up | status | down` on ports of its own: idempotent up, down leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import redis
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from fti_cli.stack.processes import pid_alive, port_open
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _fti(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fti_cli", *args], env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def _pids(status_out: str) -> dict[str, int]:
+    out = {}
+    for line in status_out.splitlines():
+        if "(pid " in line:
+            out[line.split()[0]] = int(line.rsplit("(pid ", 1)[1].rstrip(")"))
+    return out
+
+
+@pytest.fixture
+def stack_env(tmp_path: Path) -> dict[str, str]:
+    kafka, controller, redis_port = _free_port(), _free_port(), _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FTI_")}
+    env.update(
+        FTI_DATA_DIR=str(tmp_path / "data"),
+        FTI_KAFKA_BOOTSTRAP_SERVERS=f"localhost:{kafka}",
+        FTI_STACK_KAFKA_CONTROLLER_PORT=str(controller),
+        FTI_STACK_KAFKA_HEAP="384m",
+        FTI_REDIS_URL=f"redis://localhost:{redis_port}/0",
+    )
+    yield env
+    _fti(env, "stack", "down")
+
+
+def test_up_status_down(stack_env: dict[str, str]) -> None:
+    bootstrap = stack_env["FTI_KAFKA_BOOTSTRAP_SERVERS"]
+    redis_url = stack_env["FTI_REDIS_URL"]
+    kafka_port = int(bootstrap.rsplit(":", 1)[1])
+    redis_port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+
+    first = _fti(stack_env, "stack", "up")
+    assert first.returncode == 0, first.stderr
+    assert f"FTI_KAFKA_BOOTSTRAP_SERVERS={bootstrap}" in first.stdout
+    assert "created topic fti.events (4 partitions)" in first.stderr
+    pids = _pids(first.stdout)
+    assert set(pids) == {"kafka", "redis"}
+
+    # The broker works for real clients, and the pipeline topics have their declared partitions.
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    topics = admin.list_topics(timeout=10).topics
+    assert len(topics["fti.events"].partitions) == 4 and len(topics["fti.models"].partitions) == 1
+    admin.create_topics([NewTopic("smoke", num_partitions=2, replication_factor=1)])["smoke"].result(30)
+    producer = Producer({"bootstrap.servers": bootstrap})
+    producer.produce("smoke", b"hello")
+    assert producer.flush(30) == 0
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "smoke", "auto.offset.reset": "earliest"})
+    consumer.subscribe(["smoke"])
+    rec = None
+    for _ in range(30):
+        rec = consumer.poll(1)
+        if rec is not None:
+            break
+    consumer.close()
+    assert rec is not None and rec.value() == b"hello"
+    # Auto-creation is off: topics exist only when created with explicit partitions.
+    assert "never-created" not in admin.list_topics("never-created", timeout=5).topics or (
+        admin.list_topics("never-created", timeout=5).topics["never-created"].error is not None
+    )
+    assert redis.Redis.from_url(redis_url).ping()
+
+    second = _fti(stack_env, "stack", "up")
+    assert second.returncode == 0, second.stderr
+    assert "kafka: already running" in second.stderr and "redis: already running" in second.stderr
+    assert _pids(second.stdout) == pids, "a second up must change nothing"
+
+    status = _fti(stack_env, "stack", "status")
+    assert status.returncode == 0 and _pids(status.stdout) == pids
+
+    down = _fti(stack_env, "stack", "down")
+    assert down.returncode == 0, down.stderr
+    assert not any(pid_alive(p) for p in pids.values())
+    assert not port_open("localhost", kafka_port) and not port_open("localhost", redis_port)
+    after = _fti(stack_env, "stack", "status")
+    assert after.returncode == 1 and "stopped" in after.stdout
+
+
+def test_down_leaves_alone_what_it_did_not_start(stack_env: dict[str, str], tmp_path: Path) -> None:
+    redis_port = int(stack_env["FTI_REDIS_URL"].rsplit(":", 1)[1].split("/")[0])
+    outsider = subprocess.Popen(
+        ["redis-server", "--port", str(redis_port), "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(50):
+            if port_open("localhost", redis_port):
+                break
+            subprocess.run(["sleep", "0.1"], check=True)
+        status = _fti(stack_env, "stack", "status")
+        assert "redis  external" in status.stdout
+        down = _fti(stack_env, "stack", "down")
+        assert down.returncode == 0
+        assert outsider.poll() is None, "down stopped a Redis it did not start"
+    finally:
+        outsider.terminate()
+        outsider.wait(10)
