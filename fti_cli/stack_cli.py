@@ -7,6 +7,7 @@ import sys
 import click
 
 from fti_cli.stack import ServiceStatus, StackError, StackManager, StackSettings
+from fti_cli.stack.topics import ensure_topics
 
 __all__ = ["stack"]
 
@@ -53,3 +54,16 @@ def status() -> None:
     _print(statuses)
     if any(s.state == "stopped" for s in statuses):
         sys.exit(1)
+
+
+@stack.command()
+def topics() -> None:
+    """Create the pipeline topics with explicit partition counts on any broker (idempotent)."""
+    s = StackSettings()
+    try:
+        created = ensure_topics(s)
+    except StackError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for name, partitions in s.pipeline_topics().items():
+        state = "created" if name in created else "exists"
+        click.echo(f"{name:24} {partitions:3} partitions  {state}")
