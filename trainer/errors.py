@@ -1,0 +1,11 @@
+"""Typed errors of the training pipeline."""
+
+from __future__ import annotations
+
+from registry.errors import InvalidArgumentError
+
+__all__ = ["TrainingDataError"]
+
+
+class TrainingDataError(InvalidArgumentError):
+    """The snapshot cannot yield a usable training set (no labels, no features, one class...)."""
