@@ -116,6 +116,8 @@ def predict(
             response = inference_pb2_grpc.InferenceServiceStub(channel).Predict(request, timeout=timeout)
         except grpc.RpcError as exc:
             raise click.ClickException(f"{exc.code().name}: {exc.details()}") from exc
-    click.echo(json_format.MessageToJson(
+    click.echo(
+        json_format.MessageToJson(
             response, preserving_proto_field_name=True, always_print_fields_with_no_presence=True, indent=2
-        ))
+        )
+    )

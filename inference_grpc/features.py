@@ -8,7 +8,8 @@ and the response says so feature by feature.
 
 Which entity kind keys a view is decided once per model version by `view_entities`:
 
-1. the feature-view catalogue (the definitions file), when it knows the view version;
+1. the feature-view catalogue (views registered in the offline store, then the definitions
+   file), when it knows the view version;
 2. otherwise the version's recorded `entities`: one kind for all views, or one kind per
    view in the order the views first appear among the features.
 

@@ -126,20 +126,22 @@ def _default_store(settings: InferenceSettings) -> AsyncOnlineStore:
     )
 
 
-def default_catalogue(settings: InferenceSettings) -> Catalogue | None:
-    """View -> entity kind from the definitions file, when the server can see one."""
+def default_catalogue(settings: InferenceSettings) -> Catalogue:
+    """View version -> entity kind: the registered feature-view catalogue, then the definitions file."""
+    from registry.featurestore.catalogue import Catalogue as ViewCatalogue
     from registry.featurestore.definitions import DefinitionError, load_definitions
 
-    if not settings.definitions_path.is_file():
-        return None
-    definitions = load_definitions(settings.definitions_path)
+    registered = ViewCatalogue(settings.offline_root)
+    definitions = load_definitions(settings.definitions_path) if settings.definitions_path.is_file() else None
 
     def entity_of(view: str, version: int) -> str | None:
-        try:
-            found = definitions.view(view, version)
-        except DefinitionError:
-            return None
-        return found.entity
+        found = registered.get(view, version)
+        if found is None and definitions is not None:
+            try:
+                found = definitions.view(view, version)
+            except DefinitionError:
+                return None
+        return None if found is None else found.entity
 
     return entity_of
 

@@ -36,6 +36,8 @@ class _Context(Protocol):
     def time_remaining(self) -> float | None: ...
 
 
+# Below this much time left, a Redis round trip plus scoring cannot answer before the deadline.
+_MIN_USEFUL_S = 0.000_5
 _MISS_REASONS = {FeatureStatus.MISSING: "missing", FeatureStatus.STALE: "stale"}
 
 
@@ -90,8 +92,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         remaining = context.time_remaining()
         if remaining is not None:
             # No Redis call once the caller has given up: the answer could not reach anyone.
-            if remaining <= 0:
-                raise DeadlineExceededError("deadline exceeded before the online store was read")
+            if remaining <= _MIN_USEFUL_S:
+                raise DeadlineExceededError("deadline exceeded (or too close) before the online store was read")
             timeout = min(timeout, remaining)
         try:
             return await asyncio.wait_for(self._store.read(keys), timeout)

@@ -1,0 +1,71 @@
+"""The servicer without a network: deadlines, Redis failures and the configured fallback."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from fti.v1 import inference_pb2
+from inference_grpc.errors import DeadlineExceededError, OnlineStoreUnavailableError
+from inference_grpc.features import FeatureStatus
+from inference_grpc.holder import ModelHolder
+from inference_grpc.metrics import Metrics
+from inference_grpc.servicer import InferenceServicer
+from inference_grpc.settings import InferenceSettings
+from registry.errors import UnavailableError
+from registry.featurestore.online import AsyncInMemoryOnlineStore, OnlineKey, OnlineValue
+from registry.models import ModelRegistry
+
+from .models_helper import publish_model
+
+
+class Context:
+    def __init__(self, remaining: float | None) -> None:
+        self.remaining = remaining
+
+    def time_remaining(self) -> float | None:
+        return self.remaining
+
+
+class DownStore(AsyncInMemoryOnlineStore):
+    reads = 0
+
+    async def read(self, keys: Sequence[OnlineKey]) -> list[OnlineValue | None]:
+        self.reads += 1
+        raise UnavailableError("online store read failed: Connection refused")
+
+
+async def _servicer(tmp_path: Path, store: AsyncInMemoryOnlineStore, **settings: object) -> InferenceServicer:
+    registry = ModelRegistry.from_uri(str(tmp_path))
+    registry.move_alias("fraud", "production", publish_model(registry, "fraud", 1).version, actor="t")
+    holder = ModelHolder(registry, "fraud", "production", metrics=Metrics())
+    await holder.refresh(reason="test")
+    config = InferenceSettings(model="fraud", data_dir=tmp_path, **settings)  # type: ignore[arg-type]
+    return InferenceServicer(holder, store, config, Metrics())
+
+
+REQUEST = inference_pb2.PredictRequest(entities={"card_id": "c", "merchant_id": "m"})
+
+
+@pytest.mark.parametrize("remaining", [0.0, -1.0, 0.000_1])
+async def test_no_redis_call_once_the_deadline_has_passed(tmp_path: Path, remaining: float) -> None:
+    store = DownStore()
+    servicer = await _servicer(tmp_path, store)
+    with pytest.raises(DeadlineExceededError):
+        await servicer.Predict(REQUEST, Context(remaining))
+    assert store.reads == 0
+
+
+async def test_unreachable_redis_is_unavailable_with_a_clear_message(tmp_path: Path) -> None:
+    servicer = await _servicer(tmp_path, DownStore())
+    with pytest.raises(OnlineStoreUnavailableError, match=r"online store \(Redis\) unreachable"):
+        await servicer.Predict(REQUEST, Context(None))
+
+
+async def test_configured_fallback_scores_with_features_missing(tmp_path: Path) -> None:
+    servicer = await _servicer(tmp_path, DownStore(), redis_failure_mode="missing")
+    response = await servicer.Predict(REQUEST, Context(5.0))
+    assert {f.status for f in response.features} == {FeatureStatus.MISSING}
+    assert 0.0 < response.score < 1.0
