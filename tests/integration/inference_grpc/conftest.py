@@ -89,7 +89,7 @@ async def serve(inference_settings: InferenceSettings) -> AsyncIterator[ServerFa
 
     async def start(**kwargs: Any) -> Running:
         overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in InferenceSettings.model_fields}
-        settings = inference_settings.model_copy(update=overrides)
+        settings = InferenceSettings(**{**inference_settings.model_dump(), **overrides})
         server, port = create_server(settings, **kwargs)
         await server.start()
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
