@@ -1,0 +1,33 @@
+"""Prometheus metrics of the feature worker, served on `features_metrics_port` when set."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, start_http_server
+
+__all__ = [
+    "BEYOND_HORIZON",
+    "CONSUMER_LAG",
+    "DEAD_LETTERS",
+    "DUPLICATES",
+    "EVENTS_IN",
+    "FEATURES_WRITTEN",
+    "LATE_EVENTS",
+    "ONLINE_WRITES",
+    "serve_metrics",
+]
+
+EVENTS_IN = Counter("fti_features_events_in", "Raw messages consumed")
+DUPLICATES = Counter("fti_features_duplicates", "Events dropped as duplicate event_ids")
+DEAD_LETTERS = Counter("fti_features_dead_letters", "Messages sent to the dead-letter topic", ["reason"])
+LATE_EVENTS = Counter("fti_features_late_events", "Events later than a view's allowed lateness", ["view"])
+FEATURES_WRITTEN = Counter("fti_features_rows_written", "Offline feature rows written", ["view"])
+ONLINE_WRITES = Counter("fti_features_online_writes", "Online values applied in Redis", ["view"])
+BEYOND_HORIZON = Counter(
+    "fti_features_beyond_state_horizon", "Accepted events older than the retained state (inexact)", ["view"]
+)
+CONSUMER_LAG = Gauge("fti_features_consumer_lag", "Messages behind the high watermark", ["topic", "partition"])
+
+
+def serve_metrics(port: int) -> None:
+    if port > 0:
+        start_http_server(port)

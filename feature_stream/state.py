@@ -1,0 +1,195 @@
+"""Durable worker state: per message key (dedup + watermark) and per view entity (retained events).
+
+State lives outside the Kafka consumer so a restarted or newly assigned worker continues
+exactly: it is written *after* the batch's outputs (archive, forwards, feature rows) and
+*before* the consumer commits, each save in one Redis transaction. After a `kill -9` the
+state may be ahead of the committed offsets, never behind; replayed messages are recognised
+by their recorded position (topic/partition/offset) and re-emitted with the decisions taken
+the first time, so nothing is lost and nothing is counted twice.
+
+Redis layout under the state prefix:
+  `<p>:in:<msg_key>`                  hash event_id -> "position|time_ms|watermark_ms"
+(the key's watermark is the newest time among its remembered ids, so writes only ever add)
+  `<p>:vw:<view>:v<ver>:<entity>`     hash event_id -> JSON [time_ms, {field: value}]
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import redis
+import redis.asyncio as aredis
+
+from feature_stream.aggregate import Rec
+from registry.errors import UnavailableError
+
+__all__ = ["InMemoryStateStore", "KeyState", "RedisStateStore", "Seen", "StateStore"]
+
+EntityRef = tuple[str, str]  # (view ref "name:version", entity key)
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    position: str
+    time_ms: int
+    watermark_ms: int
+
+    def encode(self) -> str:
+        return f"{self.position}|{self.time_ms}|{self.watermark_ms}"
+
+    @classmethod
+    def decode(cls, raw: str) -> Seen:
+        pos, t, wm = raw.rsplit("|", 2)
+        return cls(pos, int(t), int(wm))
+
+
+@dataclass
+class KeyState:
+    """What the ingest stage knows about one message key."""
+
+    max_ms: int = -1
+    seen: dict[str, Seen] = field(default_factory=dict)
+    added: dict[str, Seen] = field(default_factory=dict)
+    dropped: set[str] = field(default_factory=set)
+
+    def prune(self, horizon_ms: int) -> None:
+        for eid in [e for e, s in self.seen.items() if s.time_ms < horizon_ms]:
+            del self.seen[eid]
+            self.added.pop(eid, None)
+            self.dropped.add(eid)
+
+
+def _rec_encode(rec: Rec) -> str:
+    return json.dumps([rec.time_ms, dict(rec.values)], separators=(",", ":"))
+
+
+def _rec_decode(event_id: str, raw: str | bytes) -> Rec:
+    t, values = json.loads(raw)
+    return Rec(int(t), event_id, values)
+
+
+class StateStore(ABC):
+    @abstractmethod
+    async def load_keys(self, keys: Sequence[str]) -> dict[str, KeyState]: ...
+
+    @abstractmethod
+    async def save_keys(self, states: Mapping[str, KeyState]) -> None:
+        """Persist what changed (`added`, `dropped`, `max_ms`) and clear the change sets."""
+
+    @abstractmethod
+    async def load_entities(self, refs: Sequence[EntityRef]) -> dict[EntityRef, list[Rec]]: ...
+
+    @abstractmethod
+    async def save_entities(self, added: Mapping[EntityRef, list[Rec]], dropped: Mapping[EntityRef, list[str]]) -> None:
+        """Apply event additions and removals for many entities at once."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+
+class RedisStateStore(StateStore):
+    def __init__(self, client: aredis.Redis, prefix: str) -> None:
+        self._r = client
+        self._p = prefix
+
+    def _in(self, key: str) -> str:
+        return f"{self._p}:in:{key}"
+
+    def _vw(self, ref: EntityRef) -> str:
+        view, _, version = ref[0].partition(":")
+        return f"{self._p}:vw:{view}:v{version}:{ref[1]}"
+
+    async def load_keys(self, keys: Sequence[str]) -> dict[str, KeyState]:
+        try:
+            pipe = self._r.pipeline(transaction=False)
+            for k in keys:
+                pipe.hgetall(self._in(k))
+            raws = await pipe.execute()
+        except redis.RedisError as exc:
+            raise UnavailableError(f"state load failed: {exc}") from exc
+        out: dict[str, KeyState] = {}
+        for k, raw in zip(keys, raws, strict=True):
+            st = KeyState()
+            for f, v in raw.items():
+                st.seen[f.decode()] = Seen.decode(v.decode())
+            st.max_ms = max((s.time_ms for s in st.seen.values()), default=-1)
+            out[k] = st
+        return out
+
+    async def save_keys(self, states: Mapping[str, KeyState]) -> None:
+        try:
+            pipe = self._r.pipeline(transaction=True)
+            for k, st in states.items():
+                if st.added:
+                    pipe.hset(self._in(k), mapping={eid: s.encode() for eid, s in st.added.items()})
+                if st.dropped:
+                    pipe.hdel(self._in(k), *st.dropped)
+            await pipe.execute()
+        except redis.RedisError as exc:
+            raise UnavailableError(f"state save failed: {exc}") from exc
+        for st in states.values():
+            st.added.clear()
+            st.dropped.clear()
+
+    async def load_entities(self, refs: Sequence[EntityRef]) -> dict[EntityRef, list[Rec]]:
+        try:
+            pipe = self._r.pipeline(transaction=False)
+            for ref in refs:
+                pipe.hgetall(self._vw(ref))
+            raws = await pipe.execute()
+        except redis.RedisError as exc:
+            raise UnavailableError(f"state load failed: {exc}") from exc
+        return {ref: [_rec_decode(f.decode(), v) for f, v in raw.items()] for ref, raw in zip(refs, raws, strict=True)}
+
+    async def save_entities(self, added: Mapping[EntityRef, list[Rec]], dropped: Mapping[EntityRef, list[str]]) -> None:
+        try:
+            pipe = self._r.pipeline(transaction=True)
+            for ref, recs in added.items():
+                if recs:
+                    pipe.hset(self._vw(ref), mapping={r.event_id: _rec_encode(r) for r in recs})
+            for ref, ids in dropped.items():
+                if ids:
+                    pipe.hdel(self._vw(ref), *ids)
+            await pipe.execute()
+        except redis.RedisError as exc:
+            raise UnavailableError(f"state save failed: {exc}") from exc
+
+    async def close(self) -> None:
+        await self._r.aclose()
+
+
+class InMemoryStateStore(StateStore):
+    """The same contract in dicts, for unit tests."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, dict[str, Seen]] = {}
+        self.entities: dict[EntityRef, dict[str, Rec]] = {}
+
+    async def load_keys(self, keys: Sequence[str]) -> dict[str, KeyState]:
+        out = {}
+        for k in keys:
+            seen = self.keys.get(k, {})
+            out[k] = KeyState(max((s.time_ms for s in seen.values()), default=-1), dict(seen))
+        return out
+
+    async def save_keys(self, states: Mapping[str, KeyState]) -> None:
+        for k, st in states.items():
+            seen = self.keys.setdefault(k, {})
+            seen.update(st.added)
+            for eid in st.dropped:
+                seen.pop(eid, None)
+            st.added.clear()
+            st.dropped.clear()
+
+    async def load_entities(self, refs: Sequence[EntityRef]) -> dict[EntityRef, list[Rec]]:
+        return {ref: list(self.entities.get(ref, {}).values()) for ref in refs}
+
+    async def save_entities(self, added: Mapping[EntityRef, list[Rec]], dropped: Mapping[EntityRef, list[str]]) -> None:
+        for ref, recs in added.items():
+            self.entities.setdefault(ref, {}).update({r.event_id: r for r in recs})
+        for ref, ids in dropped.items():
+            for eid in ids:
+                self.entities.get(ref, {}).pop(eid, None)

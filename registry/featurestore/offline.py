@@ -1,0 +1,230 @@
+"""Offline store: parquet feature rows and the raw event archive, on a local path or an fsspec URI.
+
+Layout under the root (the contract the snapshot store and backfill read):
+  features/<view>/v<version>/date=<YYYY-MM-DD>/part-<uuid>.parquet
+      entity_key, event_id, event_time_ms, late, ingest_ns, then one float64 column per feature
+  archive/event_type=<type>/date=<YYYY-MM-DD>/part-<uuid>.parquet
+      event_id, event_type, event_time_ms, entities_json, values_json, source, schema_version,
+      msg_key, watermark_ms (-1: none), late, ingest_ns
+
+Files are written aside under `_tmp/` and then renamed into place, so a reader never sees a
+partial file. Writers append only; a feature row that changes (an allowed out-of-order event
+arrived) is written again with a newer `ingest_ns`, and readers keep the newest row per
+(entity_key, event_id). Archive rows repeat only on at-least-once replay, with equal content.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import fsspec
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from registry.errors import UnavailableError
+from registry.featurestore.values import Scalar
+
+__all__ = ["ARCHIVE_COLUMNS", "ArchiveRow", "FeatureRow", "OfflineStore", "date_of"]
+
+ARCHIVE_COLUMNS = (
+    "event_id",
+    "event_type",
+    "event_time_ms",
+    "entities_json",
+    "values_json",
+    "source",
+    "schema_version",
+    "msg_key",
+    "watermark_ms",
+    "late",
+    "ingest_ns",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureRow:
+    entity_key: str
+    event_id: str
+    event_time_ms: int
+    values: Mapping[str, float | None]
+    late: bool
+    ingest_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveRow:
+    event_id: str
+    event_type: str
+    event_time_ms: int
+    entities: Mapping[str, str]
+    values: Mapping[str, Scalar]
+    source: str
+    schema_version: int
+    msg_key: str
+    watermark_ms: int  # -1 when nothing earlier was seen for the key
+    late: bool
+    ingest_ns: int
+
+
+def date_of(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d")
+
+
+def _feature_schema(features: Sequence[str]) -> pa.Schema:
+    fields = [
+        pa.field("entity_key", pa.string()),
+        pa.field("event_id", pa.string()),
+        pa.field("event_time_ms", pa.int64()),
+        pa.field("late", pa.bool_()),
+        pa.field("ingest_ns", pa.int64()),
+    ]
+    return pa.schema(fields + [pa.field(f, pa.float64()) for f in features])
+
+
+_ARCHIVE_SCHEMA = pa.schema(
+    [
+        ("event_id", pa.string()),
+        ("event_type", pa.string()),
+        ("event_time_ms", pa.int64()),
+        ("entities_json", pa.string()),
+        ("values_json", pa.string()),
+        ("source", pa.string()),
+        ("schema_version", pa.int32()),
+        ("msg_key", pa.string()),
+        ("watermark_ms", pa.int64()),
+        ("late", pa.bool_()),
+        ("ingest_ns", pa.int64()),
+    ]
+)
+
+
+class OfflineStore:
+    """Append-only parquet writer and reader over one fsspec filesystem."""
+
+    def __init__(self, root: str) -> None:
+        self.fs, path = fsspec.core.url_to_fs(root)
+        self.root = path.rstrip("/")
+        self.fs.makedirs(self.root, exist_ok=True)
+
+    def path(self, *parts: str) -> str:
+        return "/".join([self.root, *parts])
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def write_table(self, rel_dir: str, table: pa.Table) -> str:
+        """Write `table` as a new file under `rel_dir`, atomically; returns its path."""
+        name = f"part-{uuid.uuid4().hex}.parquet"
+        tmp = self.path("_tmp", name)
+        final = self.path(rel_dir, name)
+        buf = io.BytesIO()
+        pq.write_table(table, buf, compression="zstd")
+        try:
+            self.fs.makedirs(self.path("_tmp"), exist_ok=True)
+            self.fs.makedirs(self.path(rel_dir), exist_ok=True)
+            with self.fs.open(tmp, "wb") as fh:
+                fh.write(buf.getvalue())
+            # A rename is atomic on a local filesystem; object stores publish on close/copy.
+            self.fs.mv(tmp, final)
+        except OSError as exc:
+            raise UnavailableError(f"offline store write to {final} failed: {exc}") from exc
+        return final
+
+    def write_features(self, view: str, version: int, features: Sequence[str], rows: Sequence[FeatureRow]) -> int:
+        by_date: dict[str, list[FeatureRow]] = {}
+        for r in rows:
+            by_date.setdefault(date_of(r.event_time_ms), []).append(r)
+        schema = _feature_schema(features)
+        for date, part in sorted(by_date.items()):
+            cols: dict[str, list[Any]] = {
+                "entity_key": [r.entity_key for r in part],
+                "event_id": [r.event_id for r in part],
+                "event_time_ms": [r.event_time_ms for r in part],
+                "late": [r.late for r in part],
+                "ingest_ns": [r.ingest_ns for r in part],
+            }
+            for f in features:
+                cols[f] = [r.values.get(f) for r in part]
+            self.write_table(f"features/{view}/v{version}/date={date}", pa.table(cols, schema=schema))
+        return len(rows)
+
+    def write_archive(self, rows: Sequence[ArchiveRow]) -> int:
+        groups: dict[tuple[str, str], list[ArchiveRow]] = {}
+        for r in rows:
+            groups.setdefault((r.event_type, date_of(r.event_time_ms)), []).append(r)
+        for (event_type, date), part in sorted(groups.items()):
+            cols = {
+                "event_id": [r.event_id for r in part],
+                "event_type": [r.event_type for r in part],
+                "event_time_ms": [r.event_time_ms for r in part],
+                "entities_json": [json.dumps(dict(r.entities), sort_keys=True) for r in part],
+                "values_json": [json.dumps(dict(r.values), sort_keys=True) for r in part],
+                "source": [r.source for r in part],
+                "schema_version": [r.schema_version for r in part],
+                "msg_key": [r.msg_key for r in part],
+                "watermark_ms": [r.watermark_ms for r in part],
+                "late": [r.late for r in part],
+                "ingest_ns": [r.ingest_ns for r in part],
+            }
+            self.write_table(f"archive/event_type={event_type}/date={date}", pa.table(cols, schema=_ARCHIVE_SCHEMA))
+        return len(rows)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _files(self, rel_dir: str) -> list[str]:
+        base = self.path(rel_dir)
+        if not self.fs.exists(base):
+            return []
+        return sorted(p for p in self.fs.find(base) if p.endswith(".parquet"))
+
+    def _read(self, files: Sequence[str], schema: pa.Schema) -> pd.DataFrame:
+        if not files:
+            return schema.empty_table().to_pandas()
+        tables = []
+        for f in files:
+            with self.fs.open(f, "rb") as fh:
+                tables.append(pq.read_table(fh, schema=schema))
+        return pa.concat_tables(tables).to_pandas()
+
+    def feature_files(self, view: str, version: int) -> list[str]:
+        return self._files(f"features/{view}/v{version}")
+
+    def read_features(self, view: str, version: int, features: Sequence[str], *, latest: bool = True) -> pd.DataFrame:
+        """Feature rows of a view version; with `latest`, the newest ingest per (entity_key, event_id)."""
+        df = self._read(self.feature_files(view, version), _feature_schema(features))
+        if latest and len(df):
+            df = df.sort_values("ingest_ns", kind="stable").drop_duplicates(["entity_key", "event_id"], keep="last")
+        return df.sort_values(["entity_key", "event_time_ms", "event_id"], kind="stable").reset_index(drop=True)
+
+    def archive_event_types(self) -> list[str]:
+        base = self.path("archive")
+        if not self.fs.exists(base):
+            return []
+        names = [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(base, detail=False)]
+        return sorted(n.removeprefix("event_type=") for n in names if n.startswith("event_type="))
+
+    def archive_files(self, event_type: str) -> list[str]:
+        return self._files(f"archive/event_type={event_type}")
+
+    def read_archive(self, event_types: Sequence[str] | None = None) -> pd.DataFrame:
+        """Raw archive rows, one per event_id (replayed copies are identical), in event-time order."""
+        types = self.archive_event_types() if event_types is None else list(event_types)
+        files = [f for t in types for f in self.archive_files(t)]
+        df = self._read(files, _ARCHIVE_SCHEMA)
+        if len(df):
+            df = df.sort_values("ingest_ns", kind="stable").drop_duplicates("event_id", keep="first")
+        return df.sort_values(["event_time_ms", "event_id"], kind="stable").reset_index(drop=True)
+
+    @staticmethod
+    def schema_for_features(features: Sequence[str]) -> pa.Schema:
+        return _feature_schema(features)
+
+    @staticmethod
+    def archive_schema() -> pa.Schema:
+        return _ARCHIVE_SCHEMA

@@ -1,0 +1,220 @@
+"""Snapshots: immutable, hashed copies of the offline store that the trainer reads by id.
+
+`SnapshotStore.create()` materialises, for every view version and every archived event type,
+one deduplicated parquet file (newest ingest per feature row, one row per event id in the
+archive), cut at `upto_ms` when given, under `snapshots/<id>/`. The manifest (id, files with
+row counts and SHA-256, time range, view definitions) is written last and atomically, so a
+snapshot either exists whole or not at all, and later writes by the worker never change it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from registry.errors import IntegrityError, NotFoundError
+from registry.featurestore.catalogue import Catalogue
+from registry.featurestore.definitions import FeatureViewDef
+from registry.featurestore.offline import OfflineStore
+
+__all__ = ["Snapshot", "SnapshotFile", "SnapshotStore"]
+
+_EVENT_COLUMNS = ["event_id", "event_type", "event_time", "entities", "values", "late"]
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotFile:
+    kind: str  # "features" or "events"
+    name: str  # view name or event type
+    version: int  # view version; 0 for events
+    path: str  # relative to the snapshot folder
+    rows: int
+    sha256: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("kind", "name", "version", "path", "rows", "sha256")}
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    id: str
+    created_at_ms: int
+    files: tuple[SnapshotFile, ...]
+    views: tuple[FeatureViewDef, ...]
+    min_event_time_ms: int
+    max_event_time_ms: int
+    _store: OfflineStore = field(repr=False, compare=False)
+
+    def _file(self, kind: str, name: str, version: int) -> SnapshotFile | None:
+        for f in self.files:
+            if (f.kind, f.name, f.version) == (kind, name, version):
+                return f
+        return None
+
+    def _read(self, f: SnapshotFile) -> pd.DataFrame:
+        path = self._store.path("snapshots", self.id, f.path)
+        with self._store.fs.open(path, "rb") as fh:
+            data = fh.read()
+        if hashlib.sha256(data).hexdigest() != f.sha256:
+            raise IntegrityError(f"snapshot {self.id}: {f.path} does not match its recorded SHA-256")
+        return pq.read_table(io.BytesIO(data)).to_pandas()
+
+    def view(self, name: str, version: int) -> FeatureViewDef:
+        for v in self.views:
+            if v.name == name and v.version == version:
+                return v
+        raise NotFoundError(f"snapshot {self.id} has no view {name}:{version}")
+
+    def feature_rows(self, view: str, version: int) -> pd.DataFrame:
+        """entity_key, event_time (UTC ms), one float column per feature; late rows excluded."""
+        vdef = self.view(view, version)
+        f = self._file("features", view, version)
+        if f is None:
+            raise NotFoundError(f"snapshot {self.id} has no rows for view {view}:{version}")
+        df = self._read(f)
+        df = df[~df["late"]].sort_values(["entity_key", "event_time_ms", "event_id"], kind="stable")
+        out = pd.DataFrame(
+            {
+                "entity_key": df["entity_key"].astype(str).to_numpy(),
+                "event_time": pd.to_datetime(df["event_time_ms"].to_numpy(), unit="ms", utc=True).as_unit("ms"),
+            }
+        )
+        for name in vdef.feature_names:
+            out[name] = df[name].astype("float64").to_numpy()
+        return out
+
+    def event_types(self) -> list[str]:
+        return sorted(f.name for f in self.files if f.kind == "events")
+
+    def events(self, event_type: str) -> pd.DataFrame:
+        """Raw archive rows of one event type, one per event_id, in event-time order."""
+        f = self._file("events", event_type, 0)
+        if f is None:
+            return pd.DataFrame({c: pd.Series(dtype="object") for c in _EVENT_COLUMNS})
+        df = self._read(f).sort_values(["event_time_ms", "event_id"], kind="stable")
+        return pd.DataFrame(
+            {
+                "event_id": df["event_id"].astype(str).to_numpy(),
+                "event_type": df["event_type"].astype(str).to_numpy(),
+                "event_time": pd.to_datetime(df["event_time_ms"].to_numpy(), unit="ms", utc=True).as_unit("ms"),
+                "entities": [json.loads(x) for x in df["entities_json"]],
+                "values": [json.loads(x) for x in df["values_json"]],
+                "late": df["late"].astype(bool).to_numpy(),
+            }
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "created_at_ms": self.created_at_ms,
+            "min_event_time_ms": self.min_event_time_ms,
+            "max_event_time_ms": self.max_event_time_ms,
+            "files": [f.to_json() for f in self.files],
+            "views": [v.model_dump(mode="json") for v in self.views],
+        }
+
+
+class SnapshotStore:
+    def __init__(self, offline_root: str) -> None:
+        self._store = OfflineStore(offline_root)
+        self._catalogue = Catalogue(offline_root)
+
+    def _write(self, snap_id: str, rel: str, table: pa.Table) -> tuple[int, str]:
+        buf = io.BytesIO()
+        pq.write_table(table, buf, compression="zstd")
+        data = buf.getvalue()
+        path = self._store.path("snapshots", snap_id, rel)
+        self._store.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        with self._store.fs.open(path, "wb") as fh:
+            fh.write(data)
+        return table.num_rows, hashlib.sha256(data).hexdigest()
+
+    def create(self, *, views: Sequence[FeatureViewDef] | None = None, upto_ms: int | None = None) -> Snapshot:
+        chosen = tuple(views) if views is not None else tuple(self._catalogue.views())
+        now = int(time.time() * 1000)
+        stamp = datetime.fromtimestamp(now / 1000, tz=UTC).strftime("%Y%m%dT%H%M%S")
+        snap_id = f"snap-{stamp}-{uuid.uuid4().hex[:8]}"
+        files: list[SnapshotFile] = []
+        times: list[int] = []
+        for v in chosen:
+            df = self._store.read_features(v.name, v.version, v.feature_names)
+            if upto_ms is not None:
+                df = df[df["event_time_ms"] <= upto_ms]
+            table = pa.Table.from_pandas(
+                df, schema=OfflineStore.schema_for_features(v.feature_names), preserve_index=False
+            )
+            rel = f"features/{v.name}/v{v.version}.parquet"
+            rows, sha = self._write(snap_id, rel, table)
+            files.append(SnapshotFile("features", v.name, v.version, rel, rows, sha))
+            times.extend(df["event_time_ms"].agg(["min", "max"]).tolist() if len(df) else [])
+        for event_type in self._store.archive_event_types():
+            df = self._store.read_archive([event_type])
+            if upto_ms is not None:
+                df = df[df["event_time_ms"] <= upto_ms]
+            table = pa.Table.from_pandas(df, schema=OfflineStore.archive_schema(), preserve_index=False)
+            rel = f"events/{event_type}.parquet"
+            rows, sha = self._write(snap_id, rel, table)
+            files.append(SnapshotFile("events", event_type, 0, rel, rows, sha))
+            times.extend(df["event_time_ms"].agg(["min", "max"]).tolist() if len(df) else [])
+        snap = Snapshot(
+            id=snap_id,
+            created_at_ms=now,
+            files=tuple(files),
+            views=chosen,
+            min_event_time_ms=int(min(times)) if times else 0,
+            max_event_time_ms=int(max(times)) if times else 0,
+            _store=self._store,
+        )
+        self._publish(snap)
+        return snap
+
+    def _publish(self, snap: Snapshot) -> None:
+        # The manifest is the commit point: written aside, then renamed into place.
+        path = self._store.path("snapshots", snap.id, "manifest.json")
+        tmp = path + ".tmp"
+        with self._store.fs.open(tmp, "w") as fh:
+            json.dump(snap.to_json(), fh, indent=1, sort_keys=True)
+        self._store.fs.mv(tmp, path)
+
+    def _load(self, path: str) -> Snapshot:
+        with self._store.fs.open(path, "r") as fh:
+            doc = json.load(fh)
+        return Snapshot(
+            id=doc["id"],
+            created_at_ms=doc["created_at_ms"],
+            files=tuple(SnapshotFile(**f) for f in doc["files"]),
+            views=tuple(FeatureViewDef.model_validate(v) for v in doc["views"]),
+            min_event_time_ms=doc["min_event_time_ms"],
+            max_event_time_ms=doc["max_event_time_ms"],
+            _store=self._store,
+        )
+
+    def get(self, snapshot_id: str) -> Snapshot:
+        if "/" in snapshot_id or not snapshot_id:
+            raise NotFoundError(f"no snapshot {snapshot_id!r}")
+        path = self._store.path("snapshots", snapshot_id, "manifest.json")
+        if not self._store.fs.exists(path):
+            raise NotFoundError(f"no snapshot {snapshot_id!r}")
+        return self._load(path)
+
+    def list(self) -> list[Snapshot]:
+        base = self._store.path("snapshots")
+        if not self._store.fs.exists(base):
+            return []
+        snaps = [self._load(p) for p in self._store.fs.glob(f"{base}/*/manifest.json")]
+        return sorted(snaps, key=lambda s: (s.created_at_ms, s.id))
+
+    def latest(self) -> Snapshot | None:
+        snaps = self.list()
+        return snaps[-1] if snaps else None
