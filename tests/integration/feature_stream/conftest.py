@@ -1,0 +1,158 @@
+"""A `feature_pipeline` fixture: fresh topics, Redis prefix and offline dir; workers as real subprocesses."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from feature_stream.backfill import compute_view
+from feature_stream.settings import FeatureStreamSettings
+from feature_stream.verify import ViewSkew, compare_view
+from registry.featurestore.definitions import load_definitions
+from registry.featurestore.offline import OfflineStore
+from registry.featurestore.online import OnlineKey, RedisOnlineStore
+
+ROOT = Path(__file__).parents[3]
+DEFS_PATH = ROOT / "examples/fraud/features.yaml"
+
+
+@dataclass
+class FeaturePipeline:
+    env: dict[str, str]
+    settings: FeatureStreamSettings
+    log_dir: Path
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start_worker(self) -> subprocess.Popen[bytes]:
+        log = (self.log_dir / f"worker-{len(self.workers)}.log").open("wb")
+        code = "from feature_stream.cli import features; features(['worker'])"
+        proc = subprocess.Popen([sys.executable, "-c", code], env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        self.workers.append(proc)
+        return proc
+
+    def kill(self, proc: subprocess.Popen[bytes]) -> None:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+
+    def produce(self, messages: Iterable[tuple[bytes | None, bytes]], rate: float | None = None) -> int:
+        producer = Producer({"bootstrap.servers": self.settings.kafka_bootstrap_servers, "linger.ms": 5})
+        t0, n = time.monotonic(), 0
+        for key, value in messages:
+            producer.produce(self.settings.events_topic, key=key, value=value)
+            producer.poll(0)
+            n += 1
+            if rate and n % 100 == 0 and (ahead := n / rate - (time.monotonic() - t0)) > 0:
+                time.sleep(ahead)
+        assert producer.flush(30) == 0
+        return n
+
+    def caught_up(self) -> bool:
+        consumer = Consumer(
+            {"bootstrap.servers": self.settings.kafka_bootstrap_servers, "group.id": self.settings.features_app_id}
+        )
+        try:
+            for topic in (self.settings.events_topic, self.settings.repartition_topic):
+                meta = consumer.list_topics(topic, timeout=10).topics[topic]
+                tps = [TopicPartition(topic, p) for p in meta.partitions]
+                for tp in consumer.committed(tps, timeout=10):
+                    _, high = consumer.get_watermark_offsets(tp, timeout=10)
+                    if high > 0 and tp.offset < high:
+                        return False
+            return True
+        finally:
+            consumer.close()
+
+    def wait_caught_up(self, timeout: float = 120.0) -> float:
+        t0 = time.monotonic()
+        stable = 0
+        while time.monotonic() - t0 < timeout:
+            for w in self.workers:
+                assert w.poll() is None or w.returncode == -signal.SIGKILL, self.logs()
+            stable = stable + 1 if self.caught_up() else 0
+            if stable >= 2:
+                return time.monotonic() - t0
+            time.sleep(0.5)
+        raise AssertionError(f"worker did not catch up in {timeout}s\n{self.logs()}")
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace")[-3000:] for p in sorted(self.log_dir.glob("worker-*.log")))
+
+    def parity(self) -> list[ViewSkew]:
+        """Every entity of every view: the worker's offline rows and Redis values vs the backfill."""
+        defs = load_definitions(DEFS_PATH)
+        store = OfflineStore(self.settings.offline_root)
+        online = RedisOnlineStore.from_url(
+            self.settings.redis_url.get_secret_value(), self.settings.features_redis_prefix
+        )
+        archive = store.read_archive()
+        out = []
+        for view in defs.views:
+            expected = compute_view(view, archive)
+            actual = store.read_features(view.name, view.version, view.feature_names)
+            ents = sorted(set(expected.online) | set(actual["entity_key"]))
+            values = online.read([OnlineKey(view.name, view.version, e) for e in ents])
+            out.append(compare_view(view, expected, actual, dict(zip(ents, values, strict=True))))
+        return out
+
+
+@pytest.fixture
+def feature_pipeline(
+    topic_factory: Callable[..., str],
+    redis_prefix: str,
+    tmp_path: Path,
+    kafka_bootstrap: str,
+    redis_url: str,
+    unique: Callable[[str], str],
+) -> Iterator[Callable[..., FeaturePipeline]]:
+    made: list[FeaturePipeline] = []
+
+    def make(partitions: int = 4) -> FeaturePipeline:
+        app_id = unique("fs-app")
+        env = dict(os.environ)
+        env.update(
+            FTI_KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
+            FTI_REDIS_URL=redis_url,
+            FTI_EVENTS_TOPIC=topic_factory("fs-raw", partitions),
+            FTI_DLQ_TOPIC=topic_factory("fs-dlq", 1),
+            FTI_FEATURES_APP_ID=app_id,
+            FTI_FEATURES_REDIS_PREFIX=redis_prefix,
+            FTI_OFFLINE_STORE_URI=str(tmp_path / "offline"),
+            FTI_DEFINITIONS_PATH=str(DEFS_PATH),
+            FTI_FEATURES_TOPIC_PARTITIONS=str(partitions),
+            FTI_FEATURES_SESSION_TIMEOUT_S="6",
+            FTI_FEATURES_HEARTBEAT_INTERVAL_S="1",
+            FTI_FEATURES_COMMIT_INTERVAL_S="0.5",
+            FTI_FEATURES_LOG_LEVEL="WARNING",
+        )
+        settings = FeatureStreamSettings(
+            **{k.removeprefix("FTI_").lower(): v for k, v in env.items() if k.startswith("FTI_") and k != "FTI_CONFIG"}
+        )
+        logs = tmp_path / f"logs-{len(made)}"
+        logs.mkdir()
+        pipe = FeaturePipeline(env, settings, logs)
+        made.append(pipe)
+        return pipe
+
+    yield make
+    for pipe in made:
+        for w in pipe.workers:
+            if w.poll() is None:
+                w.send_signal(signal.SIGKILL)
+                w.wait(timeout=10)
+        admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+        mine = [t for t in admin.list_topics(timeout=10).topics if t.startswith(pipe.settings.features_app_id)]
+        if mine:
+            for fut in admin.delete_topics(mine).values():
+                with contextlib.suppress(Exception):
+                    fut.result(timeout=30)
