@@ -28,26 +28,27 @@ class Processes:
         return [sys.executable, "-m", "fti_cli", *args]
 
     def run(self, name: str, args: list[str], timeout_s: float = 600) -> str:
-        """Run a command to completion; its output is shown live and kept in the log."""
+        """Run a command to completion; its output is shown live (progress bars too) and kept in the log."""
         log = self.log_dir / f"{name}.log"
-        with log.open("w") as fh:
+        chunks: list[bytes] = []
+        with log.open("wb") as fh:
             proc = subprocess.Popen(  # noqa: S603 - our own CLI
-                self._argv(args), env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+                self._argv(args), env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
             )
             assert proc.stdout is not None
-            lines = []
-            for line in proc.stdout:
-                fh.write(line)
-                lines.append(line)
-                print(f"    {line.rstrip()}", flush=True)
-            try:
-                code = proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired as exc:
-                proc.kill()
-                raise DemoStepError(f"{name} took longer than {timeout_s:.0f} s (log: {log})") from exc
+            deadline = time.monotonic() + timeout_s
+            while chunk := proc.stdout.read1(65536):  # type: ignore[attr-defined]
+                fh.write(chunk)
+                chunks.append(chunk)
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.flush()
+                if time.monotonic() > deadline:
+                    proc.kill()
+                    raise DemoStepError(f"{name} took longer than {timeout_s:.0f} s (log: {log})")
+            code = proc.wait()
         if code != 0:
             raise DemoStepError(f"`fti {' '.join(args)}` exited {code} (log: {log})")
-        return "".join(lines)
+        return b"".join(chunks).decode(errors="replace")
 
     def start(self, name: str, args: list[str]) -> None:
         log = (self.log_dir / f"{name}.log").open("ab")

@@ -57,28 +57,37 @@ def _wait(what: str, check: Callable[[], bool], timeout_s: float, procs: Process
     return time.monotonic() - started
 
 
-def _group_lag(settings: FtiSettings, group: str) -> int | None:
-    """Events not yet committed by the worker's group across all its topics (None: no commit yet)."""
-    conf: dict[str, str | int | float | bool] = {**settings.confluent_config()}
-    admin = AdminClient(conf)
+class LagProbe:
+    """How far a consumer group is behind, across every topic it has committed on.
 
-    result = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group].result(10)
-    committed = [tp for tp in result.topic_partitions if tp.offset >= 0]
-    if not committed:
-        return None
-    probe = Consumer({**conf, "group.id": f"{group}-lag-probe"})
-    try:
+    One admin client and one consumer for the whole demo: librdkafka clients are costly to
+    create and tear down, and doing so in a tight loop is asking for trouble.
+    """
+
+    def __init__(self, settings: FtiSettings, group: str, required_topic: str) -> None:
+        conf: dict[str, str | int | float | bool] = {**settings.confluent_config()}
+        self._admin = AdminClient(conf)
+        self._probe = Consumer({**conf, "group.id": f"{group}-lag-probe", "enable.auto.commit": False})
+        self._group = group
+        self._required = required_topic
+
+    def lag(self) -> int | None:
+        """Uncommitted events; None until the group has committed on the raw topic."""
+        request = [ConsumerGroupTopicPartitions(self._group)]
+        result = self._admin.list_consumer_group_offsets(request)[self._group].result(10)
+        committed = {(tp.topic, tp.partition): tp.offset for tp in result.topic_partitions if tp.offset >= 0}
+        if not any(topic == self._required for topic, _ in committed):
+            return None
+        md = self._probe.list_topics(timeout=10)
         lag = 0
-        topics = {tp.topic for tp in committed}
-        md = probe.list_topics(timeout=10)
-        for topic in topics:
+        for topic in {t for t, _ in committed}:
             for p in md.topics[topic].partitions:
-                _, high = probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-                done = next((tp.offset for tp in committed if tp.topic == topic and tp.partition == p), 0)
-                lag += max(0, high - done)
+                _, high = self._probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                lag += max(0, high - committed.get((topic, p), 0))
         return lag
-    finally:
-        probe.close()
+
+    def close(self) -> None:
+        self._probe.close()
 
 
 def _healthy(target: str) -> bool:
@@ -112,6 +121,8 @@ class Demo:
         self.prefix = f"fti-demo-{self.run_id}"
         env = dict(os.environ)
         env.update(
+            # The stack is shared by every run: keep it where `fti stack` looks by default.
+            FTI_STACK_DIR=str((base.data_dir / "stack").resolve()),
             FTI_DATA_DIR=str(self.dir),
             FTI_EVENTS_TOPIC=f"fti.demo.{self.run_id}.events",
             FTI_DLQ_TOPIC=f"fti.demo.{self.run_id}.events.dlq",
@@ -231,11 +242,19 @@ class Demo:
         return True
 
     def _wait_features(self, what: str) -> None:
-        def drained() -> bool:
-            lag = _group_lag(self.settings, self.env["FTI_FEATURES_APP_ID"])
-            return lag == 0
+        probe = LagProbe(self.settings, self.env["FTI_FEATURES_APP_ID"], self.env["FTI_EVENTS_TOPIC"])
+        zeros = 0
 
-        took = _wait(f"the worker to process {what}", drained, 300, self.procs)
+        def drained() -> bool:
+            nonlocal zeros
+            # Two polls in a row at zero: the repartition topic may get its first commit a beat later.
+            zeros = zeros + 1 if probe.lag() == 0 else 0
+            return zeros >= 2
+
+        try:
+            took = _wait(f"the worker to process {what}", drained, 300, self.procs)
+        finally:
+            probe.close()
         click.echo(f"    worker caught up {took:.1f} s after the last event was produced")
 
     def _snapshot_and_train(self) -> int:

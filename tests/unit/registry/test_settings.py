@@ -10,6 +10,16 @@ import pytest
 from registry.settings import FtiSettings, load_settings
 
 
+@pytest.fixture(autouse=True)
+def _no_ambient_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests are about defaults and precedence: the caller's FTI_ variables must not leak in."""
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("FTI_"):
+            monkeypatch.delenv(key)
+
+
 def test_environment_overrides_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = tmp_path / "fti.toml"
     cfg.write_text('[fti]\nkafka_bootstrap_servers = "file:9092"\nevents_topic = "from.file"\n')
