@@ -135,9 +135,10 @@ def feature_pipeline(
             FTI_FEATURES_COMMIT_INTERVAL_S="0.5",
             FTI_FEATURES_LOG_LEVEL="WARNING",
         )
-        settings = FeatureStreamSettings(
-            **{k.removeprefix("FTI_").lower(): v for k, v in env.items() if k.startswith("FTI_") and k != "FTI_CONFIG"}
-        )
+        fields = {
+            k.removeprefix("FTI_").lower(): v for k, v in env.items() if k.startswith("FTI_") and k != "FTI_CONFIG"
+        }
+        settings = FeatureStreamSettings.model_validate(fields)
         logs = tmp_path / f"logs-{len(made)}"
         logs.mkdir()
         pipe = FeaturePipeline(env, settings, logs)
