@@ -62,7 +62,9 @@ def _read_dlq(pipe: FeaturePipeline, expected: int) -> list[tuple[str, bytes]]:
             for msg in consumer.consume(100, timeout=0.5):
                 if msg.error() is None:
                     headers = dict(msg.headers() or [])
-                    out.append((headers[DLQ_REASON_HEADER].decode(), msg.value() or b""))
+                    reason = headers[DLQ_REASON_HEADER]
+                    assert isinstance(reason, bytes)
+                    out.append((reason.decode(), msg.value() or b""))
             if len(out) >= expected:
                 break
     finally:
@@ -75,7 +77,7 @@ def test_each_malformed_kind_is_dead_lettered_and_valid_events_stay_exact(
 ) -> None:
     pipe = feature_pipeline(partitions=2)
     sim = [(e.key, e.value) for e in generate(3000, SimConfig(seed=5, cards=300, merchants=50))]
-    bad = list(MALFORMED.items()) + [("DEAD_LETTER_REASON_NON_FINITE_VALUE", _event(tag="inf", amount=math.inf))]
+    bad = [*MALFORMED.items(), ("DEAD_LETTER_REASON_NON_FINITE_VALUE", _event(tag="inf", amount=math.inf))]
     mixed = list(sim)
     for i, (_, data) in enumerate(bad):
         mixed.insert(300 * (i + 1), (b"c1", data))
