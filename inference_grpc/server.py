@@ -21,6 +21,7 @@ from fti.v1 import inference_pb2, inference_pb2_grpc
 from registry.events import ModelEventSource
 from registry.featurestore.online import AsyncOnlineStore, AsyncRedisOnlineStore
 
+from .coalesce import CoalescingOnlineStore
 from .features import Catalogue
 from .holder import ModelHolder
 from .interceptor import ErrorMappingInterceptor
@@ -117,13 +118,14 @@ def _default_store(settings: InferenceSettings) -> AsyncOnlineStore:
     from redis.backoff import NoBackoff
 
     timeout = settings.redis_timeout_ms / 1000
-    return AsyncRedisOnlineStore.from_url(
+    redis_store = AsyncRedisOnlineStore.from_url(
         settings.redis_url.get_secret_value(),
         settings.redis_prefix,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         retry=Retry(NoBackoff(), 0),
     )
+    return CoalescingOnlineStore(redis_store) if settings.redis_coalesce else redis_store
 
 
 def default_catalogue(settings: InferenceSettings) -> Catalogue:

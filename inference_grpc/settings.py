@@ -35,6 +35,7 @@ class InferenceSettings(FtiSettings):
     redis_prefix: str = Field("fti", description="Key prefix of the online store in Redis.")
     redis_timeout_ms: int = Field(250, gt=0, description="Cap on one online-store read.")
     redis_failure_mode: RedisFailureMode = "unavailable"
+    redis_coalesce: bool = Field(True, description="Requests ready at the same moment share one Redis round trip.")
 
     max_batch_size: int = Field(256, gt=0, description="Largest PredictBatch accepted.")
     max_message_bytes: int = Field(4 * 1024 * 1024, gt=0, description="Largest request or response message.")
