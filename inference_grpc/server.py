@@ -63,7 +63,7 @@ class InferenceServer:
             # Fix the event position first, then resolve: an alias move in between is not lost.
             await self.events.start()
         await self.holder.refresh(reason="startup")
-        if self.settings.metrics_port is not None:
+        if self.settings.metrics_enabled:
             self.metrics_port = self.metrics.serve_http(self.settings.metrics_port)
         if self.events is not None:
             listener = ModelEventListener(

@@ -30,7 +30,8 @@ class InferenceSettings(FtiSettings):
 
     host: str = "[::]"
     port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
-    metrics_port: int | None = Field(9095, description="Prometheus port; None disables, 0 picks a free one.")
+    metrics_port: int = Field(9095, ge=0, le=65535, description="Prometheus port; 0 picks a free one.")
+    metrics_enabled: bool = Field(True, description="Serve /metrics over HTTP.")
 
     redis_prefix: str = Field("fti", description="Key prefix of the online store in Redis.")
     redis_timeout_ms: int = Field(250, gt=0, description="Cap on one online-store read.")

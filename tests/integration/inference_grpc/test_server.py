@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import math
+import shutil
+import subprocess
 import urllib.request
 from collections.abc import Sequence
+from pathlib import Path
 
 import grpc
 import lightgbm as lgb
@@ -15,7 +18,7 @@ from google.protobuf.descriptor_pool import DescriptorPool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
-from fti.v1 import inference_pb2, values_pb2
+from fti.v1 import inference_pb2, inference_pb2_grpc, values_pb2
 from inference_grpc.features import FeatureStatus
 from registry.featurestore.online import AsyncRedisOnlineStore, OnlineKey, OnlineValue, RedisOnlineStore
 from registry.models import ModelRegistry
@@ -186,3 +189,24 @@ async def test_metrics_endpoint_reports_requests_version_misses_and_swaps(
     assert 'fti_inference_feature_misses_total{reason="missing",view="card_activity"} 2.0' in body
     assert 'fti_inference_model_swaps_total{model="fraud",outcome="swapped"} 1.0' in body
     assert "fti_inference_request_seconds_bucket" in body
+
+
+def _self_signed(folder: Path) -> tuple[Path, Path]:
+    cert, key = folder / "server.pem", folder / "server.key"
+    subject = ["-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"]
+    args = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", *subject]
+    subprocess.run([*args, "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    return cert, key
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+async def test_tls_when_configured(serve: ServerFactory, publisher: ModelRegistry, tmp_path: Path) -> None:
+    await _published(publisher)
+    cert, key = _self_signed(tmp_path)
+    run = await serve(tls_cert_file=cert, tls_key_file=key)
+    credentials = grpc.ssl_channel_credentials(cert.read_bytes())
+    async with grpc.aio.secure_channel(f"127.0.0.1:{run.port}", credentials) as channel:
+        response = await inference_pb2_grpc.InferenceServiceStub(channel).Predict(_request(), timeout=5)
+    assert response.model_version == 1
+    with pytest.raises(grpc.aio.AioRpcError):
+        await run.predict(deadline_s=1, card_id="c1", merchant_id="m1")  # plaintext is refused
