@@ -31,7 +31,11 @@ def _settings(**options: Any) -> InferenceSettings:
 @click.option("--port", type=int, default=None, help="gRPC port (default 50051; 0 picks a free one).")
 @click.option("--metrics-port", type=int, default=None, help="Prometheus /metrics port (default 9095).")
 @click.option("--redis-prefix", default=None, help="Online-store key prefix in Redis (default fti).")
-@click.option("--swap-on-publish/--no-swap-on-publish", default=None, help="Also serve each newly published version.")
+@click.option(
+    "--swap-on-publish/--no-swap-on-publish",
+    default=None,
+    help="Serve each newly published version instead of the alias.",
+)
 @click.option("--tls-cert", "tls_cert_file", type=click.Path(exists=True, path_type=Path), default=None)
 @click.option("--tls-key", "tls_key_file", type=click.Path(exists=True, path_type=Path), default=None)
 def serve(**options: Any) -> None:

@@ -40,8 +40,11 @@ class ModelHolder:
         *,
         metrics: Metrics,
         catalogue: Catalogue | None = None,
+        follow_latest: bool = False,
     ) -> None:
         self._source = source
+        # follow_latest (`swap_on_publish`): serve the newest published version, ignoring the alias.
+        self.follow_latest = follow_latest
         self.model = model
         self.alias = alias
         self._metrics = metrics
@@ -68,11 +71,11 @@ class ModelHolder:
             raise ModelNotLoadedError(f"no version of model {self.model!r} is loaded yet (alias {self.alias!r})")
         return model
 
-    async def refresh(self, *, reason: str, version: int | None = None, retry_refused: bool = True) -> SwapOutcome:
-        """Serve the alias's current holder (or `version`, when serving every publish)."""
+    async def refresh(self, *, reason: str, retry_refused: bool = True) -> SwapOutcome:
+        """Serve the alias's current holder (or the newest version, when following every publish)."""
         async with self._lock:
             try:
-                record = await asyncio.to_thread(self._target, version)
+                record = await asyncio.to_thread(self._target)
             except (FtiError, OSError, ValueError) as exc:
                 log.warning("model %s: cannot resolve alias %r (%s): %s", self.model, self.alias, reason, exc)
                 return "no_target"
@@ -82,16 +85,16 @@ class ModelHolder:
             current = self._current
             if current is not None and current.version == record.version:
                 return "unchanged"
-            if current is not None and version is not None and record.version < current.version:
-                return "unchanged"  # serving every publish only ever moves forward
+            if current is not None and self.follow_latest and record.version < current.version:
+                return "unchanged"  # following every publish only ever moves forward
             key = (int(record.version), record.sha256)
             if key in self._refused and not retry_refused:
                 return "refused"
             return await self._swap_to(record, key, reason)
 
-    def _target(self, version: int | None) -> VersionRecord | None:
-        if version is not None:
-            return self._source.get(self.model, version)
+    def _target(self) -> VersionRecord | None:
+        if self.follow_latest:
+            return self._source.latest(self.model)
         return self._source.resolve(self.model, self.alias)
 
     async def _swap_to(self, record: VersionRecord, key: tuple[int, str], reason: str) -> SwapOutcome:

@@ -30,12 +30,10 @@ class ModelEventListener:
         holder: ModelHolder,
         *,
         metrics: Metrics,
-        swap_on_publish: bool = False,
     ) -> None:
         self._events = events
         self._holder = holder
         self._metrics = metrics
-        self._swap_on_publish = swap_on_publish
 
     async def handle(self, event: models_pb2.ModelEvent) -> SwapOutcome | None:
         """Refresh when the event concerns the served model and alias; None when it does not."""
@@ -46,10 +44,10 @@ class ModelEventListener:
             moved = event.alias_moved
             if moved.model == holder.model and moved.alias == holder.alias:
                 return await holder.refresh(reason=f"alias moved to v{moved.to_version} (event {event.event_id})")
-        elif kind == "published" and self._swap_on_publish:
+        elif kind == "published" and holder.follow_latest:
             published = event.published.version
             if published.model == holder.model:
-                return await holder.refresh(reason=f"published (event {event.event_id})", version=published.version)
+                return await holder.refresh(reason=f"v{published.version} published (event {event.event_id})")
         return None
 
     async def run(self) -> None:

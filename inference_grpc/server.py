@@ -66,9 +66,7 @@ class InferenceServer:
         if self.settings.metrics_enabled:
             self.metrics_port = self.metrics.serve_http(self.settings.metrics_port)
         if self.events is not None:
-            listener = ModelEventListener(
-                self.events, self.holder, metrics=self.metrics, swap_on_publish=self.settings.swap_on_publish
-            )
+            listener = ModelEventListener(self.events, self.holder, metrics=self.metrics)
             self._tasks.append(asyncio.create_task(listener.run(), name="fti-model-events"))
         poll = refresh_periodically(self.holder, self.settings.resolve_interval_s)
         self._tasks.append(asyncio.create_task(poll, name="fti-model-refresh"))
@@ -189,6 +187,7 @@ def create_server(
         settings.alias,
         metrics=metrics,
         catalogue=catalogue if catalogue is not None else default_catalogue(settings),
+        follow_latest=settings.swap_on_publish,
     )
     health_servicer = health.aio.HealthServicer()
     app = InferenceServer(

@@ -26,7 +26,9 @@ class InferenceSettings(FtiSettings):
 
     model: str = Field("", description="Model the server serves (`fti serve --model`).")
     alias: str = Field("production", description="Registry alias whose current holder is served.")
-    swap_on_publish: bool = Field(False, description="Also serve every newly published version (no alias needed).")
+    swap_on_publish: bool = Field(
+        False, description="Serve the newest published version instead of the alias (staging / shadow replicas)."
+    )
 
     host: str = "[::]"
     port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one.")

@@ -83,11 +83,14 @@ async def test_concurrent_refreshes_swap_once(tmp_path: Path) -> None:
     assert sorted(outcomes) == ["swapped", "unchanged", "unchanged", "unchanged", "unchanged"]
 
 
-async def test_swap_on_publish_only_moves_forward(tmp_path: Path) -> None:
+async def test_swap_on_publish_follows_the_newest_version_not_the_alias(tmp_path: Path) -> None:
     registry = ModelRegistry.from_uri(str(tmp_path))
     v1, v2 = publish_model(registry, "fraud", 1), publish_model(registry, "fraud", 2)
-    holder = _holder(registry)
-    listener = ModelEventListener(InMemoryModelEventSource(), holder, metrics=Metrics(), swap_on_publish=True)
-    assert await listener.handle(new_event(published=models_pb2.VersionPublished(version=v2.to_proto()))) == "swapped"
-    assert await listener.handle(new_event(published=models_pb2.VersionPublished(version=v1.to_proto()))) == "unchanged"
+    holder = ModelHolder(registry, "fraud", "production", metrics=Metrics(), follow_latest=True)
+    assert v2.version == 2
+    listener = ModelEventListener(InMemoryModelEventSource(), holder, metrics=Metrics())
+    assert await listener.handle(new_event(published=models_pb2.VersionPublished(version=v1.to_proto()))) == "swapped"
+    assert holder.require().version == 2  # the newest, whatever the event said
+    registry.move_alias("fraud", "production", v1.version, actor="test")  # the alias is not followed
+    assert await holder.refresh(reason="periodic") == "unchanged"
     assert holder.require().version == 2
