@@ -72,42 +72,66 @@ def _numeric(x: Scalar | None) -> float | None:
     return float(x)
 
 
-def _aggregate(feature: FeatureDef, window: Sequence[Rec]) -> float | None:
+@dataclass(frozen=True, slots=True)
+class _Columns:
+    """The fields a view reads, as columns aligned with the sorted events (built once per batch)."""
+
+    times: list[int]
+    numbers: dict[str, list[float | None]]
+    texts: dict[str, list[str | None]]
+
+    @classmethod
+    def of(cls, view: FeatureViewDef, recs: Sequence[Rec]) -> _Columns:
+        fields = {f.field for f in view.features if f.field}
+        distinct = {f.field for f in view.features if f.field and f.agg is AggregationFunction.DISTINCT_COUNT}
+        return cls(
+            [r.time_ms for r in recs],
+            {fld: [_numeric(r.values.get(fld)) for r in recs] for fld in fields},
+            {fld: [str(r.values[fld]) if fld in r.values else None for r in recs] for fld in distinct},
+        )
+
+
+def _aggregate(feature: FeatureDef, cols: _Columns, lo: int, hi: int) -> float | None:
+    """Aggregate of events [lo, hi) of the columns."""
     agg = feature.agg
     if agg is AggregationFunction.COUNT:
-        return float(len(window))
+        return float(hi - lo)
     field = feature.field or ""
     if agg is AggregationFunction.DISTINCT_COUNT:
-        return float(len({str(r.values[field]) for r in window if field in r.values}))
-    nums = [n for n in (_numeric(r.values.get(field)) for r in window) if n is not None]
+        seen = set(cols.texts[field][lo:hi])
+        seen.discard(None)
+        return float(len(seen))
+    column = cols.numbers[field]
+    if agg is AggregationFunction.LAST:  # the newest event (by time, then id) that carries the field
+        return next((x for x in reversed(column[lo:hi]) if x is not None), None)
+    nums = [x for x in column[lo:hi] if x is not None]
     if agg is AggregationFunction.SUM:
         return math.fsum(nums)
     if not nums:
         return None
     if agg is AggregationFunction.MEAN:
         return math.fsum(nums) / len(nums)
-    if agg is AggregationFunction.MIN:
-        return min(nums)
-    if agg is AggregationFunction.MAX:
-        return max(nums)
-    return nums[-1]  # LAST: the newest event (by time, then id) that carries the field
+    return min(nums) if agg is AggregationFunction.MIN else max(nums)
 
 
-def compute_row(view: FeatureViewDef, recs: Sequence[Rec], times: Sequence[int], i: int) -> Values:
-    """Feature values of recs[i]; `recs` sorted by order key, `times` their event times."""
-    t = recs[i].time_ms
-    out: Values = {}
-    for f in view.features:
-        lo = bisect_left(times, window_start(t, f.window), 0, i + 1)
-        out[f.name] = _aggregate(f, recs[lo : i + 1])
-    return out
+def _row(view: FeatureViewDef, cols: _Columns, i: int) -> Values:
+    t = cols.times[i]
+    return {
+        f.name: _aggregate(f, cols, bisect_left(cols.times, window_start(t, f.window), 0, i + 1), i + 1)
+        for f in view.features
+    }
+
+
+def compute_row(view: FeatureViewDef, recs: Sequence[Rec], i: int) -> Values:
+    """Feature values of recs[i]; `recs` sorted by order key."""
+    return _row(view, _Columns.of(view, recs), i)
 
 
 def compute_entity_rows(view: FeatureViewDef, recs: Iterable[Rec]) -> list[tuple[Rec, Values]]:
     """Batch engine: every accepted event of one entity with its row, in order."""
     ordered = sorted(recs, key=lambda r: r.order)
-    times = [r.time_ms for r in ordered]
-    return [(r, compute_row(view, ordered, times, i)) for i, r in enumerate(ordered)]
+    cols = _Columns.of(view, ordered)
+    return [(r, _row(view, cols, i)) for i, r in enumerate(ordered)]
 
 
 class EntityState:
@@ -134,10 +158,10 @@ class EntityState:
     def rows_from(self, view: FeatureViewDef, first: Rec) -> list[tuple[Rec, Values]]:
         """Rows of `first` and of every held event whose windows can contain it."""
         max_size = max(f.window.size_ms for f in view.features)
-        times = [k[0] for k in self._keys]
+        cols = _Columns.of(view, self.recs)
         lo = bisect_left(self._keys, first.order)
-        hi = bisect_right(times, first.time_ms + max_size)
-        return [(self.recs[i], compute_row(view, self.recs, times, i)) for i in range(lo, hi)]
+        hi = bisect_right(cols.times, first.time_ms + max_size)
+        return [(self.recs[i], _row(view, cols, i)) for i in range(lo, hi)]
 
     def newest(self) -> Rec | None:
         return self.recs[-1] if self.recs else None
