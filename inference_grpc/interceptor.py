@@ -31,6 +31,8 @@ class ErrorMappingInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(self, metrics: Metrics, service_prefix: str) -> None:
         self._metrics = metrics
         self._prefix = service_prefix
+        # Wrapped handlers, built once per method: this runs on every call, keep it cheap.
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(
         self,
@@ -42,16 +44,20 @@ class ErrorMappingInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
         # Health and reflection pass through untouched; only our unary methods are wrapped.
         if handler is None or handler.unary_unary is None or not method.startswith(self._prefix):
             return handler
-        wrapped = self._wrap(handler.unary_unary, method.rsplit("/", 1)[-1])
-        return grpc.unary_unary_rpc_method_handler(
-            wrapped,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        wrapped = self._wrapped.get(method)
+        if wrapped is None:
+            wrapped = grpc.unary_unary_rpc_method_handler(
+                self._wrap(handler.unary_unary, method.rsplit("/", 1)[-1]),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+            self._wrapped[method] = wrapped
+        return wrapped
 
     def _wrap(self, inner: _Unary, name: str) -> _Unary:
         metrics = self._metrics
         latency = metrics.latency.labels(method=name)
+        ok = metrics.requests.labels(method=name, code=grpc.StatusCode.OK.name)
 
         async def call(request: Any, context: Any) -> Any:
             started = time.perf_counter()
@@ -70,6 +76,6 @@ class ErrorMappingInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
                 await context.abort(code, "internal error; see the server log")
             finally:
                 latency.observe(time.perf_counter() - started)
-                metrics.requests.labels(method=name, code=code.name).inc()
+                (ok if code is grpc.StatusCode.OK else metrics.requests.labels(method=name, code=code.name)).inc()
 
         return call
