@@ -112,8 +112,10 @@ class _World:
         noisy = self.rng.random() < 0.02
         is_fraud = int(fraud != noisy)
         delay = self.rng.randint(20_000, 180_000)
-        card = txn.key.decode()
-        return _event(self.rng, "fraud_label", txn.time_ms + delay, {"card_id": card}, {"is_fraud": is_fraud})
+        # The label names every entity of the transaction it judges, so a model can use the
+        # features of each (card and merchant) as of the label's time.
+        entities = dict(events_pb2.Event.FromString(txn.value).entities)
+        return _event(self.rng, "fraud_label", txn.time_ms + delay, entities, {"is_fraud": is_fraud})
 
 
 def _arrival_delay(cfg: SimConfig, rng: random.Random) -> int:
