@@ -55,24 +55,29 @@ class FtiSettings(BaseSettings):
 
     data_dir: Path = Field(Path(".fti"), description="Root for local state (stores, registry, stack).")
 
-    kafka_bootstrap_servers: str = "localhost:9092"
-    kafka_security_protocol: SecurityProtocol = "PLAINTEXT"
-    kafka_sasl_mechanism: SaslMechanism | None = None
-    kafka_sasl_username: str | None = None
-    kafka_sasl_password: SecretStr | None = None
-    kafka_ssl_cafile: Path | None = None
-    kafka_ssl_certfile: Path | None = None
-    kafka_ssl_keyfile: Path | None = None
+    kafka_bootstrap_servers: str = Field("localhost:9092", description="Kafka brokers, comma-separated host:port.")
+    kafka_security_protocol: SecurityProtocol = Field(
+        "PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."
+    )
+    kafka_sasl_mechanism: SaslMechanism | None = Field(None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.")
+    kafka_sasl_username: str | None = Field(None, description="SASL user.")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password (masked when printed).")
+    kafka_ssl_cafile: Path | None = Field(None, description="PEM CA bundle to verify the brokers.")
+    kafka_ssl_certfile: Path | None = Field(None, description="PEM client certificate (mutual TLS).")
+    kafka_ssl_keyfile: Path | None = Field(None, description="PEM client key (mutual TLS).")
 
-    redis_url: SecretStr = SecretStr("redis://localhost:6379/0")
+    redis_url: SecretStr = Field(
+        SecretStr("redis://localhost:6379/0"),
+        description="Online store; default redis://localhost:6379/0, may hold a password (masked).",
+    )
 
     offline_store_uri: str | None = Field(None, description="Local path or fsspec URI; default <data_dir>/offline.")
     registry_uri: str | None = Field(None, description="Local path or fsspec URI; default <data_dir>/registry.")
-    definitions_path: Path = Path("examples/fraud/features.yaml")
+    definitions_path: Path = Field(Path("examples/fraud/features.yaml"), description="Your feature definitions (YAML).")
 
-    events_topic: str = "fti.events"
-    dlq_topic: str = "fti.events.dlq"
-    models_topic: str = "fti.models"
+    events_topic: str = Field("fti.events", description="Raw events and labels (fti.v1.Event).")
+    dlq_topic: str = Field("fti.events.dlq", description="Dead letters: original bytes + reason header.")
+    models_topic: str = Field("fti.models", description="Model lifecycle events (fti.v1.ModelEvent).")
 
     @classmethod
     def settings_customise_sources(

@@ -16,11 +16,11 @@ class StackSettings(FtiSettings):
     stack_dir: Path | None = Field(
         None, description="Where broker and Redis keep data and logs; default <data_dir>/stack."
     )
-    stack_kafka_version: str = "4.0.1"
-    stack_kafka_controller_port: int = 9093
-    stack_kafka_heap: str = "768m"
-    stack_events_partitions: int = 4
-    stack_start_timeout_s: float = 120.0
+    stack_kafka_version: str = Field("4.0.1", description="Apache Kafka version fetched from Maven Central.")
+    stack_kafka_controller_port: int = Field(9093, description="KRaft controller listener port.")
+    stack_kafka_heap: str = Field("768m", description="Broker JVM heap (-Xmx).")
+    stack_events_partitions: int = Field(4, description="Partitions of the raw events topic when created.")
+    stack_start_timeout_s: float = Field(120.0, description="How long `up` waits for both to answer.")
 
     @property
     def root(self) -> Path:
