@@ -266,7 +266,11 @@ class Demo:
         registry = ModelRegistry.from_uri(self.settings.registry_root)
         latest = registry.versions(MODEL)[-1]
         metrics = {k: round(v, 4) for k, v in latest.metrics.items()}
-        self.report[f"v{latest.version}"] = {"snapshot": snapshot.id, "metrics": metrics}
+        rows: dict[str, int] = {}
+        for f in snapshot.files:
+            label = f"{f.name}:{f.version}" if f.kind == "features" else f"{f.name} events"
+            rows[label] = rows.get(label, 0) + f.rows
+        self.report[f"v{latest.version}"] = {"snapshot": snapshot.id, "snapshot_rows": rows, "metrics": metrics}
         click.echo(f"    published {MODEL} v{latest.version}: {metrics}")
         return latest.version
 
