@@ -1,0 +1,96 @@
+"""The README's Python gRPC example works as written against a real `fti serve` process."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from registry.featurestore.online import OnlineRow, RedisOnlineStore
+from registry.models import ModelRegistry
+
+from ...unit.inference_grpc.models_helper import publish_model
+from .test_readme_examples import example
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _serving(target: str) -> bool:
+    with grpc.insecure_channel(target) as ch:
+        try:
+            status = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1).status
+        except grpc.RpcError:
+            return False
+    return bool(status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def test_predict_example_prints_a_score_from_the_served_version(
+    tmp_data_dir: Path, kafka_bootstrap: str, redis_url: str, redis_prefix: str, topic_factory: object
+) -> None:
+    registry = ModelRegistry.from_uri(str(tmp_data_dir / "registry"))
+    record = publish_model(registry, "fraud", seed=3)
+    registry.move_alias("fraud", "production", record.version, actor="test")
+    now = int(time.time() * 1000)
+    RedisOnlineStore.from_url(redis_url, prefix=redis_prefix).write(
+        [
+            OnlineRow("card_activity", 1, "c00001", now - 500, {"txn_count": 3, "amount_sum": 80.0}, 3_600_000),
+            OnlineRow("merchant_activity", 1, "m0001", now - 500, {"txn_count": 12}, 3_600_000),
+        ]
+    )
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FTI_")}
+    env.update(
+        FTI_DATA_DIR=str(tmp_data_dir),
+        FTI_KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
+        FTI_REDIS_URL=redis_url,
+        FTI_MODELS_TOPIC=topic_factory("models"),  # type: ignore[operator]
+        FTI_METRICS_PORT="0",
+    )
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fti_cli",
+            "serve",
+            "--model",
+            "fraud",
+            "--port",
+            str(port),
+            "--redis-prefix",
+            redis_prefix,
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not _serving(f"localhost:{port}"):
+            assert server.poll() is None, server.stderr.read().decode() if server.stderr else "server exited"
+            assert time.monotonic() < deadline, "fti serve did not become SERVING"
+            time.sleep(0.2)
+        out = io.StringIO()
+        code = example("predict").replace('"localhost:50051"', repr(f"localhost:{port}"))
+        with contextlib.redirect_stdout(out):
+            exec(compile(code, "README.md#predict", "exec"), {})
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(30)
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith(f"fraud v{record.version}: score 0.")
+    assert "card_activity amount_sum FEATURE_STATUS_OK" in out.getvalue()
+    assert len(lines) == 1 + 3, "one line per model feature"
+    assert server.returncode == 0, "SIGTERM drains and exits cleanly"
