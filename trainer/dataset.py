@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -13,7 +13,7 @@ import pandas as pd
 from registry.featurestore.definitions import Definitions, FeatureViewDef, LabelDef, ModelDef
 from registry.models import FeatureRef
 from trainer.errors import TrainingDataError
-from trainer.pit import LABEL_TIME, TARGET, JoinStats, ViewRows, join_point_in_time, labels_from_events
+from trainer.pit import LABEL_TIME, TARGET, JoinStats, ViewRows, event_fields, join_point_in_time, labels_from_fields
 
 __all__ = ["SnapshotReader", "TrainingSet", "build_training_set", "time_split"]
 
@@ -29,6 +29,20 @@ class SnapshotReader(Protocol):
     def feature_rows(self, view: str, version: int) -> pd.DataFrame: ...
 
     def events(self, event_type: str) -> pd.DataFrame: ...
+
+
+@runtime_checkable
+class EventFieldReader(Protocol):
+    """A snapshot that reads just the keys of its events that it is asked for (Snapshot does)."""
+
+    def event_fields(self, event_type: str, entities: Sequence[str], values: Sequence[str]) -> pd.DataFrame: ...
+
+
+def _label_fields(snapshot: SnapshotReader, label: LabelDef, kinds: Sequence[str]) -> pd.DataFrame:
+    # Decoding only the label field and the needed entity kinds is most of the dataset time saved.
+    if isinstance(snapshot, EventFieldReader):
+        return snapshot.event_fields(label.event_type, kinds, [label.field])
+    return event_fields(snapshot.events(label.event_type), kinds, [label.field])
 
 
 @dataclass(frozen=True)
@@ -64,7 +78,8 @@ def build_training_set(
     label = definitions.label(model.label)
     views = definitions.model_views(model_name)
     entities = _entities(views)
-    labels = labels_from_events(snapshot.events(label.event_type), label, entities, model.task)
+    kinds = list(dict.fromkeys([label.entity, *entities]))
+    labels = labels_from_fields(_label_fields(snapshot, label, kinds), label, entities, model.task)
     if labels.empty:
         raise TrainingDataError(
             f"snapshot {snapshot.id} has no usable {label.event_type!r} label events for model {model_name}"

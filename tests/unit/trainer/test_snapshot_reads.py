@@ -1,0 +1,162 @@
+"""The snapshot reads the trainer uses give exactly what a row-by-row parse of the same files gives."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from registry.featurestore.definitions import FeatureViewDef, LabelDef
+from registry.featurestore.offline import ArchiveRow, OfflineStore
+from registry.featurestore.snapshots import Snapshot, SnapshotStore
+from registry.featurestore.values import Scalar
+from trainer.pit import event_fields, labels_from_events, labels_from_fields
+
+T0 = 1_700_000_000_000
+VIEW = FeatureViewDef.model_validate(
+    {
+        "name": "card",
+        "version": 2,
+        "source": "txn",
+        "entity": "card_id",
+        "ttl": "1h",
+        "features": [
+            {"name": "n", "agg": "count", "window": {"size": "1h"}},
+            {"name": "s", "agg": "sum", "field": "a", "window": {"size": "1h"}},
+        ],
+    }
+)
+LABEL = LabelDef(name="y", event_type="outcome", entity="card_id", field="y")
+
+
+def _archive_rows(rng: np.random.Generator, n: int) -> list[ArchiveRow]:
+    rows = []
+    values: list[Scalar] = [0, 1, True, False, 1.0, "1", float("nan"), "x", 10**30]
+    for i in range(n):
+        entities = {"card_id": f"c{rng.integers(0, 40)}", "merchant_id": f"m\u00e9{rng.integers(0, 5)}"}
+        if i % 13 == 0:
+            del entities["merchant_id"]
+        if i % 29 == 0:
+            del entities["card_id"]
+        vals = {"y": values[i % len(values)], "note": 'quote " and , comma ]}'}
+        if i % 11 == 0:
+            del vals["y"]
+        # Few distinct times, so ties on event time are ordered by event id.
+        t = T0 + int(rng.integers(0, 50)) * 1000
+        rows.append(
+            ArchiveRow(
+                f"e{rng.integers(0, 10**6):07d}-{i}", "outcome", t, entities, vals, "t", 1, "", -1, i % 7 == 0, 0
+            )
+        )
+    return rows
+
+
+@pytest.fixture
+def snapshot(tmp_path: Path) -> Snapshot:
+    rng = np.random.default_rng(3)
+    store = OfflineStore(str(tmp_path))
+    rows = _archive_rows(rng, 900)
+    # Several files (days and batches), so the reads see more than one chunk.
+    store.write_archive(rows[:400])
+    store.write_archive(rows[400:])
+    n = 500
+    features = pa.table(
+        {
+            "entity_key": [f"c{k}" for k in rng.integers(0, 40, size=n)],
+            "event_id": [f"f{i:04d}" for i in rng.permutation(n)],
+            "event_time_ms": T0 + rng.integers(0, 30, size=n) * 1000,
+            "late": rng.random(n) < 0.1,
+            "ingest_ns": np.zeros(n, dtype=np.int64),
+            "n": rng.integers(0, 9, size=n).astype("float64"),
+            "s": np.where(rng.random(n) < 0.1, np.nan, rng.normal(size=n)),
+        },
+        schema=OfflineStore.schema_for_features(VIEW.feature_names),
+    )
+    store.write_table(f"features/{VIEW.name}/v{VIEW.version}/date=all", features)
+    return SnapshotStore(str(tmp_path)).create(views=[VIEW])
+
+
+def _file(snap: Snapshot, tmp_path: Path, kind: str) -> pd.DataFrame:
+    (f,) = [f for f in snap.files if f.kind == kind]
+    return pq.read_table(tmp_path / "snapshots" / snap.id / f.path).to_pandas()
+
+
+def test_events_equal_a_row_by_row_parse(snapshot: Snapshot, tmp_path: Path) -> None:
+    raw = _file(snapshot, tmp_path, "events").sort_values(["event_time_ms", "event_id"], kind="stable")
+    expected = pd.DataFrame(
+        {
+            "event_id": raw["event_id"].astype(str).to_numpy(),
+            "event_type": raw["event_type"].astype(str).to_numpy(),
+            "event_time": pd.to_datetime(raw["event_time_ms"].to_numpy(), unit="ms", utc=True).as_unit("ms"),
+            "entities": [json.loads(x) for x in raw["entities_json"]],
+            "values": [json.loads(x) for x in raw["values_json"]],
+            "late": raw["late"].astype(bool).to_numpy(),
+        }
+    )
+    got = snapshot.events("outcome")
+    assert len(got) == 900
+    pd.testing.assert_frame_equal(got, expected, check_exact=True)
+    for column in ("entities", "values"):  # == says True == 1 == 1.0; repr tells the types apart
+        assert list(map(repr, got[column])) == list(map(repr, expected[column]))
+    assert got["entities"][0] is not got["entities"][1]  # one dict per row, as json.loads gives
+    assert list(snapshot.events("absent").columns) == list(expected.columns)
+
+
+def test_feature_rows_equal_a_sorted_pandas_read(snapshot: Snapshot, tmp_path: Path) -> None:
+    raw = _file(snapshot, tmp_path, "features")
+    raw = raw[~raw["late"]].sort_values(["entity_key", "event_time_ms", "event_id"], kind="stable")
+    expected = pd.DataFrame(
+        {
+            "entity_key": raw["entity_key"].astype(str).to_numpy(),
+            "event_time": pd.to_datetime(raw["event_time_ms"].to_numpy(), unit="ms", utc=True).as_unit("ms"),
+            "n": raw["n"].to_numpy(),
+            "s": raw["s"].to_numpy(),
+        }
+    )
+    pd.testing.assert_frame_equal(snapshot.feature_rows("card", 2), expected, check_exact=True)
+
+
+def test_event_fields_equal_the_keys_of_events(snapshot: Snapshot) -> None:
+    kinds, fields = ["card_id", "merchant_id", "absent_kind"], ["y", "note"]
+    expected = event_fields(snapshot.events("outcome"), kinds, fields)
+    got = snapshot.event_fields("outcome", kinds, fields)
+    pd.testing.assert_frame_equal(got, expected, check_exact=True)
+    labels_a = labels_from_events(snapshot.events("outcome"), LABEL, ["card_id", "merchant_id"], "regression")
+    labels_b = labels_from_fields(got, LABEL, ["card_id", "merchant_id"], "regression")
+    pd.testing.assert_frame_equal(labels_a, labels_b, check_exact=True)
+    assert 0 < len(labels_a) < 900
+
+
+def test_json_that_is_not_one_object_per_row_is_read_row_by_row(tmp_path: Path) -> None:
+    texts = ['{"card_id": "a"}', "[1, 2]", '"s"', "3", '{"card_id": "b"}, {"card_id": "c"}']
+    n = len(texts) - 1
+    table = pa.table(
+        {
+            "event_id": [f"e{i}" for i in range(n)],
+            "event_type": ["outcome"] * n,
+            "event_time_ms": [T0 + i for i in range(n)],
+            "entities_json": texts[:n],
+            "values_json": ['{"y": 1}'] * n,
+            "source": ["t"] * n,
+            "schema_version": [1] * n,
+            "msg_key": [""] * n,
+            "watermark_ms": [-1] * n,
+            "late": [False] * n,
+            "ingest_ns": [0] * n,
+        },
+        schema=OfflineStore.archive_schema(),
+    )
+    OfflineStore(str(tmp_path / "a")).write_table("archive/event_type=outcome/date=all", table)
+    snap = SnapshotStore(str(tmp_path / "a")).create(views=[])
+    assert snap.events("outcome")["entities"].tolist() == [{"card_id": "a"}, [1, 2], "s", 3]
+    assert snap.event_fields("outcome", ["card_id"], [])["entities.card_id"].tolist() == ["a", None, None, None]
+    # Two objects in one row would shift every later row in a joined parse: it must fail as json.loads does.
+    shifted = table.set_column(3, "entities_json", pa.array(texts[1:]))
+    OfflineStore(str(tmp_path / "b")).write_table("archive/event_type=outcome/date=all", shifted)
+    with pytest.raises(json.JSONDecodeError):
+        SnapshotStore(str(tmp_path / "b")).create(views=[]).events("outcome")
