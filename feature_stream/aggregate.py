@@ -24,6 +24,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from feature_stream.windows import feature_rows
 from registry.featurestore.definitions import AggregationFunction, FeatureDef, FeatureViewDef, WindowDef
 from registry.featurestore.values import Scalar
 
@@ -34,6 +35,7 @@ __all__ = [
     "compute_row",
     "is_late",
     "retention_ms",
+    "rows_between",
     "window_start",
 ]
 
@@ -123,15 +125,34 @@ def _row(view: FeatureViewDef, cols: _Columns, i: int) -> Values:
 
 
 def compute_row(view: FeatureViewDef, recs: Sequence[Rec], i: int) -> Values:
-    """Feature values of recs[i]; `recs` sorted by order key."""
+    """Feature values of recs[i]; `recs` sorted by order key. The definition, window by window;
+    `rows_between` gives the same values for a run of rows in one pass."""
     return _row(view, _Columns.of(view, recs), i)
+
+
+def rows_between(view: FeatureViewDef, recs: Sequence[Rec], lo: int, hi: int) -> list[Values]:
+    """Rows of recs[lo:hi] (`recs` sorted), equal to `compute_row` of each, in one pass per feature."""
+    if lo >= hi:
+        return []
+    times = [r.time_ms for r in recs[:hi]]
+    # Only the events some window of these rows can reach are turned into columns.
+    start = min(bisect_left(times, window_start(times[lo], f.window), 0, lo + 1) for f in view.features)
+    cols = _Columns.of(view, recs[start:hi])
+    t = cols.times
+    out: list[Values] = [{} for _ in range(hi - lo)]
+    for f in view.features:
+        lows = [bisect_left(t, window_start(t[i], f.window), 0, i + 1) for i in range(lo - start, hi - start)]
+        numbers = cols.numbers.get(f.field or "", [])
+        texts = cols.texts.get(f.field or "", [])
+        for row, value in zip(out, feature_rows(f, lows, lo - start, numbers, texts), strict=True):
+            row[f.name] = value
+    return out
 
 
 def compute_entity_rows(view: FeatureViewDef, recs: Iterable[Rec]) -> list[tuple[Rec, Values]]:
     """Batch engine: every accepted event of one entity with its row, in order."""
     ordered = sorted(recs, key=lambda r: r.order)
-    cols = _Columns.of(view, ordered)
-    return [(r, _row(view, cols, i)) for i, r in enumerate(ordered)]
+    return list(zip(ordered, rows_between(view, ordered, 0, len(ordered)), strict=True))
 
 
 class EntityState:
@@ -158,10 +179,9 @@ class EntityState:
     def rows_from(self, view: FeatureViewDef, first: Rec) -> list[tuple[Rec, Values]]:
         """Rows of `first` and of every held event whose windows can contain it."""
         max_size = max(f.window.size_ms for f in view.features)
-        cols = _Columns.of(view, self.recs)
         lo = bisect_left(self._keys, first.order)
-        hi = bisect_right(cols.times, first.time_ms + max_size)
-        return [(self.recs[i], _row(view, cols, i)) for i in range(lo, hi)]
+        hi = bisect_left(self._keys, (first.time_ms + max_size + 1, ""))  # every event at or before t + max_size
+        return list(zip(self.recs[lo:hi], rows_between(view, self.recs, lo, hi), strict=True))
 
     def newest(self) -> Rec | None:
         return self.recs[-1] if self.recs else None

@@ -1,8 +1,11 @@
 """The worker's batch logic, apart from Faust: ingest (validate, dedup, watermark, archive, route)
 and aggregate (per view entity: rows, online value, offline rows).
 
-Each batch runs outputs first and state last, and the caller acks the batch only after it
-returns; see `feature_stream.state` for why that makes `kill -9` at any point safe.
+Each batch writes its online values at once (freshness) and buffers the rest: parquet rows,
+Kafka sends and state changes. `flush` writes them in the order outputs, then state, then
+calls the batches' `on_durable` callbacks, which ack their offsets; see `feature_stream.state`
+for why that order makes `kill -9` at any point safe. Buffering across batches turns many
+small parquet files and Redis transactions per batch into a few per flush.
 """
 
 from __future__ import annotations
@@ -11,13 +14,13 @@ import asyncio
 import json
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from feature_stream import metrics
 from feature_stream.aggregate import EntityState, Rec, is_late, retention_ms
 from feature_stream.codec import DeadLetter, RawEvent, decode_event
-from feature_stream.state import EntityRef, KeyState, Seen, StateStore
+from feature_stream.state import EntityChanges, EntityRef, KeyState, Seen, StateStore
 from registry.featurestore.definitions import Definitions, FeatureViewDef
 from registry.featurestore.offline import ArchiveRow, FeatureRow, OfflineStore
 from registry.featurestore.online import AsyncOnlineStore, OnlineRow
@@ -66,16 +69,35 @@ class ViewItem:
 
 
 class Outbox(ABC):
-    """Kafka outputs of a batch; `flush` returns once every message is acknowledged."""
+    """Kafka outputs: `dead_letter` and `forward` only enqueue; `flush` returns once every
+    enqueued message is acknowledged by the broker (and raises if any was not)."""
 
     @abstractmethod
-    async def dead_letter(self, msg: InMessage, letter: DeadLetter) -> None: ...
+    def dead_letter(self, msg: InMessage, letter: DeadLetter) -> None: ...
 
     @abstractmethod
-    async def forward(self, item: ViewItem) -> None: ...
+    def forward(self, item: ViewItem) -> None: ...
 
     @abstractmethod
     async def flush(self) -> None: ...
+
+
+@dataclass
+class _Pending:
+    """Everything written since the last flush except the online values."""
+
+    archive: list[ArchiveRow] = field(default_factory=list)
+    # Per view, the newest version of each (entity, event) row: an out-of-order event rewrites
+    # the rows after it, often several times between flushes, and readers keep only the newest.
+    features: dict[str, dict[tuple[str, str], FeatureRow]] = field(default_factory=dict)
+    keys: dict[str, KeyState] = field(default_factory=dict)
+    entities: EntityChanges = field(default_factory=EntityChanges)
+    on_durable: list[Callable[[], None]] = field(default_factory=list)
+    rows: int = 0
+    since: float = field(default_factory=time.monotonic)
+
+    def __bool__(self) -> bool:
+        return bool(self.rows or self.keys or self.on_durable)
 
 
 class Processor:
@@ -89,6 +111,8 @@ class Processor:
         *,
         state_slack_ms: int = 3_600_000,
         dedup_retention_ms: int = 86_400_000,
+        flush_rows: int = 30_000,
+        flush_interval_s: float = 0.5,
     ) -> None:
         self.defs = defs
         self.views = {v.ref: v for v in defs.views}
@@ -98,15 +122,65 @@ class Processor:
         self.outbox = outbox
         self.slack_ms = state_slack_ms
         self.dedup_retention_ms = dedup_retention_ms
+        self.flush_rows = flush_rows
+        self.flush_interval_s = flush_interval_s
+        # Per event type: the views it feeds with the fields each reads (looked up once, not per event).
+        self._routes = {
+            t: [(v, frozenset(f.field for f in v.features if f.field)) for v in defs.views_for_event(t)]
+            for t in defs.event_types
+        }
         self._keys: dict[str, KeyState] = {}
         self._entities: dict[EntityRef, EntityState] = {}
-        # Both agents aggregate (in place and re-keyed); one at a time keeps the caches coherent.
+        self._pending = _Pending()
+        # Both agents and the flush timer share caches and the buffer; one at a time keeps them coherent.
         self._lock = asyncio.Lock()
 
     def reset(self) -> None:
-        """Forget cached state; called on every partition assignment (ownership may have moved)."""
+        """Forget cached state and unflushed work, as a crash would: their offsets were not acked,
+        so the messages are consumed again. Called on partition assignment and after errors."""
         self._keys.clear()
         self._entities.clear()
+        self._pending = _Pending()
+
+    # -- flushing --------------------------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Write buffered outputs, then state, then ack (the `on_durable` callbacks)."""
+        async with self._lock:
+            await self._flush()
+
+    async def flush_if_due(self) -> None:
+        """Flush when the oldest buffered work is `flush_interval_s` old (called by a timer)."""
+        if self._pending and time.monotonic() - self._pending.since >= self.flush_interval_s:
+            await self.flush()
+
+    async def _flush(self) -> None:
+        pending, self._pending = self._pending, _Pending()
+        if not pending:
+            return
+        try:
+            await asyncio.to_thread(self._write_offline, pending)
+            await self.outbox.flush()
+            await self.state.save(pending.keys, pending.entities)
+        except BaseException:
+            self.reset()  # the caches are ahead of the saved state
+            raise
+        for ack in pending.on_durable:
+            ack()
+
+    def _write_offline(self, pending: _Pending) -> None:
+        if pending.archive:
+            self.offline.write_archive(pending.archive)
+        for ref, rows in pending.features.items():
+            view = self.views[ref]
+            self.offline.write_features(view.name, view.version, view.feature_names, list(rows.values()))
+            metrics.FEATURES_WRITTEN.labels(ref).inc(len(rows))
+
+    async def _after_batch(self, on_durable: Callable[[], None] | None) -> None:
+        if on_durable is not None:
+            self._pending.on_durable.append(on_durable)
+        if self._pending.rows >= self.flush_rows:
+            await self._flush()
 
     # -- ingest ----------------------------------------------------------------------------
 
@@ -126,52 +200,59 @@ class Processor:
         st.max_ms = max(st.max_ms, ev.time_ms)
         return wm
 
-    def _archive_row(self, msg: InMessage, ev: RawEvent, wm: int, now_ns: int) -> ArchiveRow:
-        views = self.defs.views_for_event(ev.event_type)
-        late = any(is_late(ev.time_ms, wm, v.allowed_lateness_ms) for v in views)
+    def _archive_row(self, key: str, ev: RawEvent, wm: int, now_ns: int) -> ArchiveRow:
+        late = any(is_late(ev.time_ms, wm, v.allowed_lateness_ms) for v, _ in self._routes[ev.event_type])
         return ArchiveRow(
             ev.event_id, ev.event_type, ev.time_ms, ev.entities, ev.values, ev.source,
-            ev.schema_version, msg.state_key, wm, late, now_ns,
+            ev.schema_version, key, wm, late, now_ns,
         )  # fmt: skip
 
-    async def ingest(self, msgs: Sequence[InMessage]) -> None:
-        metrics.EVENTS_IN.inc(len(msgs))
+    async def ingest(self, msgs: Sequence[InMessage], on_durable: Callable[[], None] | None = None) -> None:
+        """Process raw messages; `on_durable` is called once their effects are flushed."""
+        async with self._lock:
+            await self._ingest(msgs)
+            await self._after_batch(on_durable)
+
+    def _decode(self, msgs: Sequence[InMessage]) -> list[tuple[InMessage, RawEvent]]:
         decoded: list[tuple[InMessage, RawEvent]] = []
         for msg in msgs:
             ev = decode_event(msg.value, self.defs)
             if isinstance(ev, DeadLetter):
                 metrics.DEAD_LETTERS.labels(ev.reason_name).inc()
-                await self.outbox.dead_letter(msg, ev)
+                self.outbox.dead_letter(msg, ev)
             else:
                 decoded.append((msg, ev))
-        await self._key_states({m.state_key for m, _ in decoded})
+        return decoded
+
+    async def _ingest(self, msgs: Sequence[InMessage]) -> None:
+        metrics.EVENTS_IN.inc(len(msgs))
+        decoded = self._decode(msgs)
+        touched = {m.state_key for m, _ in decoded}
+        await self._key_states(touched)
         now_ns = time.time_ns()
-        archive: list[ArchiveRow] = []
+        archive = self._pending.archive
         local: list[ViewItem] = []
         for msg, ev in decoded:
             wm = self._decide(msg, ev)
             if wm is None:
                 metrics.DUPLICATES.inc()
                 continue
-            archive.append(self._archive_row(msg, ev, wm, now_ns))
-            for v in self.defs.views_for_event(ev.event_type):
-                fields = {f.field for f in v.features if f.field}
+            key = msg.state_key
+            archive.append(self._archive_row(key, ev, wm, now_ns))
+            for view, fields in self._routes[ev.event_type]:
                 vals = {k: x for k, x in ev.values.items() if k in fields}
-                item = ViewItem(v.ref, ev.entities[v.entity], ev.event_id, ev.time_ms, wm, vals)
+                item = ViewItem(view.ref, ev.entities[view.entity], ev.event_id, ev.time_ms, wm, vals)
                 # A view keyed like the message is already partitioned right: no Kafka hop.
-                if item.entity_key == msg.state_key:
+                if item.entity_key == key:
                     local.append(item)
                 else:
-                    await self.outbox.forward(item)
-        if archive:
-            await asyncio.to_thread(self.offline.write_archive, archive)
-        await self.outbox.flush()
-        await self.aggregate(local)
-        touched = {m.state_key for m, _ in decoded}
+                    self.outbox.forward(item)
+        self._pending.rows += len(decoded)
         for k in touched:
             st = self._keys[k]
             st.prune(st.max_ms - self.dedup_retention_ms)
-        await self.state.save_keys({k: self._keys[k] for k in touched})
+            self._pending.keys[k] = st
+        await self._aggregate(local)
 
     # -- aggregate -------------------------------------------------------------------------
 
@@ -189,51 +270,48 @@ class Processor:
         st.add(rec)
         return rec
 
-    async def aggregate(self, items: Sequence[ViewItem]) -> None:
-        if not items:
-            return
+    async def aggregate(self, items: Sequence[ViewItem], on_durable: Callable[[], None] | None = None) -> None:
+        """Process re-keyed items; `on_durable` is called once their effects are flushed."""
         async with self._lock:
             await self._aggregate(items)
+            await self._after_batch(on_durable)
+
+    def _late_row(self, view: FeatureViewDef, item: ViewItem, now_ns: int) -> FeatureRow:
+        metrics.LATE_EVENTS.labels(view.ref).inc()
+        return FeatureRow(item.entity_key, item.event_id, item.time_ms, dict.fromkeys(view.feature_names), True, now_ns)
 
     async def _aggregate(self, items: Sequence[ViewItem]) -> None:
+        if not items:
+            return
         await self._entity_states({(i.view_ref, i.entity_key) for i in items})
         now_ns = time.time_ns()
-        rows: dict[str, list[FeatureRow]] = {}
+        rows = self._pending.features
+        changes = self._pending.entities
         first: dict[EntityRef, Rec] = {}
-        added: dict[EntityRef, list[Rec]] = {}
         for item in items:
             view = self.views[item.view_ref]
-            ref = (item.view_ref, item.entity_key)
             if is_late(item.time_ms, item.watermark_ms, view.allowed_lateness_ms):
-                metrics.LATE_EVENTS.labels(view.ref).inc()
-                empty = dict.fromkeys(view.feature_names)
-                rows.setdefault(view.ref, []).append(
-                    FeatureRow(item.entity_key, item.event_id, item.time_ms, empty, True, now_ns)
-                )
+                rows.setdefault(view.ref, {})[(item.entity_key, item.event_id)] = self._late_row(view, item, now_ns)
                 continue
+            ref = (item.view_ref, item.entity_key)
             rec = self._accept(view, self._entities[ref], item)
-            added.setdefault(ref, []).append(rec)
+            changes.add(ref, rec)
             if ref not in first or rec.order < first[ref].order:
                 first[ref] = rec
         online: list[OnlineRow] = []
-        dropped: dict[EntityRef, list[str]] = {}
+        n = 0
         for ref, rec in first.items():
             view, st = self.views[ref[0]], self._entities[ref]
             newest = st.newest()
+            out = rows.setdefault(view.ref, {})
             for r, values in st.rows_from(view, rec):
-                rows.setdefault(view.ref, []).append(FeatureRow(ref[1], r.event_id, r.time_ms, values, False, now_ns))
+                out[(ref[1], r.event_id)] = FeatureRow(ref[1], r.event_id, r.time_ms, values, False, now_ns)
+                n += 1
                 if r is newest:
                     online.append(OnlineRow(view.name, view.version, ref[1], r.time_ms, values, view.ttl_ms))
             if newest is not None:
-                dropped[ref] = st.prune(newest.time_ms - retention_ms(view, self.slack_ms))
-        await self._write(rows, online)
-        await self.state.save_entities(added, dropped)
-
-    async def _write(self, rows: dict[str, list[FeatureRow]], online: list[OnlineRow]) -> None:
-        for ref, part in rows.items():
-            view = self.views[ref]
-            await asyncio.to_thread(self.offline.write_features, view.name, view.version, view.feature_names, part)
-            metrics.FEATURES_WRITTEN.labels(ref).inc(len(part))
+                changes.drop(ref, st.prune(newest.time_ms - retention_ms(view, self.slack_ms)))
+        self._pending.rows += n + len(items)
         if online:
             applied = await self.online.write(online)
             metrics.ONLINE_WRITES.labels("all").inc(applied)

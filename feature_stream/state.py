@@ -1,8 +1,9 @@
 """Durable worker state: per message key (dedup + watermark) and per view entity (retained events).
 
 State lives outside the Kafka consumer so a restarted or newly assigned worker continues
-exactly: it is written *after* the batch's outputs (archive, forwards, feature rows) and
-*before* the consumer commits, each save in one Redis transaction. After a `kill -9` the
+exactly: it is written *after* the outputs of the batches it covers (archive, forwards,
+feature rows) and *before* their offsets are acked, in one Redis transaction per flush (the
+processor buffers both across batches). After a `kill -9` the
 state may be ahead of the committed offsets, never behind; replayed messages are recognised
 by their recorded position (topic/partition/offset) and re-emitted with the decisions taken
 the first time, so nothing is lost and nothing is counted twice.
@@ -26,7 +27,7 @@ import redis.asyncio as aredis
 from feature_stream.aggregate import Rec
 from registry.errors import UnavailableError
 
-__all__ = ["InMemoryStateStore", "KeyState", "RedisStateStore", "Seen", "StateStore"]
+__all__ = ["EntityChanges", "InMemoryStateStore", "KeyState", "RedisStateStore", "Seen", "StateStore"]
 
 EntityRef = tuple[str, str]  # (view ref "name:version", entity key)
 
@@ -44,6 +45,28 @@ class Seen:
     def decode(cls, raw: str) -> Seen:
         pos, t, wm = raw.rsplit("|", 2)
         return cls(pos, int(t), int(wm))
+
+
+@dataclass
+class EntityChanges:
+    """Events added to and removed from view entities since the last save; an id is in at most one."""
+
+    added: dict[EntityRef, dict[str, Rec]] = field(default_factory=dict)
+    dropped: dict[EntityRef, set[str]] = field(default_factory=dict)
+
+    def add(self, ref: EntityRef, rec: Rec) -> None:
+        self.added.setdefault(ref, {})[rec.event_id] = rec
+        if ref in self.dropped:
+            self.dropped[ref].discard(rec.event_id)
+
+    def drop(self, ref: EntityRef, ids: Sequence[str]) -> None:
+        if not ids:
+            return
+        held = self.added.get(ref)
+        if held:
+            for eid in ids:
+                held.pop(eid, None)
+        self.dropped.setdefault(ref, set()).update(ids)
 
 
 @dataclass
@@ -76,15 +99,12 @@ class StateStore(ABC):
     async def load_keys(self, keys: Sequence[str]) -> dict[str, KeyState]: ...
 
     @abstractmethod
-    async def save_keys(self, states: Mapping[str, KeyState]) -> None:
-        """Persist what changed (`added`, `dropped`, `max_ms`) and clear the change sets."""
-
-    @abstractmethod
     async def load_entities(self, refs: Sequence[EntityRef]) -> dict[EntityRef, list[Rec]]: ...
 
     @abstractmethod
-    async def save_entities(self, added: Mapping[EntityRef, list[Rec]], dropped: Mapping[EntityRef, list[str]]) -> None:
-        """Apply event additions and removals for many entities at once."""
+    async def save(self, keys: Mapping[str, KeyState], changes: EntityChanges) -> None:
+        """Persist, in one transaction, what changed for message keys (`added`, `dropped`, then
+        cleared) and view entities (events added and removed)."""
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
@@ -119,21 +139,6 @@ class RedisStateStore(StateStore):
             out[k] = st
         return out
 
-    async def save_keys(self, states: Mapping[str, KeyState]) -> None:
-        try:
-            pipe = self._r.pipeline(transaction=True)
-            for k, st in states.items():
-                if st.added:
-                    pipe.hset(self._in(k), mapping={eid: s.encode() for eid, s in st.added.items()})
-                if st.dropped:
-                    pipe.hdel(self._in(k), *st.dropped)
-            await pipe.execute()
-        except redis.RedisError as exc:
-            raise UnavailableError(f"state save failed: {exc}") from exc
-        for st in states.values():
-            st.added.clear()
-            st.dropped.clear()
-
     async def load_entities(self, refs: Sequence[EntityRef]) -> dict[EntityRef, list[Rec]]:
         try:
             pipe = self._r.pipeline(transaction=False)
@@ -144,18 +149,26 @@ class RedisStateStore(StateStore):
             raise UnavailableError(f"state load failed: {exc}") from exc
         return {ref: [_rec_decode(f.decode(), v) for f, v in raw.items()] for ref, raw in zip(refs, raws, strict=True)}
 
-    async def save_entities(self, added: Mapping[EntityRef, list[Rec]], dropped: Mapping[EntityRef, list[str]]) -> None:
+    async def save(self, keys: Mapping[str, KeyState], changes: EntityChanges) -> None:
         try:
             pipe = self._r.pipeline(transaction=True)
-            for ref, recs in added.items():
+            for k, st in keys.items():
+                if st.added:
+                    pipe.hset(self._in(k), mapping={eid: s.encode() for eid, s in st.added.items()})
+                if st.dropped:
+                    pipe.hdel(self._in(k), *st.dropped)
+            for ref, recs in changes.added.items():
                 if recs:
-                    pipe.hset(self._vw(ref), mapping={r.event_id: _rec_encode(r) for r in recs})
-            for ref, ids in dropped.items():
+                    pipe.hset(self._vw(ref), mapping={eid: _rec_encode(r) for eid, r in recs.items()})
+            for ref, ids in changes.dropped.items():
                 if ids:
                     pipe.hdel(self._vw(ref), *ids)
             await pipe.execute()
         except redis.RedisError as exc:
             raise UnavailableError(f"state save failed: {exc}") from exc
+        for st in keys.values():
+            st.added.clear()
+            st.dropped.clear()
 
     async def close(self) -> None:
         await self._r.aclose()
@@ -175,21 +188,19 @@ class InMemoryStateStore(StateStore):
             out[k] = KeyState(max((s.time_ms for s in seen.values()), default=-1), dict(seen))
         return out
 
-    async def save_keys(self, states: Mapping[str, KeyState]) -> None:
-        for k, st in states.items():
+    async def load_entities(self, refs: Sequence[EntityRef]) -> dict[EntityRef, list[Rec]]:
+        return {ref: list(self.entities.get(ref, {}).values()) for ref in refs}
+
+    async def save(self, keys: Mapping[str, KeyState], changes: EntityChanges) -> None:
+        for k, st in keys.items():
             seen = self.keys.setdefault(k, {})
             seen.update(st.added)
             for eid in st.dropped:
                 seen.pop(eid, None)
             st.added.clear()
             st.dropped.clear()
-
-    async def load_entities(self, refs: Sequence[EntityRef]) -> dict[EntityRef, list[Rec]]:
-        return {ref: list(self.entities.get(ref, {}).values()) for ref in refs}
-
-    async def save_entities(self, added: Mapping[EntityRef, list[Rec]], dropped: Mapping[EntityRef, list[str]]) -> None:
-        for ref, recs in added.items():
-            self.entities.setdefault(ref, {}).update({r.event_id: r for r in recs})
-        for ref, ids in dropped.items():
+        for ref, recs in changes.added.items():
+            self.entities.setdefault(ref, {}).update(recs)
+        for ref, ids in changes.dropped.items():
             for eid in ids:
                 self.entities.get(ref, {}).pop(eid, None)

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
 
-from feature_stream.aggregate import EntityState, Rec, compute_entity_rows, is_late, window_start
+from feature_stream.aggregate import (
+    EntityState,
+    Rec,
+    compute_entity_rows,
+    compute_row,
+    is_late,
+    rows_between,
+    window_start,
+)
 from registry.featurestore.definitions import FeatureViewDef, WindowDef
 
 VIEW = FeatureViewDef.model_validate(
@@ -84,3 +93,61 @@ def test_streaming_state_matches_batch_under_any_arrival_order_and_replays(seed:
         for r, values in st.rows_from(VIEW, rec):
             latest[r.event_id] = values
     assert latest == expected
+
+
+def _awkward_value(rng: random.Random) -> float | int | str | None:
+    """Values that break naive float sums or min/max: cancellation, huge spreads, signed zeros, gaps."""
+    return rng.choice(
+        [
+            None,
+            "text",
+            0.0,
+            -0.0,
+            3,
+            rng.uniform(-1, 1),
+            rng.uniform(-1, 1) * 1e16,
+            1e-300 * rng.random(),
+            0.1,
+            -0.1,
+            rng.choice([1.0, -1.0]) * 2.0**60,
+            round(rng.uniform(0, 500), 2),
+        ]
+    )
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_one_pass_rows_are_bit_identical_to_each_window_on_its_own(seed: int) -> None:
+    rng = random.Random(seed)
+    recs = sorted(
+        (
+            Rec(
+                rng.randrange(0, 3 * 3_600_000, rng.choice([1, 1000, 60_000])),
+                f"e{i:04d}",
+                {
+                    k: v
+                    for k, v in (("x", _awkward_value(rng)), ("m", rng.choice(["a", "b", "c", None])))
+                    if v is not None
+                },
+            )
+            for i in range(rng.randrange(1, 400))
+        ),
+        key=lambda r: r.order,
+    )
+    lo = rng.randrange(0, len(recs))
+    hi = rng.randrange(lo, len(recs) + 1)
+    for i, got in enumerate(rows_between(VIEW, recs, lo, hi), start=lo):
+        want = compute_row(VIEW, recs, i)
+        assert got.keys() == want.keys()
+        for name, w in want.items():
+            g = got[name]
+            same = (g is None and w is None) or (
+                g is not None and w is not None and g == w and math.copysign(1, g) == math.copysign(1, w)
+            )
+            assert same, (i, name, g, w)
+
+
+def test_one_pass_sums_keep_the_sign_of_a_zero_sum_as_fsum_does() -> None:
+    recs = [Rec(1000, "a", {"x": -0.0}), Rec(2000, "b", {"x": -0.0}), Rec(3000, "c", {"x": 0.0})]
+    got = [row["s"] for row in rows_between(VIEW, recs, 0, 3)]
+    want = [compute_row(VIEW, recs, i)["s"] for i in range(3)]
+    assert [math.copysign(1, x or 0.0) for x in got] == [math.copysign(1, x or 0.0) for x in want]

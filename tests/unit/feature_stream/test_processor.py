@@ -23,10 +23,10 @@ class ListOutbox(Outbox):
         self.dead: list[tuple[InMessage, DeadLetter]] = []
         self.forwarded: list[ViewItem] = []
 
-    async def dead_letter(self, msg: InMessage, letter: DeadLetter) -> None:
+    def dead_letter(self, msg: InMessage, letter: DeadLetter) -> None:
         self.dead.append((msg, letter))
 
-    async def forward(self, item: ViewItem) -> None:
+    def forward(self, item: ViewItem) -> None:
         self.forwarded.append(ViewItem.decode(item.encode()))  # through the wire format
 
     async def flush(self) -> None:
@@ -52,8 +52,10 @@ async def test_stream_equals_backfill_with_duplicates_out_of_order_late_and_repl
     msgs.insert(100, InMessage("raw", 0, 10**6, b"k", b"\xff\xff\xff"))
     msgs.insert(200, InMessage("raw", 0, 10**6 + 1, b"k", bad.SerializeToString()))
     await _run(proc, outbox, msgs[:2000], 300)
+    await proc.flush()
     proc.reset()  # as after a crash: state reloaded, a stretch of input replayed
     await _run(proc, outbox, msgs[1500:], 250)
+    await proc.flush()
 
     reasons = sorted(letter.reason_name for _, letter in outbox.dead)
     assert reasons == ["DEAD_LETTER_REASON_UNDECODABLE", "DEAD_LETTER_REASON_UNKNOWN_EVENT_TYPE"]
@@ -67,3 +69,25 @@ async def test_stream_equals_backfill_with_duplicates_out_of_order_late_and_repl
         skew = compare_view(view, expected, actual, dict(zip(expected.online, stored, strict=True)))
         assert skew.mismatches == [], skew.mismatches[:5]
         assert skew.offline_rows == sum(archive["event_type"] == view.source)
+
+
+async def test_batches_are_acked_only_after_their_outputs_and_state_are_flushed(tmp_path: Path) -> None:
+    offline = OfflineStore(str(tmp_path))
+    state = InMemoryStateStore()
+    outbox = ListOutbox()
+    proc = Processor(DEFS, state, AsyncInMemoryOnlineStore(), offline, outbox, flush_rows=10**9)
+    sim = list(generate(600, SimConfig(seed=4, cards=50, merchants=10)))
+    msgs = [InMessage("raw", 0, i, e.key, e.value) for i, e in enumerate(sim)]
+    acked: list[int] = []
+    await proc.ingest(msgs[:300], lambda: acked.append(1))
+    await proc.ingest(msgs[300:], lambda: acked.append(2))
+    assert acked == [] and state.keys == {} and offline.archive_event_types() == []
+    proc.reset()  # a crash before the flush: nothing acked, so everything is consumed again
+    await _run(proc, outbox, msgs, 200)
+    await proc.flush()
+    assert len(offline.read_archive()) == len({e.event_id for e in sim})
+    assert state.keys and state.entities
+    done: list[int] = []
+    await proc.ingest(msgs[:10], lambda: done.append(1))
+    await proc.flush()
+    assert done == [1]
