@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -133,32 +134,43 @@ class _Match:
     stale: int
 
 
+def _pair_keys(codes: npt.NDArray[np.intp], times: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """One int64 per (entity code, time) that orders exactly as the pair does."""
+    lo, span = int(times.min()), int(times.max()) - int(times.min()) + 1
+    if (int(codes.max()) + 2) * span >= 2**62:
+        # Too many entities over too long a time for int64: dense time ranks keep order and ties.
+        times, lo = np.unique(times, return_inverse=True)[1].astype(np.int64), 0
+        span = int(times.max()) + 1
+    return codes.astype(np.int64) * span + (times - lo)
+
+
 def _latest_rows(labels: pd.DataFrame, vr: ViewRows, allow_exact_matches: bool) -> _Match:
     """Per label, the view's latest same-entity row at (or strictly before) its time, if within the TTL.
 
-    One stable sort of rows and labels together by (entity, time, side): a label then sits just
-    after the rows it may use (rows first on equal times when exact matches count, else labels
-    first), and a running maximum carries the last row's position forward to it. Ties between
-    rows of one entity and time keep the rows' order, the last one wins, as in merge_asof.
+    Rows are sorted (stably) by one (entity, time) key and each label is binary-searched in
+    them: the last row at or before it (before it, for strict matches) is the candidate, kept
+    when of the same entity. Ties between rows of one entity and time keep the rows' order and
+    the last one wins, as with merge_asof.
     """
     keys = labels[vr.view.entity]
     has_key = keys.notna().to_numpy()
     label_idx = np.flatnonzero(has_key)
-    label_keys = keys[has_key].astype(str).to_numpy()
-    row_keys = vr.rows["entity_key"].astype(str).to_numpy()
-    n_rows = len(row_keys)
-    codes = pd.factorize(np.concatenate([row_keys, label_keys]))[0]
+    n_rows = len(vr.rows)
+    both = pd.concat([vr.rows["entity_key"].astype(str), keys[has_key].astype(str)], ignore_index=True)
+    codes = pd.factorize(both)[0]
     times = np.concatenate([_epoch_ms(vr.rows["event_time"]), _epoch_ms(labels[LABEL_TIME])[label_idx]])
-    side = np.zeros(len(codes), dtype=np.int8)
-    side[n_rows:] = 1 if allow_exact_matches else -1
-    order = np.lexsort((side, times, codes))
-    is_row = order < n_rows
-    last = np.maximum.accumulate(np.where(is_row, np.arange(len(order)), -1))
-    at_label = np.flatnonzero(~is_row)
-    found = last[at_label]
-    prev = order[np.maximum(found, 0)]
-    hit = (found >= 0) & (codes[prev] == codes[order[at_label]])
-    label_pos, view_rows = order[at_label][hit] - n_rows, prev[hit]
+    if len(label_idx) == 0 or n_rows == 0:
+        return _Match(label_idx[:0], label_idx[:0], 0)
+    pair = _pair_keys(codes, times)
+    order = np.argsort(pair[:n_rows], kind="stable")
+    # Searching with sorted queries walks the rows once instead of jumping around them (~5x faster).
+    queries = np.argsort(pair[n_rows:], kind="stable")
+    pos = np.empty(len(queries), dtype=np.intp)
+    side: Literal["left", "right"] = "right" if allow_exact_matches else "left"
+    pos[queries] = np.searchsorted(pair[:n_rows][order], pair[n_rows:][queries], side=side) - 1
+    found = order[np.maximum(pos, 0)]
+    hit = (pos >= 0) & (codes[found] == codes[n_rows:])
+    label_pos, view_rows = np.flatnonzero(hit), found[hit]
     fresh = times[n_rows + label_pos] - times[view_rows] <= vr.view.ttl_ms
     return _Match(label_idx[label_pos[fresh]], view_rows[fresh], int((~fresh).sum()))
 

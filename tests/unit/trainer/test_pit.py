@@ -8,7 +8,7 @@ import pytest
 
 from registry.featurestore.definitions import FeatureViewDef, LabelDef
 from trainer.errors import TrainingDataError
-from trainer.pit import LABEL_TIME, ViewRows, join_point_in_time, labels_from_events
+from trainer.pit import LABEL_TIME, ViewRows, _pair_keys, join_point_in_time, labels_from_events
 
 T0 = 1_700_000_000_000
 TTL_MS = 60_000
@@ -152,3 +152,17 @@ def test_labels_need_binary_targets_and_are_ordered() -> None:
         labels_from_events(events, label, ["card_id"], "binary")
     out = labels_from_events(events, label, ["card_id"], "regression")
     assert list(out["event_id"]) == ["a", "c", "b"]
+
+
+@pytest.mark.parametrize("spread", [600_000, 2**61])
+def test_entity_time_keys_order_like_the_pairs_even_over_huge_time_ranges(spread: int) -> None:
+    rng = np.random.default_rng(5)
+    codes = rng.integers(-1, 50, size=2000)
+    times = rng.integers(-spread, spread, size=2000, dtype=np.int64)
+    times[::7] = times[0]  # ties on time, across and within entities
+    keys = _pair_keys(codes, times)
+    pairs = list(zip(codes.tolist(), times.tolist(), strict=True))
+    by_pairs = sorted(range(2000), key=lambda i: (pairs[i], i))
+    np.testing.assert_array_equal(np.argsort(keys, kind="stable"), by_pairs)
+    same = keys[:, None] == keys[None, :]
+    np.testing.assert_array_equal(same, (codes[:, None] == codes[None, :]) & (times[:, None] == times[None, :]))
