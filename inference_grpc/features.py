@@ -22,7 +22,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from fti.v1 import values_pb2
 from registry.errors import InvalidArgumentError
@@ -88,8 +88,9 @@ class ModelLayout:
         return tuple(dict.fromkeys(v.entity for v in self.views))
 
 
-@dataclass(frozen=True, slots=True)
-class FeatureUse:
+class FeatureUse(NamedTuple):
+    """One per feature per request: a tuple, the cheapest immutable record to build on the hot path."""
+
     name: str
     view: str
     view_version: int
@@ -193,26 +194,36 @@ def _stored_number(raw: object) -> float | None:
     return None  # strings and absent values cannot feed LightGBM
 
 
+# Per view of one request: its stored values (None when unusable), the status its features get
+# when they have no value of their own, and the age reported for them.
+_ViewState = tuple[Mapping[str, object] | None, FeatureStatus, int]
+
+
+def _view_state(row: OnlineValue | None, now_ms: int) -> _ViewState:
+    if row is None:
+        return None, FeatureStatus.MISSING, -1
+    age = row.age_ms(now_ms)
+    if row.is_stale(now_ms):
+        return None, FeatureStatus.STALE, age
+    return row.values, FeatureStatus.MISSING, age
+
+
 def assemble(
     layout: ModelLayout, stored: Sequence[OnlineValue | None], overrides: Mapping[int, float], now_ms: int
 ) -> Assembled:
     """The model's input vector and what each feature was, in the model's feature order."""
+    # Age and staleness are per view, not per feature: work them out once per row.
+    states = [_view_state(row, now_ms) for row in stored]
     vector: list[float] = []
     used: list[FeatureUse] = []
     for pos, (vi, name) in enumerate(layout.features):
         view = layout.views[vi]
-        row = stored[vi]
-        age = row.age_ms(now_ms) if row is not None else -1
+        values, status, age = states[vi]
         if pos in overrides:
-            status, number = FeatureStatus.REQUEST, overrides[pos]
-            age = 0
-        elif row is None:
-            status, number = FeatureStatus.MISSING, NAN
-        elif row.is_stale(now_ms):
-            status, number = FeatureStatus.STALE, NAN
+            status, number, age = FeatureStatus.REQUEST, overrides[pos], 0
         else:
-            found = _stored_number(row.values.get(name))
-            status, number = (FeatureStatus.OK, found) if found is not None else (FeatureStatus.MISSING, NAN)
+            found = _stored_number(values.get(name)) if values is not None else None
+            status, number = (status, NAN) if found is None else (FeatureStatus.OK, found)
         vector.append(number)
         used.append(FeatureUse(name, view.view, view.version, status, age, number))
     return Assembled(vector, used)

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import lightgbm as lgb
 import numpy as np
 
+from fti.v1 import inference_pb2
 from registry.errors import IntegrityError, InvalidArgumentError
 
-from .features import Catalogue, FeatureLike, ModelLayout, layout_for
+from .features import Catalogue, FeatureLike, FeatureUse, ModelLayout, layout_for
 
 __all__ = ["LoadedModel", "ModelSource", "VersionRecord", "load_model"]
 
@@ -55,11 +56,40 @@ class LoadedModel:
     sha256: str
     layout: ModelLayout
     booster: lgb.Booster
+    # What every response of this version shares; copied, never handed out or changed.
+    _template: inference_pb2.PredictResponse = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        views = self.layout.views
+        template = inference_pb2.PredictResponse(
+            model=self.name,
+            model_version=self.version,
+            views=[inference_pb2.ViewVersion(view=v.view, version=v.version) for v in views],
+            features=[
+                inference_pb2.FeatureUsed(name=name, view=views[vi].view, view_version=views[vi].version)
+                for vi, name in self.layout.features
+            ],
+        )
+        object.__setattr__(self, "_template", template)
 
     def predict(self, rows: Sequence[Sequence[float]]) -> list[float]:
-        matrix = np.asarray(rows, dtype=np.float64).reshape(len(rows), len(self.layout.features))
+        matrix = np.array(rows, dtype=np.float64).reshape(len(rows), len(self.layout.features))
         scores = self.booster.predict(matrix, num_threads=1)
-        return [float(s) for s in np.asarray(scores, dtype=np.float64).reshape(len(rows))]
+        result: list[float] = np.asarray(scores, dtype=np.float64).reshape(len(rows)).tolist()
+        return result
+
+    def response(self, used: Sequence[FeatureUse], score: float) -> inference_pb2.PredictResponse:
+        """The answer for one request; `used` is in the model's feature order."""
+        # Copying a prebuilt message in C and setting three fields per feature is about four
+        # times cheaper than building every FeatureUsed from keyword arguments.
+        response = inference_pb2.PredictResponse()
+        response.CopyFrom(self._template)
+        response.score = score
+        for out, use in zip(response.features, used, strict=True):
+            out.status = use.status  # type: ignore[assignment]
+            out.age_ms = use.age_ms
+            out.value = use.value
+        return response
 
 
 def load_model(source: ModelSource, record: VersionRecord, catalogue: Catalogue | None = None) -> LoadedModel:

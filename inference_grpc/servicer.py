@@ -1,5 +1,8 @@
 """The fti.v1 InferenceService: validate, read Redis once, assemble, score, answer.
 
+Concurrent requests share the expensive steps: their Redis reads (`coalesce.py`) and their
+LightGBM call (`batcher.py`); everything else is per request and kept allocation-light.
+
 No `context.abort` here: errors are raised typed and mapped by the interceptor.
 """
 
@@ -10,10 +13,13 @@ import time
 from collections.abc import Sequence
 from typing import Protocol
 
+from prometheus_client import Counter
+
 from fti.v1 import inference_pb2, inference_pb2_grpc
 from registry.errors import UnavailableError
 from registry.featurestore.online import AsyncOnlineStore, OnlineKey, OnlineValue
 
+from .batcher import PredictBatcher
 from .errors import (
     BatchTooLargeError,
     DeadlineExceededError,
@@ -49,6 +55,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         self._store = store
         self._settings = settings
         self._metrics = metrics
+        self._batcher = PredictBatcher()
+        # Labelled counter children by (view, reason), bound once: labels() takes a lock each call.
+        self._misses: dict[tuple[str, FeatureStatus], Counter] = {}
 
     async def Predict(self, request: inference_pb2.PredictRequest, context: _Context) -> inference_pb2.PredictResponse:
         return (await self._predict([request], context))[0]
@@ -77,7 +86,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             assemble(model.layout, stored[i * per_view : (i + 1) * per_view], overrides, now_ms)
             for i, (_, overrides) in enumerate(plans)
         ]
-        scores = model.predict([a.vector for a in assembled])
+        scores = await self._batcher.score(model, [a.vector for a in assembled])
         return [self._response(model, a, s) for a, s in zip(assembled, scores, strict=True)]
 
     def _plan(
@@ -116,22 +125,14 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         raise error
 
     def _response(self, model: LoadedModel, assembled: Assembled, score: float) -> inference_pb2.PredictResponse:
-        features = []
         for use in assembled.used:
-            reason = _MISS_REASONS.get(use.status)
-            if reason is not None:
-                self._metrics.feature_misses.labels(view=use.view, reason=reason).inc()
-            features.append(
-                inference_pb2.FeatureUsed(
-                    name=use.name,
-                    view=use.view,
-                    view_version=use.view_version,
-                    status=int(use.status),  # type: ignore[arg-type]
-                    age_ms=use.age_ms,
-                    value=use.value,
-                )
-            )
-        views = [inference_pb2.ViewVersion(view=v.view, version=v.version) for v in model.layout.views]
-        return inference_pb2.PredictResponse(
-            score=score, model=model.name, model_version=model.version, views=views, features=features
-        )
+            if use.status is FeatureStatus.MISSING or use.status is FeatureStatus.STALE:
+                self._miss_counter(use.view, use.status).inc()
+        return model.response(assembled.used, score)
+
+    def _miss_counter(self, view: str, status: FeatureStatus) -> Counter:
+        counter = self._misses.get((view, status))
+        if counter is None:
+            counter = self._metrics.feature_misses.labels(view=view, reason=_MISS_REASONS[status])
+            self._misses[(view, status)] = counter
+        return counter
