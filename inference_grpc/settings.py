@@ -14,11 +14,13 @@ from pydantic import Field
 
 from registry.settings import FtiSettings
 
-__all__ = ["InferenceSettings", "RedisFailureMode"]
+__all__ = ["EventLoop", "InferenceSettings", "RedisFailureMode"]
 
 # What a prediction does when Redis cannot be read: fail with UNAVAILABLE (the default, so a
 # caller can retry elsewhere), or score with every stored feature treated as missing.
 RedisFailureMode = Literal["unavailable", "missing"]
+# `fti serve`'s event loop: uvloop when installed ("auto"), or insist on one of the two.
+EventLoop = Literal["auto", "uvloop", "asyncio"]
 
 
 class InferenceSettings(FtiSettings):
@@ -39,6 +41,8 @@ class InferenceSettings(FtiSettings):
     redis_timeout_ms: int = Field(250, gt=0, description="Cap on one online-store read.")
     redis_failure_mode: RedisFailureMode = "unavailable"
     redis_coalesce: bool = Field(True, description="Requests ready at the same moment share one Redis round trip.")
+
+    event_loop: EventLoop = Field("auto", description="uvloop when installed (auto), or uvloop / asyncio.")
 
     max_batch_size: int = Field(256, gt=0, description="Largest PredictBatch accepted.")
     max_message_bytes: int = Field(4 * 1024 * 1024, gt=0, description="Largest request or response message.")

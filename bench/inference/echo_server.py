@@ -1,6 +1,8 @@
 """A bare grpc.aio server: one unary method answering every request with a fixed payload.
 
-The baseline for `bench.py`: same transport, same message sizes as Predict, no work at all.
+The baseline for `bench.py`: same transport, same message sizes as Predict, same server options
+(message size limits) and the same event loop as `fti serve` (uvloop when installed), so the
+comparison measures the inference work and nothing else; no work at all.
 Usage: python bench/inference/echo_server.py PORT RESPONSE_BYTES
 """
 
@@ -13,6 +15,9 @@ import sys
 import grpc
 from grpc import aio
 
+from inference_grpc.cli import run_event_loop
+from inference_grpc.settings import InferenceSettings
+
 METHOD = "/bench.Echo/Echo"
 
 
@@ -22,7 +27,8 @@ async def main(port: int, response_bytes: int) -> None:
     async def echo(request: bytes, context: aio.ServicerContext) -> bytes:
         return payload
 
-    server = aio.server()
+    size = InferenceSettings.model_fields["max_message_bytes"].default
+    server = aio.server(options=[("grpc.max_receive_message_length", size), ("grpc.max_send_message_length", size)])
     handler = grpc.unary_unary_rpc_method_handler(echo)  # identity (de)serialisers: raw bytes
     server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("bench.Echo", {"Echo": handler})])
     server.add_insecure_port(f"127.0.0.1:{port}")
@@ -35,4 +41,4 @@ async def main(port: int, response_bytes: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]), int(sys.argv[2])))
+    run_event_loop(main(int(sys.argv[1]), int(sys.argv[2])), InferenceSettings().event_loop)
