@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import Coroutine
@@ -67,6 +68,7 @@ async def _serve(settings: InferenceSettings) -> None:
 
     server, port = create_server(settings)
     await server.start()
+    _freeze_startup_heap()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -77,6 +79,17 @@ async def _serve(settings: InferenceSettings) -> None:
     await stopping.wait()
     click.echo(f"fti serve: draining (up to {settings.shutdown_grace_s:.0f}s)", err=True)
     await server.stop()
+
+
+def _freeze_startup_heap() -> None:
+    """Keep the garbage collector away from the objects the server is made of."""
+    # After start-up the heap holds ~170k long-lived objects (gRPC, protobuf, LightGBM,
+    # pydantic modules); a full collection walks them all and stalls the event loop ~50 ms,
+    # which under load happens every few seconds and lands on p99. Frozen objects are never
+    # walked; only what requests and swaps allocate later is. Collect first so no garbage is
+    # frozen with them. Only `fti serve` does this: it owns its process, a test does not.
+    gc.collect()
+    gc.freeze()
 
 
 def _parse_value(text: str) -> Any:

@@ -4,7 +4,8 @@ Measures
   1. Predict p50/p99 latency (one caller) and max requests/s (closed loop), next to an echo
      server answering messages of the same sizes, with the ratios;
   2. time from a model event (alias move) to the new version serving;
-  3. p99 while swapping every ~0.6 s, against steady state at the same fixed rate.
+  3. p99 while the alias moves every 0.5 s, against steady state at the same fixed rate
+     (steady and swapping windows interleaved over the rounds, ~3,000 samples each).
 
 Both servers run as their own processes (the inference one through the real `fti serve`);
 the load comes from this process. Needs the Kafka and Redis of `fti stack up`
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import random
@@ -205,22 +207,34 @@ async def _compare(predict: Call, echo: Call, args: argparse.Namespace) -> dict[
     return out
 
 
-async def _swaps(
-    predict: Call, registry: ModelRegistry, versions: list[int], args: argparse.Namespace
-) -> dict[str, Any]:
-    steady = await open_loop(predict, args.rate, args.seconds * 1.5)
-    during = Result()
-    load = asyncio.create_task(open_loop(predict, args.rate, args.seconds * 2, during))
+async def _swapping(
+    predict: Call, registry: ModelRegistry, targets: Iterator[int], args: argparse.Namespace, during: Result
+) -> list[float]:
+    """Fixed-rate load for `args.seconds` while the alias moves every `args.swap_every` seconds."""
+    load = asyncio.create_task(open_loop(predict, args.rate, args.seconds, during))
     delays = []
     await asyncio.sleep(0.3)
-    for version in versions[1:]:
-        moved = time.perf_counter()
+    while not load.done():
+        version, moved = next(targets), time.perf_counter()
         await asyncio.to_thread(registry.move_alias, MODEL, "production", version, actor="bench")
         while not (during.labels and during.labels[-1] == version):  # noqa: ASYNC110 - polling a plain list
             await asyncio.sleep(0.002)
         delays.append(time.perf_counter() - moved)
-        await asyncio.sleep(max(0.0, 0.6 - (time.perf_counter() - moved)))
+        await asyncio.sleep(max(0.0, args.swap_every - (time.perf_counter() - moved)))
     await load
+    return delays
+
+
+async def _swaps(
+    predict: Call, registry: ModelRegistry, versions: list[int], args: argparse.Namespace
+) -> dict[str, Any]:
+    """Steady and swapping windows interleaved over several rounds, so noise hits both alike."""
+    steady, during = Result(), Result()
+    targets = itertools.cycle(versions[1:] + versions[:1])  # each move is to another version
+    delays: list[float] = []
+    for _ in range(args.rounds):
+        await open_loop(predict, args.rate, args.seconds, steady)
+        delays += await _swapping(predict, registry, targets, args, during)
     ordered = sorted(delays)
     return {
         "rate": args.rate,
@@ -240,7 +254,7 @@ async def _run(args: argparse.Namespace, settings: FtiSettings, workdir: Path) -
     ensure_topic(settings, topic, partitions=1, replication_factor=1)
     sink = KafkaModelEventSink(settings, topic=topic, partitions=1)
     registry = ModelRegistry.from_uri(str(workdir / "registry"), events=sink)
-    versions = _publish(registry, args.swaps + 1)
+    versions = _publish(registry, args.versions)
     registry.move_alias(MODEL, "production", versions[0], actor="bench")
     redis_url = settings.redis_url.get_secret_value()
     _write_features(redis_url, prefix)
@@ -317,8 +331,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="Length of each measured phase.")
     parser.add_argument("--concurrency", type=int, default=16, help="Callers of the closed-loop phase.")
     parser.add_argument("--rate", type=float, default=200.0, help="Fixed request rate of the swap phases.")
-    parser.add_argument("--swaps", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=3, help="Interleaved echo/predict rounds.")
+    parser.add_argument("--versions", type=int, default=4, help="Versions the alias cycles through.")
+    parser.add_argument("--swap-every", type=float, default=0.5, help="Seconds between alias moves.")
+    parser.add_argument("--rounds", type=int, default=3, help="Interleaved rounds (echo/predict; steady/swapping).")
     parser.add_argument("--no-coalesce", action="store_true", help="Serve with FTI_REDIS_COALESCE=false.")
     parser.add_argument("--json", type=Path, default=None, help="Also write the JSON figures here.")
     args = parser.parse_args()

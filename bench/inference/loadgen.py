@@ -64,7 +64,10 @@ async def closed_loop(call: Call, concurrency: int, seconds: float) -> Result:
 
 
 async def open_loop(call: Call, rate: float, seconds: float, result: Result | None = None) -> Result:
-    """Requests at a fixed rate whatever the answers do, so slow answers show up as latency."""
+    """Requests at a fixed rate whatever the answers do, so slow answers show up as latency.
+
+    Given a `result`, adds to it (samples and elapsed time), so windows can be pooled.
+    """
     result = result or Result()
     started = time.perf_counter()
     pending: set[asyncio.Task[None]] = set()
@@ -76,5 +79,5 @@ async def open_loop(call: Call, rate: float, seconds: float, result: Result | No
         next_at += 1 / rate
         await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
     await asyncio.gather(*pending)
-    result.elapsed_s = time.perf_counter() - started
+    result.elapsed_s += time.perf_counter() - started
     return result
