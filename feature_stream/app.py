@@ -10,6 +10,7 @@ needed when partitions move; caches are dropped on every assignment.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any, cast
@@ -136,9 +137,12 @@ def build_app(settings: FeatureStreamSettings, defs: Definitions) -> faust.App:
 
     # Held batches are acked only by a flush; the timer bounds how long offsets wait (and lets
     # Faust's wait for unacked messages finish during a rebalance).
-    @app.timer(FLUSH_INTERVAL_S / 5)  # type: ignore[untyped-decorator]  # faust leaves it untyped
+    @app.task  # type: ignore[untyped-decorator]  # faust leaves it untyped
     async def _flush_due() -> None:
-        await processor.flush_if_due()
+        # A plain loop rather than `app.timer`: a flush may outlast the tick, which is fine here.
+        while not app.should_stop:
+            await asyncio.sleep(FLUSH_INTERVAL_S / 5)
+            await processor.flush_if_due()
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode's signal typing is narrower than its calls
     async def _on_revoked(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
@@ -161,9 +165,11 @@ def build_app(settings: FeatureStreamSettings, defs: Definitions) -> faust.App:
 
     @app.agent(rekeyed)
     async def aggregate(stream: faust.StreamT[Any]) -> None:
-        async for events in cast(Stream[bytes], stream).take_events(size, within=within):
+        # A re-keyed record packs up to hundreds of items: count batches in records accordingly.
+        records = max(1, size // 100)
+        async for events in cast(Stream[bytes], stream).take_events(records, within=within):
             try:
-                items = [ViewItem.decode(e.message.value or b"[]") for e in events]
+                items = [i for e in events for i in ViewItem.decode_many(e.message.value or b"[]")]
                 await processor.aggregate(items, _hold(events, app.consumer))
             except Exception:
                 processor.reset()

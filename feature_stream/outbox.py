@@ -8,6 +8,8 @@ processor waits on before it saves state and acks offsets.
 from __future__ import annotations
 
 import asyncio
+import zlib
+from collections.abc import Sequence
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -18,6 +20,8 @@ from feature_stream.settings import FeatureStreamSettings
 from registry.errors import UnavailableError
 
 __all__ = ["KafkaOutbox"]
+
+_PACK = 500  # items per re-keyed record, keeping records far below the broker's 1 MB limit
 
 
 class KafkaOutbox(Outbox):
@@ -32,17 +36,23 @@ class KafkaOutbox(Outbox):
         self._dlq = settings.dlq_topic
         self._rekeyed = settings.repartition_topic
         self._error: KafkaError | None = None
+        self._n: int | None = None
 
     def _on_delivery(self, err: KafkaError | None, _msg: Any) -> None:
         if err is not None and self._error is None:
             self._error = err
 
     def _produce(
-        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, str | bytes | None]] | None
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: list[tuple[str, str | bytes | None]] | None,
+        partition: int = -1,  # -1: librdkafka's partitioner picks from the key
     ) -> None:
         while True:
             try:
-                self._producer.produce(topic, value, key, headers=headers, on_delivery=self._on_delivery)
+                self._producer.produce(topic, value, key, partition, headers=headers, on_delivery=self._on_delivery)
                 return
             except BufferError:
                 self._producer.poll(0.05)  # local queue full: let deliveries drain it
@@ -57,8 +67,27 @@ class KafkaOutbox(Outbox):
         ]
         self._produce(self._dlq, msg.key, msg.value or b"", headers)
 
-    def forward(self, item: ViewItem) -> None:
-        self._produce(self._rekeyed, item.entity_key.encode(), item.encode(), None)
+    def forward(self, items: Sequence[ViewItem]) -> None:
+        # Items are packed per partition, so the re-keyed agent consumes a few records per batch
+        # instead of one per event; crc32 of the entity key gives every worker the same owner.
+        parts: dict[int, list[ViewItem]] = {}
+        n = self._partitions()
+        for item in items:
+            parts.setdefault(zlib.crc32(item.entity_key.encode()) % n, []).append(item)
+        for partition, group in parts.items():
+            for i in range(0, len(group), _PACK):
+                self._produce(self._rekeyed, None, ViewItem.encode_many(group[i : i + _PACK]), None, partition)
+
+    def _partitions(self) -> int:
+        if self._n is None:
+            try:
+                meta = self._producer.list_topics(self._rekeyed, timeout=30).topics[self._rekeyed]
+            except KafkaException as exc:
+                raise UnavailableError(f"metadata of {self._rekeyed} failed: {exc}") from exc
+            if meta.error is not None or not meta.partitions:
+                raise UnavailableError(f"topic {self._rekeyed} unavailable: {meta.error}")
+            self._n = len(meta.partitions)
+        return self._n
 
     async def flush(self) -> None:
         left = await asyncio.to_thread(self._producer.flush, 30)

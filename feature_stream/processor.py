@@ -16,6 +16,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from feature_stream import metrics
 from feature_stream.aggregate import EntityState, Rec, is_late, retention_ms
@@ -58,14 +59,25 @@ class ViewItem:
     watermark_ms: int
     values: Mapping[str, Scalar]
 
-    def encode(self) -> bytes:
-        doc = [self.view_ref, self.entity_key, self.event_id, self.time_ms, self.watermark_ms, dict(self.values)]
-        return json.dumps(doc, separators=(",", ":")).encode()
+    def _doc(self) -> list[object]:
+        return [self.view_ref, self.entity_key, self.event_id, self.time_ms, self.watermark_ms, dict(self.values)]
 
     @classmethod
-    def decode(cls, data: bytes) -> ViewItem:
-        ref, key, eid, t, wm, values = json.loads(data)
+    def _of(cls, doc: list[Any]) -> ViewItem:
+        ref, key, eid, t, wm, values = doc
         return cls(ref, key, eid, int(t), int(wm), values)
+
+    @staticmethod
+    def encode_many(items: Sequence[ViewItem]) -> bytes:
+        """One re-keyed record holds many items: Faust's cost per consumed record dwarfs an item's."""
+        return json.dumps([i._doc() for i in items], separators=(",", ":")).encode()
+
+    @classmethod
+    def decode_many(cls, data: bytes) -> list[ViewItem]:
+        docs = json.loads(data)
+        if docs and not isinstance(docs[0], list):  # a single item (the record format before packing)
+            return [cls._of(docs)]
+        return [cls._of(d) for d in docs]
 
 
 class Outbox(ABC):
@@ -76,7 +88,8 @@ class Outbox(ABC):
     def dead_letter(self, msg: InMessage, letter: DeadLetter) -> None: ...
 
     @abstractmethod
-    def forward(self, item: ViewItem) -> None: ...
+    def forward(self, items: Sequence[ViewItem]) -> None:
+        """Send items to the re-keyed topic, each entity always to the same partition."""
 
     @abstractmethod
     async def flush(self) -> None: ...
@@ -129,11 +142,13 @@ class Processor:
             t: [(v, frozenset(f.field for f in v.features if f.field)) for v in defs.views_for_event(t)]
             for t in defs.event_types
         }
+        self._retention = {v.ref: retention_ms(v, state_slack_ms) for v in defs.views}
         self._keys: dict[str, KeyState] = {}
         self._entities: dict[EntityRef, EntityState] = {}
         self._pending = _Pending()
         # Both agents and the flush timer share caches and the buffer; one at a time keeps them coherent.
         self._lock = asyncio.Lock()
+        self._flush_lock = asyncio.Lock()  # flushes save state in batch order
 
     def reset(self) -> None:
         """Forget cached state and unflushed work, as a crash would: their offsets were not acked,
@@ -145,28 +160,30 @@ class Processor:
     # -- flushing --------------------------------------------------------------------------
 
     async def flush(self) -> None:
-        """Write buffered outputs, then state, then ack (the `on_durable` callbacks)."""
-        async with self._lock:
-            await self._flush()
+        """Write buffered outputs, then state, then ack (the `on_durable` callbacks).
+
+        Only taking the buffer holds the processing lock: batches go on while a flush writes,
+        into a new buffer that the next flush (never concurrent with this one) covers."""
+        async with self._flush_lock:
+            async with self._lock:
+                pending, self._pending = self._pending, _Pending()
+                keys = {k: st.take_changes() for k, st in pending.keys.items()}
+            if not pending:
+                return
+            try:
+                await asyncio.to_thread(self._write_offline, pending)
+                await self.outbox.flush()
+                await self.state.save(keys, pending.entities)
+            except BaseException:
+                self.reset()  # the caches are ahead of the saved state
+                raise
+            for ack in pending.on_durable:
+                ack()
 
     async def flush_if_due(self) -> None:
         """Flush when the oldest buffered work is `flush_interval_s` old (called by a timer)."""
         if self._pending and time.monotonic() - self._pending.since >= self.flush_interval_s:
             await self.flush()
-
-    async def _flush(self) -> None:
-        pending, self._pending = self._pending, _Pending()
-        if not pending:
-            return
-        try:
-            await asyncio.to_thread(self._write_offline, pending)
-            await self.outbox.flush()
-            await self.state.save(pending.keys, pending.entities)
-        except BaseException:
-            self.reset()  # the caches are ahead of the saved state
-            raise
-        for ack in pending.on_durable:
-            ack()
 
     def _write_offline(self, pending: _Pending) -> None:
         if pending.archive:
@@ -179,8 +196,11 @@ class Processor:
     async def _after_batch(self, on_durable: Callable[[], None] | None) -> None:
         if on_durable is not None:
             self._pending.on_durable.append(on_durable)
+
+    async def _flush_if_full(self) -> None:
+        # Waited for by the agent (outside the processing lock): back-pressure when flushes lag.
         if self._pending.rows >= self.flush_rows:
-            await self._flush()
+            await self.flush()
 
     # -- ingest ----------------------------------------------------------------------------
 
@@ -212,6 +232,7 @@ class Processor:
         async with self._lock:
             await self._ingest(msgs)
             await self._after_batch(on_durable)
+        await self._flush_if_full()
 
     def _decode(self, msgs: Sequence[InMessage]) -> list[tuple[InMessage, RawEvent]]:
         decoded: list[tuple[InMessage, RawEvent]] = []
@@ -232,6 +253,7 @@ class Processor:
         now_ns = time.time_ns()
         archive = self._pending.archive
         local: list[ViewItem] = []
+        remote: list[ViewItem] = []
         for msg, ev in decoded:
             wm = self._decide(msg, ev)
             if wm is None:
@@ -246,7 +268,9 @@ class Processor:
                 if item.entity_key == key:
                     local.append(item)
                 else:
-                    self.outbox.forward(item)
+                    remote.append(item)
+        if remote:
+            self.outbox.forward(remote)
         self._pending.rows += len(decoded)
         for k in touched:
             st = self._keys[k]
@@ -265,7 +289,7 @@ class Processor:
     def _accept(self, view: FeatureViewDef, st: EntityState, item: ViewItem) -> Rec:
         rec = Rec(item.time_ms, item.event_id, item.values)
         newest = st.newest()
-        if newest is not None and rec.time_ms < newest.time_ms - retention_ms(view, self.slack_ms):
+        if newest is not None and rec.time_ms < newest.time_ms - self._retention[view.ref]:
             metrics.BEYOND_HORIZON.labels(view.ref).inc()
         st.add(rec)
         return rec
@@ -275,6 +299,7 @@ class Processor:
         async with self._lock:
             await self._aggregate(items)
             await self._after_batch(on_durable)
+        await self._flush_if_full()
 
     def _late_row(self, view: FeatureViewDef, item: ViewItem, now_ns: int) -> FeatureRow:
         metrics.LATE_EVENTS.labels(view.ref).inc()
@@ -310,7 +335,7 @@ class Processor:
                 if r is newest:
                     online.append(OnlineRow(view.name, view.version, ref[1], r.time_ms, values, view.ttl_ms))
             if newest is not None:
-                changes.drop(ref, st.prune(newest.time_ms - retention_ms(view, self.slack_ms)))
+                changes.drop(ref, st.prune(newest.time_ms - self._retention[view.ref]))
         self._pending.rows += n + len(items)
         if online:
             applied = await self.online.write(online)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
 
 import redis
@@ -27,7 +27,7 @@ import redis.asyncio as aredis
 from feature_stream.aggregate import Rec
 from registry.errors import UnavailableError
 
-__all__ = ["EntityChanges", "InMemoryStateStore", "KeyState", "RedisStateStore", "Seen", "StateStore"]
+__all__ = ["EntityChanges", "InMemoryStateStore", "KeyChanges", "KeyState", "RedisStateStore", "Seen", "StateStore"]
 
 EntityRef = tuple[str, str]  # (view ref "name:version", entity key)
 
@@ -69,6 +69,12 @@ class EntityChanges:
         self.dropped.setdefault(ref, set()).update(ids)
 
 
+@dataclass(frozen=True, slots=True)
+class KeyChanges:
+    added: Mapping[str, Seen]
+    dropped: Set[str]
+
+
 @dataclass
 class KeyState:
     """What the ingest stage knows about one message key."""
@@ -77,6 +83,12 @@ class KeyState:
     seen: dict[str, Seen] = field(default_factory=dict)
     added: dict[str, Seen] = field(default_factory=dict)
     dropped: set[str] = field(default_factory=set)
+
+    def take_changes(self) -> KeyChanges:
+        """What changed since the last call (`added`, `dropped`), leaving both empty."""
+        changes = KeyChanges(self.added, self.dropped)
+        self.added, self.dropped = {}, set()
+        return changes
 
     def prune(self, horizon_ms: int) -> None:
         for eid in [e for e, s in self.seen.items() if s.time_ms < horizon_ms]:
@@ -102,9 +114,8 @@ class StateStore(ABC):
     async def load_entities(self, refs: Sequence[EntityRef]) -> dict[EntityRef, list[Rec]]: ...
 
     @abstractmethod
-    async def save(self, keys: Mapping[str, KeyState], changes: EntityChanges) -> None:
-        """Persist, in one transaction, what changed for message keys (`added`, `dropped`, then
-        cleared) and view entities (events added and removed)."""
+    async def save(self, keys: Mapping[str, KeyChanges], changes: EntityChanges) -> None:
+        """Persist, in one transaction, what changed for message keys and view entities."""
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
@@ -149,7 +160,7 @@ class RedisStateStore(StateStore):
             raise UnavailableError(f"state load failed: {exc}") from exc
         return {ref: [_rec_decode(f.decode(), v) for f, v in raw.items()] for ref, raw in zip(refs, raws, strict=True)}
 
-    async def save(self, keys: Mapping[str, KeyState], changes: EntityChanges) -> None:
+    async def save(self, keys: Mapping[str, KeyChanges], changes: EntityChanges) -> None:
         try:
             pipe = self._r.pipeline(transaction=True)
             for k, st in keys.items():
@@ -166,9 +177,6 @@ class RedisStateStore(StateStore):
             await pipe.execute()
         except redis.RedisError as exc:
             raise UnavailableError(f"state save failed: {exc}") from exc
-        for st in keys.values():
-            st.added.clear()
-            st.dropped.clear()
 
     async def close(self) -> None:
         await self._r.aclose()
@@ -191,14 +199,12 @@ class InMemoryStateStore(StateStore):
     async def load_entities(self, refs: Sequence[EntityRef]) -> dict[EntityRef, list[Rec]]:
         return {ref: list(self.entities.get(ref, {}).values()) for ref in refs}
 
-    async def save(self, keys: Mapping[str, KeyState], changes: EntityChanges) -> None:
+    async def save(self, keys: Mapping[str, KeyChanges], changes: EntityChanges) -> None:
         for k, st in keys.items():
             seen = self.keys.setdefault(k, {})
             seen.update(st.added)
             for eid in st.dropped:
                 seen.pop(eid, None)
-            st.added.clear()
-            st.dropped.clear()
         for ref, recs in changes.added.items():
             self.entities.setdefault(ref, {}).update(recs)
         for ref, ids in changes.dropped.items():

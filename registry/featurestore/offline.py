@@ -15,6 +15,7 @@ arrived) is written again with a newer `ingest_ns`, and readers keep the newest 
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import uuid
@@ -74,7 +75,13 @@ class ArchiveRow:
 
 
 def date_of(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d")
+    return _date_of_day(ms // 86_400_000)
+
+
+@functools.lru_cache(maxsize=4096)
+def _date_of_day(day: int) -> str:
+    # Writers call this per row; a day number is enough to key a cache of the formatted date.
+    return datetime.fromtimestamp(day * 86_400, tz=UTC).strftime("%Y-%m-%d")
 
 
 def _feature_schema(features: Sequence[str]) -> pa.Schema:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from feature_stream.backfill import compute_view
@@ -26,8 +27,8 @@ class ListOutbox(Outbox):
     def dead_letter(self, msg: InMessage, letter: DeadLetter) -> None:
         self.dead.append((msg, letter))
 
-    def forward(self, item: ViewItem) -> None:
-        self.forwarded.append(ViewItem.decode(item.encode()))  # through the wire format
+    def forward(self, items: Sequence[ViewItem]) -> None:
+        self.forwarded.extend(ViewItem.decode_many(ViewItem.encode_many(items)))  # through the wire format
 
     async def flush(self) -> None:
         pass
