@@ -66,14 +66,15 @@ class JoinStats:
 def event_fields(events: pd.DataFrame, entity_kinds: Sequence[str], fields: Sequence[str]) -> pd.DataFrame:
     """Raw events (dict columns `entities`, `values`) narrowed to the form of `Snapshot.event_fields`.
 
-    event_id, event_time, `entities.<kind>` and `values.<field>` as raw values (None when absent).
+    event_id, event_time, `entities.<kind>` typed by pandas, `values.<field>` raw (None when absent).
     """
     out = pd.DataFrame({"event_id": events["event_id"].array, "event_time": events["event_time"].array})
     for column, keys in (("entities", entity_kinds), ("values", fields)):
         maps = events[column].tolist()
         for key in keys:
             got = [m.get(key) if isinstance(m, Mapping) else None for m in maps]
-            out[f"{column}.{key}"] = pd.Series(got, dtype="object")
+            # Entity keys typed by pandas from the values, label values kept raw for to_numeric.
+            out[f"{column}.{key}"] = pd.Series(got) if column == "entities" else pd.Series(got, dtype="object")
     return out
 
 
@@ -101,8 +102,7 @@ def labels_from_fields(fields: pd.DataFrame, label: LabelDef, entity_kinds: Sequ
         }
     )
     for kind in dict.fromkeys([label.entity, *entity_kinds]):
-        # A list, as the row-by-row extraction built it, so pandas infers the same dtype.
-        out[kind] = fields[f"entities.{kind}"].tolist()
+        out[kind] = fields[f"entities.{kind}"].array
     out[LABEL_TIME] = pd.to_datetime(out[LABEL_TIME], utc=True).dt.as_unit("ms")
     out = out[out[TARGET].notna() & out[label.entity].notna()]
     if task == "binary" and not out[TARGET].isin([0.0, 1.0]).all():

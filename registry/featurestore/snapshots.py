@@ -74,11 +74,22 @@ def _pluck(rows: list[Any], key: str) -> npt.NDArray[np.object_]:
     return np.fromiter((r.get(key) if type(r) is dict else None for r in rows), dtype=object, count=len(rows))
 
 
-def _json_keys(column: pa.ChunkedArray, keys: Sequence[str]) -> dict[str, npt.NDArray[np.object_]]:
+def _entity_columns(column: pa.ChunkedArray, keys: Sequence[str]) -> dict[str, pd.Series]:
+    texts = column.combine_chunks()
+    flat = _flat_strings(texts, keys) if keys else {}
+    if flat is not None:
+        return flat
+    # Typed from a list, as pandas types the same values read row by row.
+    return {k: pd.Series(got.tolist()) for k, got in _json_keys(texts, keys).items()}
+
+
+def _json_keys(column: pa.Array | pa.ChunkedArray, keys: Sequence[str]) -> dict[str, npt.NDArray[np.object_]]:
     """`_pluck` of each key over the decoded rows of a JSON column, decoding each distinct text once
     when texts repeat (label values such as a 0/1 target do). A sample decides, because hashing a
     column of distinct texts (entity maps) costs about what it could save."""
-    texts = column.combine_chunks()
+    if not keys:
+        return {}
+    texts = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     sample = texts.slice(0, 4096)
     if texts.null_count or len(pc.unique(sample)) * 2 > len(sample):
         rows = _json_rows(texts)
@@ -87,6 +98,39 @@ def _json_keys(column: pa.ChunkedArray, keys: Sequence[str]) -> dict[str, npt.ND
     distinct = _json_rows(encoded.dictionary)
     at = encoded.indices.to_numpy()
     return {k: _pluck(distinct, k)[at] for k in keys}
+
+
+# A flat object of strings with nothing to unescape: `{"k": "v", ...}` as json.dumps writes an entity map.
+_TEXT = r'"[^"\\\x00-\x1f]*"'
+_FLAT_OBJECT = rf"^\{{({_TEXT}: {_TEXT}(, {_TEXT}: {_TEXT})*)?\}}$"
+
+
+def _flat_strings(texts: pa.Array, keys: Sequence[str]) -> dict[str, pd.Series] | None:
+    """`json.loads(row).get(key)` for rows that are flat objects of plain strings, read in Arrow.
+
+    Such a row has quotes only around keys and values, so split at quotes it is `{`, key, `: `,
+    value, `, `, key, ... `}`: keys at 1 + 4j, each value two pieces on, taken as written, exactly
+    as json.loads reads them. None (decode instead) when any row is of another form or names a
+    key twice (json.loads would keep the last).
+    """
+    if texts.null_count or not pc.all(pc.match_substring_regex(texts, _FLAT_OBJECT)).as_py():
+        return None
+    parts = pc.split_pattern(texts, '"')
+    pieces = parts.flatten()
+    starts = parts.offsets.to_numpy()
+    row = np.repeat(np.arange(len(texts)), np.diff(starts))
+    is_key = (np.arange(len(pieces)) - starts[row]) % 4 == 1
+    out: dict[str, pd.Series] = {}
+    for key in keys:
+        at = np.flatnonzero(is_key & pc.equal(pieces, key).to_numpy(zero_copy_only=False))
+        if (np.diff(row[at]) == 0).any():
+            return None
+        pick = np.full(len(texts), -1, dtype=np.int64)
+        pick[row[at]] = at + 2
+        found = pc.take(pieces, pa.array(pick, mask=pick < 0))
+        # pandas types a list of only Nones (or nothing) as object, not str.
+        out[key] = found.to_pandas() if found.null_count < len(found) else pd.Series([None] * len(found))
+    return out
 
 
 def _in_order(table: pa.Table, keys: Sequence[str]) -> pa.Table:
@@ -196,8 +240,9 @@ class Snapshot:
     def event_fields(self, event_type: str, entities: Sequence[str], values: Sequence[str]) -> pd.DataFrame:
         """events() narrowed to the keys a reader needs: same rows, same order, fewer columns read.
 
-        Columns: event_id, event_time (UTC ms), `entities.<kind>` per kind and `values.<field>`
-        per field, holding the raw decoded JSON values (object dtype; None when absent).
+        Columns: event_id, event_time (UTC ms), `entities.<kind>` per kind (typed as pandas types
+        a list of the decoded values: strings, NaN when absent) and `values.<field>` per field (raw
+        decoded values, object dtype, None when absent).
         """
         table = self._event_table(event_type, ["event_id", "event_time_ms", "entities_json", "values_json"])
         names = [f"entities.{k}" for k in entities] + [f"values.{k}" for k in values]
@@ -209,9 +254,10 @@ class Snapshot:
                 "event_time": _utc_ms(table["event_time_ms"]),
             }
         )
-        for column, prefix, keys in (("entities_json", "entities", entities), ("values_json", "values", values)):
-            for key, got in _json_keys(table[column], keys).items() if keys else ():
-                out[f"{prefix}.{key}"] = pd.Series(got, dtype="object")
+        for key, series in _entity_columns(table["entities_json"], entities).items():
+            out[f"entities.{key}"] = series
+        for key, got in _json_keys(table["values_json"], values).items():
+            out[f"values.{key}"] = pd.Series(got, dtype="object")
         return out
 
     def to_json(self) -> dict[str, Any]:

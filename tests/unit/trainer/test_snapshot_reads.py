@@ -13,7 +13,7 @@ import pytest
 
 from registry.featurestore.definitions import FeatureViewDef, LabelDef
 from registry.featurestore.offline import ArchiveRow, OfflineStore
-from registry.featurestore.snapshots import Snapshot, SnapshotStore
+from registry.featurestore.snapshots import Snapshot, SnapshotStore, _entity_columns, _flat_strings, _in_order
 from registry.featurestore.values import Scalar
 from trainer.pit import event_fields, labels_from_events, labels_from_fields
 
@@ -34,11 +34,11 @@ VIEW = FeatureViewDef.model_validate(
 LABEL = LabelDef(name="y", event_type="outcome", entity="card_id", field="y")
 
 
-def _archive_rows(rng: np.random.Generator, n: int) -> list[ArchiveRow]:
+def _archive_rows(rng: np.random.Generator, n: int, merchant: str) -> list[ArchiveRow]:
     rows = []
     values: list[Scalar] = [0, 1, True, False, 1.0, "1", float("nan"), "x", 10**30]
     for i in range(n):
-        entities = {"card_id": f"c{rng.integers(0, 40)}", "merchant_id": f"m\u00e9{rng.integers(0, 5)}"}
+        entities = {"card_id": f"c{rng.integers(0, 40)}", "merchant_id": f"{merchant}{rng.integers(0, 5)}"}
         if i % 13 == 0:
             del entities["merchant_id"]
         if i % 29 == 0:
@@ -56,11 +56,12 @@ def _archive_rows(rng: np.random.Generator, n: int) -> list[ArchiveRow]:
     return rows
 
 
-@pytest.fixture
-def snapshot(tmp_path: Path) -> Snapshot:
+# Plain entity values are read straight from the JSON text; escaped ones (\u00e9) are decoded.
+@pytest.fixture(params=["m", "m\u00e9"], ids=["plain", "escaped"])
+def snapshot(tmp_path: Path, request: pytest.FixtureRequest) -> Snapshot:
     rng = np.random.default_rng(3)
     store = OfflineStore(str(tmp_path))
-    rows = _archive_rows(rng, 900)
+    rows = _archive_rows(rng, 900, request.param)
     # Several files (days and batches), so the reads see more than one chunk.
     store.write_archive(rows[:400])
     store.write_archive(rows[400:])
@@ -154,9 +155,54 @@ def test_json_that_is_not_one_object_per_row_is_read_row_by_row(tmp_path: Path) 
     OfflineStore(str(tmp_path / "a")).write_table("archive/event_type=outcome/date=all", table)
     snap = SnapshotStore(str(tmp_path / "a")).create(views=[])
     assert snap.events("outcome")["entities"].tolist() == [{"card_id": "a"}, [1, 2], "s", 3]
-    assert snap.event_fields("outcome", ["card_id"], [])["entities.card_id"].tolist() == ["a", None, None, None]
+    pd.testing.assert_frame_equal(
+        snap.event_fields("outcome", ["card_id"], []), event_fields(snap.events("outcome"), ["card_id"], [])
+    )
     # Two objects in one row would shift every later row in a joined parse: it must fail as json.loads does.
     shifted = table.set_column(3, "entities_json", pa.array(texts[1:]))
     OfflineStore(str(tmp_path / "b")).write_table("archive/event_type=outcome/date=all", shifted)
     with pytest.raises(json.JSONDecodeError):
         SnapshotStore(str(tmp_path / "b")).create(views=[]).events("outcome")
+
+
+def test_rows_out_of_order_are_sorted_as_the_reads_promise() -> None:
+    rng = np.random.default_rng(9)
+    n = 3000
+    table = pa.table(
+        {
+            "k": [f"k{i}" for i in rng.integers(0, 30, size=n)],
+            "t": rng.integers(0, 20, size=n),
+            "id": [f"e{i}" for i in rng.integers(0, 50, size=n)],  # full-key ties too
+            "row": np.arange(n),
+        }
+    )
+    keys = ["k", "t", "id"]
+    expected = table.sort_by([(k, "ascending") for k in keys])
+    assert _in_order(table, keys).equals(expected)
+    assert _in_order(expected, keys) is expected  # already in order: no sort, no copy
+    # Out of order only on the last key of one pair of neighbours: still caught.
+    k, t, ids = (expected[c].to_pylist() for c in keys)
+    i = next(i for i in range(n - 1) if (k[i], t[i]) == (k[i + 1], t[i + 1]) and ids[i] < ids[i + 1])
+    swapped = expected.take([*range(i), i + 1, i, *range(i + 2, n)])
+    assert _in_order(swapped, keys).equals(expected)
+
+
+@pytest.mark.parametrize(
+    ("texts", "fast"),
+    [
+        (['{"card_id": "a", "m": "x"}', "{}", '{"m": "card_id"}', '{"card_id": ""}'], True),
+        (['{"card_id": "a", "card_id": "b"}', "{}"], False),  # json.loads keeps the last
+        (['{"card_id":"a"}', "{}"], False),  # other separators
+        (['{"card_id": "a\\"b"}', "{}"], False),  # an escape
+        (['{"card_id": 7}', "{}"], False),  # not a string
+        (['{"card_id": "a"}', '{"n": {"card_id": "z"}}'], False),  # nested
+    ],
+)
+def test_entity_keys_read_from_the_text_only_when_that_equals_json_loads(texts: list[str], fast: bool) -> None:
+    column = pa.chunked_array([pa.array(texts)])
+    flat = _flat_strings(column.combine_chunks(), ["card_id", "m"])
+    assert (flat is not None) == fast
+    got = _entity_columns(column, ["card_id", "m"])
+    rows = [json.loads(t) for t in texts]
+    for key in ("card_id", "m"):
+        pd.testing.assert_series_equal(got[key], pd.Series([r.get(key) for r in rows]))
