@@ -100,6 +100,7 @@ def run_training(
         ts, seed=seed, num_threads=settings.train_num_threads, log_every=settings.train_log_every, progress=progress
     )
     timings["train"] = time.perf_counter() - t1
+    timings["lightgbm"] = result.lightgbm_s
     t2 = time.perf_counter()
     registry = ModelRegistry.from_uri(settings.registry_root, events=events)
     record = registry.publish(
