@@ -130,13 +130,18 @@ def compute_row(view: FeatureViewDef, recs: Sequence[Rec], i: int) -> Values:
     return _row(view, _Columns.of(view, recs), i)
 
 
-def rows_between(view: FeatureViewDef, recs: Sequence[Rec], lo: int, hi: int) -> list[Values]:
-    """Rows of recs[lo:hi] (`recs` sorted), equal to `compute_row` of each, in one pass per feature."""
+def rows_between(
+    view: FeatureViewDef, recs: Sequence[Rec], lo: int, hi: int, keys: Sequence[tuple[int, str]] | None = None
+) -> list[Values]:
+    """Rows of recs[lo:hi] (`recs` sorted, `keys` their order keys if at hand), equal to
+    `compute_row` of each, in one pass per feature."""
     if lo >= hi:
         return []
-    times = [r.time_ms for r in recs[:hi]]
-    # Only the events some window of these rows can reach are turned into columns.
-    start = min(bisect_left(times, window_start(times[lo], f.window), 0, lo + 1) for f in view.features)
+    keys = keys if keys is not None else [r.order for r in recs[: lo + 1]]
+    t_lo = recs[lo].time_ms
+    # Only the events some window of these rows can reach are turned into columns;
+    # (t, "") sorts before every key at time t, so this finds the first event at or after t.
+    start = min(bisect_left(keys, (window_start(t_lo, f.window), ""), 0, lo + 1) for f in view.features)
     cols = _Columns.of(view, recs[start:hi])
     t = cols.times
     out: list[Values] = [{} for _ in range(hi - lo)]
@@ -181,7 +186,7 @@ class EntityState:
         max_size = max(f.window.size_ms for f in view.features)
         lo = bisect_left(self._keys, first.order)
         hi = bisect_left(self._keys, (first.time_ms + max_size + 1, ""))  # every event at or before t + max_size
-        return list(zip(self.recs[lo:hi], rows_between(view, self.recs, lo, hi), strict=True))
+        return list(zip(self.recs[lo:hi], rows_between(view, self.recs, lo, hi, self._keys), strict=True))
 
     def newest(self) -> Rec | None:
         return self.recs[-1] if self.recs else None
