@@ -1,8 +1,13 @@
-"""One server interceptor maps domain errors to gRPC statuses and records RPC metrics.
+"""One interceptor maps domain errors to gRPC statuses and records RPC metrics.
 
 Servicers raise typed errors (each knows its `grpc_status`) and never call `context.abort`.
 Anything unexpected is logged with its traceback and answered INTERNAL without internals;
 bad input never gets there, because validation raises InvalidRequestError first.
+
+It wraps the service's methods once, when the service is registered, rather than sitting in
+`aio.server(interceptors=...)`: grpc.aio runs an interceptor chain on every call (a
+coroutine per interceptor, a continuation, a handler lookup), which cost ~40 µs of a
+Predict's ~450 µs of server CPU. Health and reflection are not wrapped, as before.
 """
 
 from __future__ import annotations
@@ -11,10 +16,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import grpc
-from grpc import aio
+from google.protobuf.descriptor import ServiceDescriptor
 
 from registry.errors import FtiError
 
@@ -25,36 +30,26 @@ __all__ = ["ErrorMappingInterceptor"]
 log = logging.getLogger(__name__)
 
 _Unary = Callable[[Any, Any], Awaitable[Any]]
+_Servicer = TypeVar("_Servicer")
 
 
-class ErrorMappingInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, metrics: Metrics, service_prefix: str) -> None:
+class _Intercepted:
+    """Stands in for a servicer at registration: the generated code only reads its methods."""
+
+    def __init__(self, methods: dict[str, _Unary]) -> None:
+        self.__dict__.update(methods)
+
+
+class ErrorMappingInterceptor:
+    def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
-        self._prefix = service_prefix
-        # Wrapped handlers, built once per method: this runs on every call, keep it cheap.
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        method: str = handler_call_details.method
-        # Health and reflection pass through untouched; only our unary methods are wrapped.
-        if handler is None or handler.unary_unary is None or not method.startswith(self._prefix):
-            return handler
-        wrapped = self._wrapped.get(method)
-        if wrapped is None:
-            wrapped = grpc.unary_unary_rpc_method_handler(
-                self._wrap(handler.unary_unary, method.rsplit("/", 1)[-1]),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-            self._wrapped[method] = wrapped
-        return wrapped
+    def intercept(self, servicer: _Servicer, service: ServiceDescriptor) -> _Servicer:
+        """`servicer` with every method of `service` wrapped; register this in its place."""
+        methods = {m.name: self.wrap(getattr(servicer, m.name), m.name) for m in service.methods}
+        return cast(_Servicer, _Intercepted(methods))
 
-    def _wrap(self, inner: _Unary, name: str) -> _Unary:
+    def wrap(self, inner: _Unary, name: str) -> _Unary:
         metrics = self._metrics
         latency = metrics.latency.labels(method=name)
         ok = metrics.requests.labels(method=name, code=grpc.StatusCode.OK.name)

@@ -172,7 +172,6 @@ def create_server(
     metrics = Metrics()
     size = settings.max_message_bytes
     grpc_server = aio.server(
-        interceptors=[ErrorMappingInterceptor(metrics, f"/{SERVICE_NAME}/")],
         options=[("grpc.max_receive_message_length", size), ("grpc.max_send_message_length", size)],
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
@@ -197,8 +196,10 @@ def create_server(
         settings, grpc_server, port, holder, health_servicer, metrics, store or _default_store(settings), events
     )
     holder.set_on_change(app.on_model_change)
+    servicer = InferenceServicer(holder, app.store, settings, metrics)
+    service = inference_pb2.DESCRIPTOR.services_by_name["InferenceService"]
     inference_pb2_grpc.add_InferenceServiceServicer_to_server(
-        InferenceServicer(holder, app.store, settings, metrics), grpc_server
+        ErrorMappingInterceptor(metrics).intercept(servicer, service), grpc_server
     )
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), grpc_server)
