@@ -91,7 +91,7 @@ def build_training_set(
         progress(f"view {v.ref}: {len(rows)} feature rows")
         view_rows.append(ViewRows(v, rows))
     features, stats = join_point_in_time(labels, view_rows, allow_exact_matches=allow_exact_matches)
-    if not features.notna().any(axis=None):
+    if np.isnan(features.to_numpy(dtype=np.float64)).all():
         raise TrainingDataError(
             f"snapshot {snapshot.id}: none of the {len(labels)} labels has a feature value at or before its time "
             f"(views {', '.join(v.ref for v in views)}); are the feature rows and labels for the same entities?"

@@ -118,15 +118,16 @@ def _flat_strings(texts: pa.Array, keys: Sequence[str]) -> dict[str, pd.Series] 
     parts = pc.split_pattern(texts, '"')
     pieces = parts.flatten()
     starts = parts.offsets.to_numpy()
-    row = np.repeat(np.arange(len(texts)), np.diff(starts))
-    is_key = (np.arange(len(pieces)) - starts[row]) % 4 == 1
     out: dict[str, pd.Series] = {}
     for key in keys:
-        at = np.flatnonzero(is_key & pc.equal(pieces, key).to_numpy(zero_copy_only=False))
-        if (np.diff(row[at]) == 0).any():
+        at = np.flatnonzero(pc.equal(pieces, key).to_numpy(zero_copy_only=False))
+        row = np.searchsorted(starts, at, side="right") - 1
+        is_key = (at - starts[row]) % 4 == 1  # the same text as a value is not the key
+        at, row = at[is_key], row[is_key]
+        if (np.diff(row) == 0).any():
             return None
         pick = np.full(len(texts), -1, dtype=np.int64)
-        pick[row[at]] = at + 2
+        pick[row] = at + 2
         found = pc.take(pieces, pa.array(pick, mask=pick < 0))
         # pandas types a list of only Nones (or nothing) as object, not str.
         out[key] = found.to_pandas() if found.null_count < len(found) else pd.Series([None] * len(found))
