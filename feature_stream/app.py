@@ -134,23 +134,7 @@ def build_app(settings: FeatureStreamSettings, defs: Definitions) -> faust.App:
         flush_interval_s=FLUSH_INTERVAL_S,
     )
     size, within = settings.features_batch_size, settings.features_batch_within_s
-
-    # Held batches are acked only by a flush; the timer bounds how long offsets wait (and lets
-    # Faust's wait for unacked messages finish during a rebalance).
-    @app.task  # type: ignore[untyped-decorator]  # faust leaves it untyped
-    async def _flush_due() -> None:
-        # A plain loop rather than `app.timer`: a flush may outlast the tick, which is fine here.
-        while not app.should_stop:
-            await asyncio.sleep(FLUSH_INTERVAL_S / 5)
-            await processor.flush_if_due()
-
-    @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode's signal typing is narrower than its calls
-    async def _on_revoked(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
-        await processor.flush()
-
-    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
-    async def _on_assigned(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
-        processor.reset()
+    _connect_flushing(app, processor)
 
     @app.agent(raw)
     async def ingest(stream: faust.StreamT[Any]) -> None:
@@ -177,6 +161,27 @@ def build_app(settings: FeatureStreamSettings, defs: Definitions) -> faust.App:
             _record_lag(app, _to_messages(events))
 
     return app
+
+
+def _connect_flushing(app: faust.App, processor: Processor) -> None:
+    """Held batches are acked only by a flush: a loop bounds how long offsets wait (and lets
+    Faust's wait for unacked messages finish during a rebalance); a revocation flushes at once,
+    and an assignment starts from the saved state."""
+
+    @app.task  # type: ignore[untyped-decorator]  # faust leaves it untyped
+    async def _flush_due() -> None:
+        # A plain loop rather than `app.timer`: a flush may outlast the tick, which is fine here.
+        while not app.should_stop:
+            await asyncio.sleep(FLUSH_INTERVAL_S / 5)
+            await processor.flush_if_due()
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode's signal typing is narrower than its calls
+    async def _on_revoked(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+        await processor.flush()
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def _on_assigned(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+        processor.reset()
 
 
 def _record_lag(app: faust.App, msgs: Sequence[InMessage]) -> None:
