@@ -82,9 +82,9 @@ def test_response_from_the_template_matches_a_response_built_field_by_field() ->
                 name=u.name,
                 view=u.view,
                 view_version=u.view_version,
-                status=int(u.status),
+                status=int(u.status),  # type: ignore[arg-type]
                 age_ms=u.age_ms,
-                value=u.value,  # type: ignore[arg-type]
+                value=u.value,
             )
             for u in used
         ],
