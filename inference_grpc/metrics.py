@@ -43,6 +43,9 @@ class Metrics:
             "fti_inference_swap_seconds", "Load + verify + warm-up time of a swap.", registry=r
         )
         self.store_errors = Counter("fti_inference_online_store_errors", "Failed online-store reads.", registry=r)
+        self.store_retries = Counter(
+            "fti_inference_online_store_retries", "Online-store reads retried after a timeout.", registry=r
+        )
         self.model_events = Counter(
             "fti_inference_model_events", "Model events consumed, by kind.", ["kind"], registry=r
         )

@@ -97,26 +97,39 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         return online_keys(model.layout, request.entities), parse_request_values(model.layout, request.request_values)
 
     async def _read(self, keys: list[OnlineKey], context: _Context) -> list[OnlineValue | None]:
+        # One retry of a timed-out read: a single slow reply (a busy host, a GC pause in
+        # Redis) should not fail a request whose caller is still willing to wait. A refused
+        # connection is not retried: Redis is down and the caller should hear it at once.
+        for attempt in range(2):
+            timeout = self._read_budget(context)
+            try:
+                # asyncio.timeout, not wait_for: no extra task per request on the hot path.
+                async with asyncio.timeout(timeout):
+                    return await self._store.read(keys)
+            except TimeoutError as exc:
+                remaining = context.time_remaining()
+                if remaining is not None and remaining <= 0:
+                    raise DeadlineExceededError("deadline exceeded while reading the online store") from exc
+                if attempt == 0 and (remaining is None or remaining > _MIN_USEFUL_S):
+                    self._metrics.store_retries.inc()
+                    continue
+                error = OnlineStoreUnavailableError(f"online store (Redis) read timed out after {timeout:.3f}s")
+                return self._store_failed(error, len(keys))
+            except UnavailableError as exc:
+                error = OnlineStoreUnavailableError(f"online store (Redis) unreachable, retry shortly: {exc}")
+                return self._store_failed(error, len(keys))
+        raise AssertionError("unreachable: the loop returns or raises")
+
+    def _read_budget(self, context: _Context) -> float:
+        """How long one read may take: the configured cap, shortened to the caller's deadline."""
         timeout = self._settings.redis_timeout_ms / 1000
         remaining = context.time_remaining()
-        if remaining is not None:
-            # No Redis call once the caller has given up: the answer could not reach anyone.
-            if remaining <= _MIN_USEFUL_S:
-                raise DeadlineExceededError("deadline exceeded (or too close) before the online store was read")
-            timeout = min(timeout, remaining)
-        try:
-            # asyncio.timeout, not wait_for: no extra task per request on the hot path.
-            async with asyncio.timeout(timeout):
-                return await self._store.read(keys)
-        except TimeoutError as exc:
-            remaining = context.time_remaining()
-            if remaining is not None and remaining <= 0:
-                raise DeadlineExceededError("deadline exceeded while reading the online store") from exc
-            error = OnlineStoreUnavailableError(f"online store (Redis) read timed out after {timeout:.3f}s")
-            return self._store_failed(error, len(keys))
-        except UnavailableError as exc:
-            error = OnlineStoreUnavailableError(f"online store (Redis) unreachable, retry shortly: {exc}")
-            return self._store_failed(error, len(keys))
+        if remaining is None:
+            return timeout
+        # No Redis call once the caller has given up: the answer could not reach anyone.
+        if remaining <= _MIN_USEFUL_S:
+            raise DeadlineExceededError("deadline exceeded (or too close) before the online store was read")
+        return min(timeout, remaining)
 
     def _store_failed(self, error: OnlineStoreUnavailableError, size: int) -> list[OnlineValue | None]:
         self._metrics.store_errors.inc()
