@@ -24,7 +24,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from feature_stream.windows import feature_rows
+from feature_stream.windows import DIRECT_ROWS, feature_rows
 from registry.featurestore.definitions import AggregationFunction, FeatureDef, FeatureViewDef, WindowDef
 from registry.featurestore.values import Scalar
 
@@ -82,6 +82,29 @@ class _Columns:
     numbers: dict[str, list[float | None]]
     texts: dict[str, list[str | None]]
 
+    def slice(self, lo: int, hi: int) -> _Columns:
+        return _Columns(
+            self.times[lo:hi],
+            {k: c[lo:hi] for k, c in self.numbers.items()},
+            {k: c[lo:hi] for k, c in self.texts.items()},
+        )
+
+    def insert(self, i: int, rec: Rec) -> None:
+        """Insert `rec` at index i, as `of` converts it (keeps a cache aligned with `EntityState.recs`)."""
+        self.times.insert(i, rec.time_ms)
+        values = rec.values
+        for fld, c in self.numbers.items():
+            c.insert(i, _numeric(values.get(fld)))
+        for fld, t in self.texts.items():
+            t.insert(i, str(values[fld]) if fld in values else None)
+
+    def drop_head(self, n: int) -> None:
+        del self.times[:n]
+        for c in self.numbers.values():
+            del c[:n]
+        for t in self.texts.values():
+            del t[:n]
+
     @classmethod
     def of(cls, view: FeatureViewDef, recs: Sequence[Rec]) -> _Columns:
         fields = {f.field for f in view.features if f.field}
@@ -131,10 +154,15 @@ def compute_row(view: FeatureViewDef, recs: Sequence[Rec], i: int) -> Values:
 
 
 def rows_between(
-    view: FeatureViewDef, recs: Sequence[Rec], lo: int, hi: int, keys: Sequence[tuple[int, str]] | None = None
+    view: FeatureViewDef,
+    recs: Sequence[Rec],
+    lo: int,
+    hi: int,
+    keys: Sequence[tuple[int, str]] | None = None,
+    columns: _Columns | None = None,
 ) -> list[Values]:
-    """Rows of recs[lo:hi] (`recs` sorted, `keys` their order keys if at hand), equal to
-    `compute_row` of each, in one pass per feature."""
+    """Rows of recs[lo:hi] (`recs` sorted, `keys` their order keys if at hand, `columns` the
+    view's columns of all `recs` if cached), equal to `compute_row` of each, in one pass per feature."""
     if lo >= hi:
         return []
     keys = keys if keys is not None else [r.order for r in recs[: lo + 1]]
@@ -142,11 +170,18 @@ def rows_between(
     # Only the events some window of these rows can reach are turned into columns;
     # (t, "") sorts before every key at time t, so this finds the first event at or after t.
     start = min(bisect_left(keys, (window_start(t_lo, f.window), ""), 0, lo + 1) for f in view.features)
-    cols = _Columns.of(view, recs[start:hi])
+    cols = columns.slice(start, hi) if columns is not None else _Columns.of(view, recs[start:hi])
     t = cols.times
     out: list[Values] = [{} for _ in range(hi - lo)]
+    # Features over the same window share their window starts (a view has few distinct windows).
+    by_window: dict[tuple[int, int], list[int]] = {}
     for f in view.features:
-        lows = [bisect_left(t, window_start(t[i], f.window), 0, i + 1) for i in range(lo - start, hi - start)]
+        size, step = f.window.size_ms, f.window.step_ms
+        lows = by_window.get((size, step))
+        if lows is None:
+            lows = by_window[(size, step)] = [
+                bisect_left(t, (t[i] // step) * step - size + step, 0, i + 1) for i in range(lo - start, hi - start)
+            ]
         numbers = cols.numbers.get(f.field or "", [])
         texts = cols.texts.get(f.field or "", [])
         for row, value in zip(out, feature_rows(f, lows, lo - start, numbers, texts), strict=True):
@@ -167,6 +202,10 @@ class EntityState:
         self.recs: list[Rec] = sorted(recs, key=lambda r: r.order)
         self._keys = [r.order for r in self.recs]
         self._ids = {r.event_id for r in self.recs}
+        # The view's columns of `recs`, built at the first `rows_from` and then kept aligned:
+        # rebuilding them per batch cost more than the window maths itself.
+        self._cols: _Columns | None = None
+        self._view: FeatureViewDef | None = None
 
     def __len__(self) -> int:
         return len(self.recs)
@@ -179,6 +218,8 @@ class EntityState:
         self._keys.insert(i, rec.order)
         self.recs.insert(i, rec)
         self._ids.add(rec.event_id)
+        if self._cols is not None:
+            self._cols.insert(i, rec)
         return True
 
     def rows_from(self, view: FeatureViewDef, first: Rec) -> list[tuple[Rec, Values]]:
@@ -186,7 +227,17 @@ class EntityState:
         max_size = max(f.window.size_ms for f in view.features)
         lo = bisect_left(self._keys, first.order)
         hi = bisect_left(self._keys, (first.time_ms + max_size + 1, ""))  # every event at or before t + max_size
-        return list(zip(self.recs[lo:hi], rows_between(view, self.recs, lo, hi, self._keys), strict=True))
+        cols = self._cols
+        if cols is None or self._view is not view:
+            self._view = view
+            self._cols = cols = _Columns.of(view, self.recs)
+        if hi - lo <= DIRECT_ROWS:
+            # One or two new rows per entity and batch is the common case: each row by the
+            # definition itself, on the cached columns, costs less than setting up a pass.
+            rows = [_row(view, cols, i) for i in range(lo, hi)]
+        else:
+            rows = rows_between(view, self.recs, lo, hi, self._keys, cols)
+        return list(zip(self.recs[lo:hi], rows, strict=True))
 
     def newest(self) -> Rec | None:
         return self.recs[-1] if self.recs else None
@@ -197,5 +248,7 @@ class EntityState:
         dropped = [r.event_id for r in self.recs[:cut]]
         del self.recs[:cut]
         del self._keys[:cut]
+        if self._cols is not None:
+            self._cols.drop_head(cut)
         self._ids.difference_update(dropped)
         return dropped

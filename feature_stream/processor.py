@@ -142,6 +142,9 @@ class Processor:
             t: [(v, frozenset(f.field for f in v.features if f.field)) for v in defs.views_for_event(t)]
             for t in defs.event_types
         }
+        self._least_lateness = {
+            t: min((v.allowed_lateness_ms for v, _ in routes), default=None) for t, routes in self._routes.items()
+        }
         self._retention = {v.ref: retention_ms(v, state_slack_ms) for v in defs.views}
         self._keys: dict[str, KeyState] = {}
         self._entities: dict[EntityRef, EntityState] = {}
@@ -221,7 +224,9 @@ class Processor:
         return wm
 
     def _archive_row(self, key: str, ev: RawEvent, wm: int, now_ns: int) -> ArchiveRow:
-        late = any(is_late(ev.time_ms, wm, v.allowed_lateness_ms) for v, _ in self._routes[ev.event_type])
+        # Late for some view == late for the view with the least allowed lateness.
+        least = self._least_lateness[ev.event_type]
+        late = least is not None and is_late(ev.time_ms, wm, least)
         return ArchiveRow(
             ev.event_id, ev.event_type, ev.time_ms, ev.entities, ev.values, ev.source,
             ev.schema_version, key, wm, late, now_ns,

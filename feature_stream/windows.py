@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 from registry.featurestore.definitions import AggregationFunction, FeatureDef
 
-__all__ = ["feature_rows"]
+__all__ = ["DIRECT_ROWS", "feature_rows"]
 
 Numbers = Sequence[float | None]
 
@@ -37,9 +37,30 @@ def feature_rows(
         return _distinct(lows, a, texts)
     if agg is AggregationFunction.LAST:
         return _last(lows, a, numbers)
+    if len(lows) <= DIRECT_ROWS:
+        # A streaming batch usually adds one or two rows per entity: evaluating those windows
+        # directly (C-level fsum/min/max) beats building prefix sums over the whole window.
+        return [_direct(agg, numbers, lo, a + j + 1) for j, lo in enumerate(lows)]
     if agg in (AggregationFunction.MIN, AggregationFunction.MAX):
         return _extreme(lows, a, numbers, agg is AggregationFunction.MIN)
     return _sums(lows, a, numbers, mean=agg is AggregationFunction.MEAN)
+
+
+# Rows up to which sums/means/min/max are evaluated window by window (measured: the one-pass
+# path pays ~0.3 µs per event in the window for exact ratios, a direct row ~0.05 µs).
+DIRECT_ROWS = 4
+
+
+def _direct(agg: AggregationFunction, numbers: Numbers, lo: int, hi: int) -> float | None:
+    """The definition of `aggregate._aggregate` for one window of a numeric field."""
+    nums = [x for x in numbers[lo:hi] if x is not None]
+    if agg is AggregationFunction.SUM:
+        return math.fsum(nums)
+    if not nums:
+        return None
+    if agg is AggregationFunction.MEAN:
+        return math.fsum(nums) / len(nums)
+    return min(nums) if agg is AggregationFunction.MIN else max(nums)
 
 
 def _sums(lows: Sequence[int], a: int, numbers: Numbers, *, mean: bool) -> list[float | None]:
