@@ -19,7 +19,9 @@ from typing import Any, cast
 import faust
 import redis.asyncio as aredis
 from confluent_kafka.admin import AdminClient, NewTopic
+from faust.sensors.monitor import Monitor
 from faust.streams import Stream
+from faust.types import TP, EventT, Message, StreamT
 
 from feature_stream import metrics
 from feature_stream.outbox import KafkaOutbox
@@ -90,6 +92,30 @@ def _to_messages(events: Sequence[faust.EventT[Any]]) -> list[InMessage]:
     ]
 
 
+class _QuietMonitor(Monitor):
+    """Faust's stats monitor without its per-record hooks.
+
+    Its four hooks per message (counters, timestamps, per-stream lookups) are read only by
+    Faust's web views, which the worker does not serve; its own Prometheus metrics are kept
+    by the processor. Commit, send and rebalance statistics are left as they are."""
+
+    def on_message_in(self, tp: TP, offset: int, message: Message) -> None:
+        pass
+
+    def on_stream_event_in(
+        self, tp: TP, offset: int, stream: StreamT[Any], event: EventT[Any]
+    ) -> dict[str, Any] | None:
+        return None
+
+    def on_stream_event_out(
+        self, tp: TP, offset: int, stream: StreamT[Any], event: EventT[Any], state: dict[str, Any] | None = None
+    ) -> None:
+        pass
+
+    def on_message_out(self, tp: TP, offset: int, message: Message) -> None:
+        pass
+
+
 def _app_config(settings: FeatureStreamSettings) -> dict[str, Any]:
     conf: dict[str, Any] = {
         "broker": f"kafka://{settings.kafka_bootstrap_servers}",
@@ -112,6 +138,7 @@ def _app_config(settings: FeatureStreamSettings) -> dict[str, Any]:
         "producer_acks": -1,
         "key_serializer": "raw",
         "value_serializer": "raw",
+        "Monitor": _QuietMonitor,
     }
     ctx = settings.ssl_context()
     if ctx is not None:

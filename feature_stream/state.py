@@ -97,8 +97,12 @@ class KeyState:
             self.dropped.add(eid)
 
 
+# One shared encoder: `json.dumps` with options builds a new one per call (one call per event).
+_compact_json = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def _rec_encode(rec: Rec) -> str:
-    return json.dumps([rec.time_ms, dict(rec.values)], separators=(",", ":"))
+    return _compact_json([rec.time_ms, dict(rec.values)])
 
 
 def _rec_decode(event_id: str, raw: str | bytes) -> Rec:

@@ -74,6 +74,11 @@ class ArchiveRow:
     ingest_ns: int
 
 
+# `json.dumps(x, sort_keys=True)` builds a new encoder per call; one shared encoder gives the
+# same text at ~2/3 of the cost (two calls per archived event).
+_sorted_json = json.JSONEncoder(sort_keys=True).encode
+
+
 def date_of(ms: int) -> str:
     return _date_of_day(ms // 86_400_000)
 
@@ -170,8 +175,8 @@ class OfflineStore:
                 "event_id": [r.event_id for r in part],
                 "event_type": [r.event_type for r in part],
                 "event_time_ms": [r.event_time_ms for r in part],
-                "entities_json": [json.dumps(dict(r.entities), sort_keys=True) for r in part],
-                "values_json": [json.dumps(dict(r.values), sort_keys=True) for r in part],
+                "entities_json": [_sorted_json(dict(r.entities)) for r in part],
+                "values_json": [_sorted_json(dict(r.values)) for r in part],
                 "source": [r.source for r in part],
                 "schema_version": [r.schema_version for r in part],
                 "msg_key": [r.msg_key for r in part],
