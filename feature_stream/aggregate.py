@@ -24,7 +24,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from feature_stream.windows import DIRECT_ROWS, Ratio, exact_ratio, feature_rows
+from feature_stream.windows import DIRECT_ROWS, feature_rows
 from registry.featurestore.definitions import AggregationFunction, FeatureDef, FeatureViewDef, WindowDef
 from registry.featurestore.values import Scalar
 
@@ -81,16 +81,12 @@ class _Columns:
     times: list[int]
     numbers: dict[str, list[float | None]]
     texts: dict[str, list[str | None]]
-    # Exact ratios of the fields summed or averaged: a busy entity's one-pass rows re-read its
-    # whole window every batch, and `as_integer_ratio` per number was most of that.
-    ratios: dict[str, list[Ratio]]
 
     def slice(self, lo: int, hi: int) -> _Columns:
         return _Columns(
             self.times[lo:hi],
             {k: c[lo:hi] for k, c in self.numbers.items()},
             {k: c[lo:hi] for k, c in self.texts.items()},
-            {k: c[lo:hi] for k, c in self.ratios.items()},
         )
 
     def insert(self, i: int, rec: Rec) -> None:
@@ -101,8 +97,6 @@ class _Columns:
             c.insert(i, _numeric(values.get(fld)))
         for fld, t in self.texts.items():
             t.insert(i, str(values[fld]) if fld in values else None)
-        for fld, q in self.ratios.items():
-            q.insert(i, exact_ratio(self.numbers[fld][i]))
 
     def drop_head(self, n: int) -> None:
         del self.times[:n]
@@ -110,24 +104,16 @@ class _Columns:
             del c[:n]
         for t in self.texts.values():
             del t[:n]
-        for q in self.ratios.values():
-            del q[:n]
 
     @classmethod
     def of(cls, view: FeatureViewDef, recs: Sequence[Rec]) -> _Columns:
         fields = {f.field for f in view.features if f.field}
         distinct = {f.field for f in view.features if f.field and f.agg is AggregationFunction.DISTINCT_COUNT}
-        summed = {f.field for f in view.features if f.field and f.agg in _SUMMED}
-        numbers = {fld: [_numeric(r.values.get(fld)) for r in recs] for fld in fields}
         return cls(
             [r.time_ms for r in recs],
-            numbers,
+            {fld: [_numeric(r.values.get(fld)) for r in recs] for fld in fields},
             {fld: [str(r.values[fld]) if fld in r.values else None for r in recs] for fld in distinct},
-            {fld: [exact_ratio(x) for x in numbers[fld]] for fld in summed},
         )
-
-
-_SUMMED = (AggregationFunction.SUM, AggregationFunction.MEAN)
 
 
 def _aggregate(feature: FeatureDef, cols: _Columns, lo: int, hi: int) -> float | None:
@@ -198,8 +184,7 @@ def rows_between(
             ]
         numbers = cols.numbers.get(f.field or "", [])
         texts = cols.texts.get(f.field or "", [])
-        values = feature_rows(f, lows, lo - start, numbers, texts, cols.ratios.get(f.field or ""))
-        for row, value in zip(out, values, strict=True):
+        for row, value in zip(out, feature_rows(f, lows, lo - start, numbers, texts), strict=True):
             row[f.name] = value
     return out
 

@@ -21,32 +21,15 @@ from collections.abc import Sequence
 
 from registry.featurestore.definitions import AggregationFunction, FeatureDef
 
-__all__ = ["DIRECT_ROWS", "Ratio", "exact_ratio", "feature_rows"]
+__all__ = ["DIRECT_ROWS", "feature_rows"]
 
 Numbers = Sequence[float | None]
 
 
-Ratio = tuple[int, int] | None  # (numerator, bit length of the denominator) of a number
-
-
-def exact_ratio(x: float | None) -> Ratio:
-    """What `_sums` needs of a number; cached per event by the streaming state."""
-    if x is None:
-        return None
-    n, d = x.as_integer_ratio()
-    return n, d.bit_length()
-
-
 def feature_rows(
-    feature: FeatureDef,
-    lows: Sequence[int],
-    a: int,
-    numbers: Numbers,
-    texts: Sequence[str | None],
-    ratios: Sequence[Ratio] | None = None,
+    feature: FeatureDef, lows: Sequence[int], a: int, numbers: Numbers, texts: Sequence[str | None]
 ) -> list[float | None]:
-    """Values of `feature` for rows a..a+len(lows)-1, row a+j aggregating events [lows[j], a+j];
-    `ratios`, if given, are `exact_ratio` of `numbers`."""
+    """Values of `feature` for rows a..a+len(lows)-1, row a+j aggregating events [lows[j], a+j]."""
     agg = feature.agg
     if agg is AggregationFunction.COUNT:
         return [float(a + j + 1 - lo) for j, lo in enumerate(lows)]
@@ -60,7 +43,7 @@ def feature_rows(
         return [_direct(agg, numbers, lo, a + j + 1) for j, lo in enumerate(lows)]
     if agg in (AggregationFunction.MIN, AggregationFunction.MAX):
         return _extreme(lows, a, numbers, agg is AggregationFunction.MIN)
-    return _sums(lows, a, numbers, ratios, mean=agg is AggregationFunction.MEAN)
+    return _sums(lows, a, numbers, mean=agg is AggregationFunction.MEAN)
 
 
 # Rows up to which sums/means/min/max are evaluated window by window (measured: the one-pass
@@ -80,17 +63,16 @@ def _direct(agg: AggregationFunction, numbers: Numbers, lo: int, hi: int) -> flo
     return min(nums) if agg is AggregationFunction.MIN else max(nums)
 
 
-def _sums(
-    lows: Sequence[int], a: int, numbers: Numbers, ratios: Sequence[Ratio] | None, *, mean: bool
-) -> list[float | None]:
-    if ratios is None:
-        ratios = [exact_ratio(x) for x in numbers]
-    shift = max((r[1] for r in ratios if r is not None), default=1) - 1
+def _sums(lows: Sequence[int], a: int, numbers: Numbers, *, mean: bool) -> list[float | None]:
+    ratios = [x.as_integer_ratio() for x in numbers if x is not None]
+    shift = max((d.bit_length() for _, d in ratios), default=1) - 1
     prefix, counts = [0], [0]
     total = count = 0
-    for r in ratios:
-        if r is not None:
-            total += r[0] << (shift - r[1] + 1)
+    it = iter(ratios)
+    for x in numbers:
+        if x is not None:
+            n, d = next(it)
+            total += n << (shift - d.bit_length() + 1)
             count += 1
         prefix.append(total)
         counts.append(count)
