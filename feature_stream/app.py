@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import faust
+import mode.loop
 import redis.asyncio as aredis
 from confluent_kafka.admin import AdminClient, NewTopic
 from faust.sensors.monitor import Monitor
@@ -233,12 +234,26 @@ def _tune_gc() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
+def _use_event_loop(choice: str) -> None:
+    """uvloop when asked for or, with "auto", when installed: Faust's per-record dispatch is loop-bound."""
+    if choice == "asyncio":
+        return
+    try:
+        import uvloop  # noqa: F401 - only probing that it is installed
+    except ImportError:
+        if choice == "uvloop":
+            raise
+        return
+    mode.loop.use("uvloop")
+
+
 def run_worker(settings: FeatureStreamSettings) -> None:
     """Blocking: prepare topics and the catalogue, then run the Faust worker until stopped."""
     defs = load_definitions(settings.definitions_path)
     Catalogue(settings.offline_root).register(defs.views)
     ensure_topics(settings)
     metrics.serve_metrics(settings.features_metrics_port)
+    _use_event_loop(settings.features_event_loop)
     app = build_app(settings, defs)
     _tune_gc()
     worker = faust.Worker(app, loglevel=settings.features_log_level, quiet=True)

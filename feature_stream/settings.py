@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from registry.settings import FtiSettings
@@ -31,6 +33,9 @@ class FeatureStreamSettings(FtiSettings):
     )
     features_dedup_retention_ms: int = Field(86_400_000, description="How long event ids are remembered per key.")
     features_log_level: str = "WARNING"
+    features_event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
+        "auto", description="Event loop of the worker; auto uses uvloop when installed."
+    )
 
     @property
     def repartition_topic(self) -> str:
