@@ -155,7 +155,7 @@ def build_app(settings: FeatureStreamSettings, defs: Definitions) -> faust.App:
     processor = Processor(
         defs,
         RedisStateStore(aredis.Redis.from_url(redis_url), settings.state_prefix),
-        AsyncRedisOnlineStore.from_url(redis_url, settings.features_redis_prefix),
+        AsyncRedisOnlineStore.from_url(redis_url, settings.online_prefix),
         OfflineStore(settings.offline_root),
         KafkaOutbox(settings),
         state_slack_ms=settings.features_state_slack_ms,

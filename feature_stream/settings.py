@@ -15,7 +15,7 @@ class FeatureStreamSettings(FtiSettings):
     """Everything `fti features ...` reads; built once in the command and passed down."""
 
     features_app_id: str = Field("fti-features", description="Faust app id: consumer group and internal topic prefix.")
-    features_redis_prefix: str = Field("fti", description="Online-store key prefix (the inference server reads it).")
+    features_redis_prefix: str | None = Field(None, description="Overrides FTI_ONLINE_STORE_PREFIX for this worker.")
     features_state_prefix: str = Field(
         "", description="Worker state key prefix; default '<redis prefix>:state:<app id>'."
     )
@@ -43,4 +43,8 @@ class FeatureStreamSettings(FtiSettings):
 
     @property
     def state_prefix(self) -> str:
-        return self.features_state_prefix or f"{self.features_redis_prefix}:state:{self.features_app_id}"
+        return self.features_state_prefix or f"{self.online_prefix}:state:{self.features_app_id}"
+
+    @property
+    def online_prefix(self) -> str:
+        return self.features_redis_prefix or self.online_store_prefix

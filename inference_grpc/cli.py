@@ -32,7 +32,9 @@ def _settings(**options: Any) -> InferenceSettings:
 @click.option("--alias", default=None, help="Alias to serve (default: production, or FTI_ALIAS).")
 @click.option("--port", type=int, default=None, help="gRPC port (default 50051; 0 picks a free one).")
 @click.option("--metrics-port", type=int, default=None, help="Prometheus /metrics port (default 9095).")
-@click.option("--redis-prefix", default=None, help="Online-store key prefix in Redis (default fti).")
+@click.option(
+    "--redis-prefix", default=None, help="Online-store key prefix in Redis (default FTI_ONLINE_STORE_PREFIX)."
+)
 @click.option(
     "--swap-on-publish/--no-swap-on-publish",
     default=None,

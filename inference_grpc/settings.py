@@ -37,7 +37,7 @@ class InferenceSettings(FtiSettings):
     metrics_port: int = Field(9095, ge=0, le=65535, description="Prometheus port; 0 picks a free one.")
     metrics_enabled: bool = Field(True, description="Serve /metrics over HTTP.")
 
-    redis_prefix: str = Field("fti", description="Key prefix of the online store in Redis.")
+    redis_prefix: str | None = Field(None, description="Overrides FTI_ONLINE_STORE_PREFIX for this server.")
     redis_timeout_ms: int = Field(250, gt=0, description="Cap on one online-store read.")
     redis_failure_mode: RedisFailureMode = "unavailable"
     redis_coalesce: bool = Field(True, description="Requests ready at the same moment share one Redis round trip.")
@@ -61,3 +61,7 @@ class InferenceSettings(FtiSettings):
     tls_client_ca_file: Path | None = Field(None, description="PEM CA; when set, clients must present a certificate.")
 
     target: str = Field("localhost:50051", description="Where `fti predict` connects.")
+
+    @property
+    def online_prefix(self) -> str:
+        return self.redis_prefix or self.online_store_prefix

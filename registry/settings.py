@@ -71,6 +71,9 @@ class FtiSettings(BaseSettings):
         description="Online store; default redis://localhost:6379/0, may hold a password (masked).",
     )
 
+    online_store_prefix: str = Field(
+        "fti", description="Key prefix of the online store in Redis, shared by the worker, backfill and server."
+    )
     offline_store_uri: str | None = Field(None, description="Local path or fsspec URI; default <data_dir>/offline.")
     registry_uri: str | None = Field(None, description="Local path or fsspec URI; default <data_dir>/registry.")
     definitions_path: Path = Field(Path("examples/fraud/features.yaml"), description="Your feature definitions (YAML).")

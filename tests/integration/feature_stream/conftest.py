@@ -92,9 +92,7 @@ class FeaturePipeline:
         """Every entity of every view: the worker's offline rows and Redis values vs the backfill."""
         defs = load_definitions(DEFS_PATH)
         store = OfflineStore(self.settings.offline_root)
-        online = RedisOnlineStore.from_url(
-            self.settings.redis_url.get_secret_value(), self.settings.features_redis_prefix
-        )
+        online = RedisOnlineStore.from_url(self.settings.redis_url.get_secret_value(), self.settings.online_prefix)
         archive = store.read_archive()
         out = []
         for view in defs.views:
