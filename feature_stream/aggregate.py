@@ -19,12 +19,11 @@ same answer as a batch recomputation):
 
 from __future__ import annotations
 
-import math
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from feature_stream.windows import DIRECT_ROWS, feature_rows
+from feature_stream.windows import DIRECT_ROWS, feature_rows, numeric_window
 from registry.featurestore.definitions import AggregationFunction, FeatureDef, FeatureViewDef, WindowDef
 from registry.featurestore.values import Scalar
 
@@ -129,14 +128,7 @@ def _aggregate(feature: FeatureDef, cols: _Columns, lo: int, hi: int) -> float |
     column = cols.numbers[field]
     if agg is AggregationFunction.LAST:  # the newest event (by time, then id) that carries the field
         return next((x for x in reversed(column[lo:hi]) if x is not None), None)
-    nums = [x for x in column[lo:hi] if x is not None]
-    if agg is AggregationFunction.SUM:
-        return math.fsum(nums)
-    if not nums:
-        return None
-    if agg is AggregationFunction.MEAN:
-        return math.fsum(nums) / len(nums)
-    return min(nums) if agg is AggregationFunction.MIN else max(nums)
+    return numeric_window(agg, column, lo, hi)
 
 
 def _row(view: FeatureViewDef, cols: _Columns, i: int) -> Values:

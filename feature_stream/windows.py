@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 from registry.featurestore.definitions import AggregationFunction, FeatureDef
 
-__all__ = ["DIRECT_ROWS", "feature_rows"]
+__all__ = ["DIRECT_ROWS", "feature_rows", "numeric_window"]
 
 Numbers = Sequence[float | None]
 
@@ -40,7 +40,7 @@ def feature_rows(
     if len(lows) <= DIRECT_ROWS:
         # A streaming batch usually adds one or two rows per entity: evaluating those windows
         # directly (C-level fsum/min/max) beats building prefix sums over the whole window.
-        return [_direct(agg, numbers, lo, a + j + 1) for j, lo in enumerate(lows)]
+        return [numeric_window(agg, numbers, lo, a + j + 1) for j, lo in enumerate(lows)]
     if agg in (AggregationFunction.MIN, AggregationFunction.MAX):
         return _extreme(lows, a, numbers, agg is AggregationFunction.MIN)
     return _sums(lows, a, numbers, mean=agg is AggregationFunction.MEAN)
@@ -51,8 +51,12 @@ def feature_rows(
 DIRECT_ROWS = 4
 
 
-def _direct(agg: AggregationFunction, numbers: Numbers, lo: int, hi: int) -> float | None:
-    """The definition of `aggregate._aggregate` for one window of a numeric field."""
+def numeric_window(agg: AggregationFunction, numbers: Numbers, lo: int, hi: int) -> float | None:
+    """The definition of sum, mean, min and max over events [lo, hi) of a numeric field.
+
+    Both engines use it: `aggregate` for every window, `feature_rows` for short runs; the
+    one-pass paths below are tested bit-identical against it.
+    """
     nums = [x for x in numbers[lo:hi] if x is not None]
     if agg is AggregationFunction.SUM:
         return math.fsum(nums)
