@@ -137,14 +137,19 @@ class RedisStateStore(StateStore):
         view, _, version = ref[0].partition(":")
         return f"{self._p}:vw:{view}:v{version}:{ref[1]}"
 
-    async def load_keys(self, keys: Sequence[str]) -> dict[str, KeyState]:
+    async def _hgetall_many(self, names: Sequence[str]) -> list[dict[bytes, bytes]]:
+        """Every hash in one round trip."""
         try:
             pipe = self._r.pipeline(transaction=False)
-            for k in keys:
-                pipe.hgetall(self._in(k))
-            raws = await pipe.execute()
+            for name in names:
+                pipe.hgetall(name)
+            raws: list[dict[bytes, bytes]] = await pipe.execute()
         except redis.RedisError as exc:
             raise UnavailableError(f"state load failed: {exc}") from exc
+        return raws
+
+    async def load_keys(self, keys: Sequence[str]) -> dict[str, KeyState]:
+        raws = await self._hgetall_many([self._in(k) for k in keys])
         out: dict[str, KeyState] = {}
         for k, raw in zip(keys, raws, strict=True):
             st = KeyState()
@@ -155,13 +160,7 @@ class RedisStateStore(StateStore):
         return out
 
     async def load_entities(self, refs: Sequence[EntityRef]) -> dict[EntityRef, list[Rec]]:
-        try:
-            pipe = self._r.pipeline(transaction=False)
-            for ref in refs:
-                pipe.hgetall(self._vw(ref))
-            raws = await pipe.execute()
-        except redis.RedisError as exc:
-            raise UnavailableError(f"state load failed: {exc}") from exc
+        raws = await self._hgetall_many([self._vw(ref) for ref in refs])
         return {ref: [_rec_decode(f.decode(), v) for f, v in raw.items()] for ref, raw in zip(refs, raws, strict=True)}
 
     async def save(self, keys: Mapping[str, KeyChanges], changes: EntityChanges) -> None:
