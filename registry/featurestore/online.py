@@ -15,7 +15,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 import redis.asyncio as aredis
@@ -113,6 +113,19 @@ def encode_row(row: OnlineRow) -> bytes:
     return vec.SerializeToString(deterministic=True)
 
 
+# The hash fields a reader fetches, in the order `decode_value` unpacks them.
+_READ_FIELDS = ("t", "v", "ttl")
+
+_P = TypeVar("_P", redis.client.Pipeline, aredis.client.Pipeline)
+
+
+def _queue_reads(pipe: _P, prefix: str, keys: Sequence[OnlineKey]) -> _P:
+    """Queue one HMGET per key; queuing is synchronous on sync and async pipelines alike."""
+    for k in keys:
+        pipe.hmget(online_key(prefix, k), _READ_FIELDS)
+    return pipe
+
+
 def decode_value(key: OnlineKey, raw: Sequence[Any]) -> OnlineValue | None:
     t, v, ttl = raw
     if t is None or v is None:
@@ -178,10 +191,7 @@ class RedisOnlineStore(OnlineStore):
 
     def read(self, keys: Sequence[OnlineKey]) -> list[OnlineValue | None]:
         try:
-            pipe = self._client.pipeline(transaction=False)
-            for k in keys:
-                pipe.hmget(online_key(self._prefix, k), ["t", "v", "ttl"])
-            raws = pipe.execute()
+            raws = _queue_reads(self._client.pipeline(transaction=False), self._prefix, keys).execute()
         except redis.RedisError as exc:
             raise UnavailableError(f"online store read failed: {exc}") from exc
         return [decode_value(k, raw) for k, raw in zip(keys, raws, strict=True)]
@@ -211,10 +221,7 @@ class AsyncRedisOnlineStore(AsyncOnlineStore):
 
     async def read(self, keys: Sequence[OnlineKey]) -> list[OnlineValue | None]:
         try:
-            pipe = self._client.pipeline(transaction=False)
-            for k in keys:
-                pipe.hmget(online_key(self._prefix, k), ["t", "v", "ttl"])
-            raws = await pipe.execute()
+            raws = await _queue_reads(self._client.pipeline(transaction=False), self._prefix, keys).execute()
         except redis.RedisError as exc:
             raise UnavailableError(f"online store read failed: {exc}") from exc
         return [decode_value(k, raw) for k, raw in zip(keys, raws, strict=True)]
