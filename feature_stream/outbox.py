@@ -68,7 +68,7 @@ class KafkaOutbox(Outbox):
         self._produce(self._dlq, msg.key, msg.value or b"", headers)
 
     def forward(self, items: Sequence[ViewItem]) -> None:
-        # Items are packed per partition, so the re-keyed agent consumes a few records per batch
+        # Items are packed per partition, so the re-keyed handler gets a few records per batch
         # instead of one per event; crc32 of the entity key gives every worker the same owner.
         parts: dict[int, list[ViewItem]] = {}
         n = self._partitions()

@@ -149,7 +149,7 @@ class Processor:
         self._keys: dict[str, KeyState] = {}
         self._entities: dict[EntityRef, EntityState] = {}
         self._pending = _Pending()
-        # Both agents and the flush timer share caches and the buffer; one at a time keeps them coherent.
+        # Both batch handlers and the flush timer share caches and the buffer; one at a time keeps them coherent.
         self._lock = asyncio.Lock()
         self._flush_lock = asyncio.Lock()  # flushes save state in batch order
 
@@ -201,7 +201,7 @@ class Processor:
             self._pending.on_durable.append(on_durable)
 
     async def _flush_if_full(self) -> None:
-        # Waited for by the agent (outside the processing lock): back-pressure when flushes lag.
+        # Waited for by the handler (outside the processing lock): back-pressure when flushes lag.
         if self._pending.rows >= self.flush_rows:
             await self.flush()
 

@@ -22,7 +22,6 @@ class FeatureStreamSettings(FtiSettings):
     features_topic_partitions: int = Field(4, description="Partitions for topics the worker creates when missing.")
     features_replication_factor: int = 1
     features_batch_size: int = Field(2000, description="Most events per processing batch.")
-    features_batch_within_s: float = Field(0.05, description="Longest wait to fill a batch (adds to freshness).")
     features_commit_interval_s: float = 1.0
     features_session_timeout_s: float = 10.0
     features_heartbeat_interval_s: float = 1.0
