@@ -20,10 +20,10 @@ same answer as a batch recomputation):
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from feature_stream.windows import DIRECT_ROWS, feature_rows, numeric_window
+from feature_stream.windows import DIRECT_ROWS, PrefixSums, feature_rows, numeric_window
 from registry.featurestore.definitions import AggregationFunction, FeatureDef, FeatureViewDef, WindowDef
 from registry.featurestore.values import Scalar
 
@@ -80,12 +80,14 @@ class _Columns:
     times: list[int]
     numbers: dict[str, list[float | None]]
     texts: dict[str, list[str | None]]
+    sums: dict[str, PrefixSums]  # fields that some SUM or MEAN feature reads
 
     def slice(self, lo: int, hi: int) -> _Columns:
         return _Columns(
             self.times[lo:hi],
             {k: c[lo:hi] for k, c in self.numbers.items()},
             {k: c[lo:hi] for k, c in self.texts.items()},
+            {k: p.slice(lo, hi) for k, p in self.sums.items()},
         )
 
     def insert(self, i: int, rec: Rec) -> None:
@@ -93,7 +95,10 @@ class _Columns:
         self.times.insert(i, rec.time_ms)
         values = rec.values
         for fld, c in self.numbers.items():
-            c.insert(i, _numeric(values.get(fld)))
+            x = _numeric(values.get(fld))
+            c.insert(i, x)
+            if fld in self.sums:
+                self.sums[fld].insert(i, x)
         for fld, t in self.texts.items():
             t.insert(i, str(values[fld]) if fld in values else None)
 
@@ -103,16 +108,24 @@ class _Columns:
             del c[:n]
         for t in self.texts.values():
             del t[:n]
+        for p in self.sums.values():
+            p.drop_head(n)
 
     @classmethod
     def of(cls, view: FeatureViewDef, recs: Sequence[Rec]) -> _Columns:
         fields = {f.field for f in view.features if f.field}
         distinct = {f.field for f in view.features if f.field and f.agg is AggregationFunction.DISTINCT_COUNT}
+        summed = {f.field for f in view.features if f.field and f.agg in _SUMMED}
+        numbers = {fld: [_numeric(r.values.get(fld)) for r in recs] for fld in fields}
         return cls(
             [r.time_ms for r in recs],
-            {fld: [_numeric(r.values.get(fld)) for r in recs] for fld in fields},
+            numbers,
             {fld: [str(r.values[fld]) if fld in r.values else None for r in recs] for fld in distinct},
+            {fld: PrefixSums(numbers[fld]) for fld in summed},
         )
+
+
+_SUMMED = (AggregationFunction.SUM, AggregationFunction.MEAN)
 
 
 def _aggregate(feature: FeatureDef, cols: _Columns, lo: int, hi: int) -> float | None:
@@ -137,6 +150,51 @@ def _row(view: FeatureViewDef, cols: _Columns, i: int) -> Values:
         f.name: _aggregate(f, cols, bisect_left(cols.times, window_start(t, f.window), 0, i + 1), i + 1)
         for f in view.features
     }
+
+
+_Eval = Callable[[_Columns, int, int], float | None]
+
+
+def _evaluator(feature: FeatureDef) -> _Eval:
+    """`_aggregate` of one feature with its dispatch done once, for `_RowPlan`."""
+    agg, field = feature.agg, feature.field or ""
+    if agg is AggregationFunction.COUNT:
+        return lambda cols, lo, hi: float(hi - lo)
+    if agg is AggregationFunction.DISTINCT_COUNT or agg is AggregationFunction.LAST:
+        return lambda cols, lo, hi: _aggregate(feature, cols, lo, hi)
+    if agg in _SUMMED:
+        return lambda cols, lo, hi: cols.sums[field].window(agg, cols.numbers[field], lo, hi)
+    return lambda cols, lo, hi: numeric_window(agg, cols.numbers[field], lo, hi)
+
+
+class _RowPlan:
+    """A view compiled for `_row`'s values one row at a time: features that share a window
+    share its start, and each feature's dispatch is decided once (rows are the worker's
+    inner loop: ~2.5 per event in the demo, each with up to six features)."""
+
+    def __init__(self, view: FeatureViewDef) -> None:
+        windows: dict[tuple[int, int], int] = {}
+        self.features: list[tuple[str, int, _Eval]] = []
+        for f in view.features:
+            w = windows.setdefault((f.window.size_ms, f.window.step_ms), len(windows))
+            self.features.append((f.name, w, _evaluator(f)))
+        self.windows = list(windows)
+
+    def row(self, cols: _Columns, i: int) -> Values:
+        times = cols.times
+        t, hi = times[i], i + 1
+        lows = [bisect_left(times, (t // step) * step - size + step, 0, hi) for size, step in self.windows]
+        return {name: value(cols, lows[w], hi) for name, w, value in self.features}
+
+
+_PLANS: dict[int, tuple[FeatureViewDef, _RowPlan]] = {}
+
+
+def _plan(view: FeatureViewDef) -> _RowPlan:
+    cached = _PLANS.get(id(view))
+    if cached is None or cached[0] is not view:
+        cached = _PLANS[id(view)] = (view, _RowPlan(view))
+    return cached[1]
 
 
 def compute_row(view: FeatureViewDef, recs: Sequence[Rec], i: int) -> Values:
@@ -176,7 +234,8 @@ def rows_between(
             ]
         numbers = cols.numbers.get(f.field or "", [])
         texts = cols.texts.get(f.field or "", [])
-        for row, value in zip(out, feature_rows(f, lows, lo - start, numbers, texts), strict=True):
+        sums = cols.sums.get(f.field or "")
+        for row, value in zip(out, feature_rows(f, lows, lo - start, numbers, texts, sums), strict=True):
             row[f.name] = value
     return out
 
@@ -226,7 +285,8 @@ class EntityState:
         if hi - lo <= DIRECT_ROWS:
             # One or two new rows per entity and batch is the common case: each row by the
             # definition itself, on the cached columns, costs less than setting up a pass.
-            rows = [_row(view, cols, i) for i in range(lo, hi)]
+            plan = _plan(view)
+            rows = [plan.row(cols, i) for i in range(lo, hi)]
         else:
             rows = rows_between(view, self.recs, lo, hi, self._keys, cols)
         return list(zip(self.recs[lo:hi], rows, strict=True))

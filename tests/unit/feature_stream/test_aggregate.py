@@ -16,7 +16,8 @@ from feature_stream.aggregate import (
     rows_between,
     window_start,
 )
-from registry.featurestore.definitions import FeatureViewDef, WindowDef
+from feature_stream.windows import PrefixSums, numeric_window
+from registry.featurestore.definitions import AggregationFunction, FeatureViewDef, WindowDef
 
 VIEW = FeatureViewDef.model_validate(
     {
@@ -167,3 +168,32 @@ def test_one_pass_sums_keep_the_sign_of_a_zero_sum_as_fsum_does() -> None:
     got = [row["s"] for row in rows_between(VIEW, recs, 0, 3)]
     want = [compute_row(VIEW, recs, i)["s"] for i in range(3)]
     assert [math.copysign(1, x or 0.0) for x in got] == [math.copysign(1, x or 0.0) for x in want]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_kept_prefix_sums_equal_fsum_of_every_window_through_inserts_and_drops(seed: int) -> None:
+    rng = random.Random(seed)
+    numbers: list[float | None] = []
+    sums = PrefixSums()
+    for step in range(300):
+        if numbers and rng.random() < 0.05:  # the entity's oldest events leave the state
+            n = rng.randrange(1, min(20, len(numbers)) + 1)
+            del numbers[:n]
+            sums.drop_head(n)
+        x = _awkward_value(rng)
+        x = float(x) if isinstance(x, float | int) else None
+        i = rng.randrange(0, len(numbers) + 1)  # anywhere: out-of-order arrivals insert mid-way
+        numbers.insert(i, x)
+        sums.insert(i, x)
+        lo = rng.randrange(0, len(numbers))
+        hi = rng.randrange(lo, len(numbers)) + 1
+        for agg in (AggregationFunction.SUM, AggregationFunction.MEAN):
+            got, want = sums.window(agg, numbers, lo, hi), numeric_window(agg, numbers, lo, hi)
+            same = (got is None and want is None) or (
+                got is not None and want is not None and got == want and math.copysign(1, got) == math.copysign(1, want)
+            )
+            assert same, (step, agg, lo, hi, got, want)
+        part = sums.slice(lo, hi)  # what a one-pass over rows reads
+        assert part.window(AggregationFunction.SUM, numbers[lo:hi], 0, hi - lo) == math.fsum(
+            v for v in numbers[lo:hi] if v is not None
+        )
