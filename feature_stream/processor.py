@@ -1,9 +1,10 @@
 """The worker's batch logic, apart from Faust: ingest (validate, dedup, watermark, archive, route)
 and aggregate (per view entity: rows, online value, offline rows).
 
-Each batch writes its online values at once (freshness) and buffers the rest: parquet rows,
-Kafka sends and state changes. `flush` writes them in the order outputs, then state, then
-calls the batches' `on_durable` callbacks, which ack their offsets; see `feature_stream.state`
+Each batch sends its online values at once (freshness; without waiting for Redis to apply
+them) and buffers the rest: parquet rows, Kafka sends and state changes. `flush` waits for
+the online writes, writes the rest in the order outputs, then state, then calls the batches'
+`on_durable` callbacks, which ack their offsets; see `feature_stream.state`
 for why that order makes `kill -9` at any point safe. Buffering across batches turns many
 small parquet files and Redis transactions per batch into a few per flush.
 """
@@ -28,6 +29,8 @@ from registry.featurestore.online import AsyncOnlineStore, OnlineRow
 from registry.featurestore.values import Scalar
 
 __all__ = ["InMessage", "Outbox", "Processor", "ViewItem"]
+
+MAX_ONLINE_IN_FLIGHT = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,12 +108,14 @@ class _Pending:
     features: dict[str, dict[tuple[str, str], FeatureRow]] = field(default_factory=dict)
     keys: dict[str, KeyState] = field(default_factory=dict)
     entities: EntityChanges = field(default_factory=EntityChanges)
+    # Online writes already sent: a flush waits for them (and fails with them) before acking.
+    online: list[asyncio.Task[int]] = field(default_factory=list)
     on_durable: list[Callable[[], None]] = field(default_factory=list)
     rows: int = 0
     since: float = field(default_factory=time.monotonic)
 
     def __bool__(self) -> bool:
-        return bool(self.rows or self.keys or self.on_durable)
+        return bool(self.rows or self.keys or self.on_durable or self.online)
 
 
 class Processor:
@@ -158,6 +163,8 @@ class Processor:
         so the messages are consumed again. Called on partition assignment and after errors."""
         self._keys.clear()
         self._entities.clear()
+        for task in self._pending.online:
+            task.cancel()
         self._pending = _Pending()
 
     # -- flushing --------------------------------------------------------------------------
@@ -174,6 +181,8 @@ class Processor:
             if not pending:
                 return
             try:
+                for task in pending.online:
+                    await task
                 await asyncio.to_thread(self._write_offline, pending)
                 await self.outbox.flush()
                 await self.state.save(keys, pending.entities)
@@ -343,5 +352,20 @@ class Processor:
                 changes.drop(ref, st.prune(newest.time_ms - self._retention[view.ref]))
         self._pending.rows += n + len(items)
         if online:
-            applied = await self.online.write(online)
-            metrics.ONLINE_WRITES.labels("all").inc(applied)
+            await self._send_online(online)
+
+    async def _send_online(self, rows: list[OnlineRow]) -> None:
+        """Send online values now without waiting for Redis to apply them.
+
+        Writes are conditional on event time, so their order does not matter; a flush awaits
+        them before acking. Past `MAX_ONLINE_IN_FLIGHT` unfinished writes the batch waits
+        for the oldest (back-pressure when Redis falls behind)."""
+        sent = self._pending.online
+        while sum(not t.done() for t in sent) >= MAX_ONLINE_IN_FLIGHT:
+            await asyncio.wait([t for t in sent if not t.done()], return_when=asyncio.FIRST_COMPLETED)
+        sent.append(asyncio.ensure_future(self._write_online(rows)))
+
+    async def _write_online(self, rows: list[OnlineRow]) -> int:
+        applied = await self.online.write(rows)
+        metrics.ONLINE_WRITES.labels("all").inc(applied)
+        return applied

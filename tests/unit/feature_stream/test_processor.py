@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
+
 from feature_stream.backfill import compute_view
 from feature_stream.codec import DeadLetter
 from feature_stream.processor import InMessage, Outbox, Processor, ViewItem
@@ -12,9 +14,10 @@ from feature_stream.state import InMemoryStateStore
 from feature_stream.verify import compare_view
 from fti.v1 import events_pb2
 from fti_demo.simulate import SimConfig, generate
+from registry.errors import UnavailableError
 from registry.featurestore.definitions import load_definitions
 from registry.featurestore.offline import OfflineStore
-from registry.featurestore.online import AsyncInMemoryOnlineStore, OnlineKey
+from registry.featurestore.online import AsyncInMemoryOnlineStore, OnlineKey, OnlineRow
 
 DEFS = load_definitions(Path(__file__).parents[3] / "examples/fraud/features.yaml")
 
@@ -92,3 +95,20 @@ async def test_batches_are_acked_only_after_their_outputs_and_state_are_flushed(
     await proc.ingest(msgs[:10], lambda: done.append(1))
     await proc.flush()
     assert done == [1]
+
+
+class FailingOnlineStore(AsyncInMemoryOnlineStore):
+    async def write(self, rows: Sequence[OnlineRow]) -> int:
+        raise UnavailableError("redis down")
+
+
+async def test_a_failed_online_write_fails_the_flush_and_nothing_is_acked(tmp_path: Path) -> None:
+    # Online writes are sent without waiting; the flush is where their failure must surface.
+    state = InMemoryStateStore()
+    proc = Processor(DEFS, state, FailingOnlineStore(), OfflineStore(str(tmp_path)), ListOutbox())
+    sim = list(generate(100, SimConfig(seed=5, cards=10, merchants=5)))
+    acked: list[int] = []
+    await proc.ingest([InMessage("raw", 0, i, e.key, e.value) for i, e in enumerate(sim)], lambda: acked.append(1))
+    with pytest.raises(UnavailableError):
+        await proc.flush()
+    assert acked == [] and state.keys == {}  # neither acked nor state saved: consumed again
