@@ -40,14 +40,26 @@ __all__ = [
 
 DEFAULT_PREFIX = "fti"
 
-# KEYS[1] = hash key; ARGV = event_time_ms, value bytes, ttl_ms. Returns 1 when applied.
+# KEYS[i] = hash key of row i; ARGV[3i-2..3i] = its event_time_ms, value bytes, ttl_ms.
+# Rows apply in order (a key repeated in one call behaves as successive writes); an older event
+# time never overwrites a newer one, an equal one does. Returns how many rows were applied.
 _WRITE_IF_NEWER = """
-local cur = redis.call('HGET', KEYS[1], 't')
-if cur and tonumber(cur) > tonumber(ARGV[1]) then return 0 end
-redis.call('HSET', KEYS[1], 't', ARGV[1], 'v', ARGV[2], 'ttl', ARGV[3])
-if tonumber(ARGV[3]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
-return 1
+local applied = 0
+for i, key in ipairs(KEYS) do
+  local t, ttl = ARGV[3 * i - 2], ARGV[3 * i]
+  local cur = redis.call('HGET', key, 't')
+  if not (cur and tonumber(cur) > tonumber(t)) then
+    redis.call('HSET', key, 't', t, 'v', ARGV[3 * i - 1], 'ttl', ttl)
+    if tonumber(ttl) > 0 then redis.call('PEXPIRE', key, ttl) end
+    applied = applied + 1
+  end
+end
+return applied
 """
+
+# Rows per script call: one call packs and parses as one command instead of one per row, while
+# one call blocks other Redis clients for only a few milliseconds.
+_WRITE_CHUNK = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +130,21 @@ _READ_FIELDS = ("t", "v", "ttl")
 
 _P = TypeVar("_P", redis.client.Pipeline, aredis.client.Pipeline)
 
+_ScriptCall = tuple[list[str], list[bytes | int]]  # (KEYS, ARGV) of one `_WRITE_IF_NEWER` call
+
+
+def _write_calls(prefix: str, rows: Sequence[OnlineRow]) -> list[_ScriptCall]:
+    """The rows as `_WRITE_IF_NEWER` calls of at most `_WRITE_CHUNK` rows each, in order."""
+    calls: list[_ScriptCall] = []
+    for start in range(0, len(rows), _WRITE_CHUNK):
+        keys: list[str] = []
+        args: list[bytes | int] = []
+        for row in rows[start : start + _WRITE_CHUNK]:
+            keys.append(online_key(prefix, row.key))
+            args += (row.event_time_ms, encode_row(row), row.ttl_ms)
+        calls.append((keys, args))
+    return calls
+
 
 def _queue_reads(pipe: _P, prefix: str, keys: Sequence[OnlineKey]) -> _P:
     """Queue one HMGET per key; queuing is synchronous on sync and async pipelines alike."""
@@ -180,11 +207,13 @@ class RedisOnlineStore(OnlineStore):
     def write(self, rows: Sequence[OnlineRow]) -> int:
         if not rows:
             return 0
+        calls = _write_calls(self._prefix, rows)
         try:
+            if len(calls) == 1:  # the common case: no pipeline, so no SCRIPT EXISTS round trip
+                return int(self._script(*calls[0]))
             pipe = self._client.pipeline(transaction=False)
-            for row in rows:
-                key = online_key(self._prefix, row.key)
-                self._script(keys=[key], args=[row.event_time_ms, encode_row(row), row.ttl_ms], client=pipe)
+            for keys, args in calls:
+                self._script(keys, args, client=pipe)
             return sum(int(r) for r in pipe.execute())
         except redis.RedisError as exc:
             raise UnavailableError(f"online store write failed: {exc}") from exc
@@ -210,11 +239,13 @@ class AsyncRedisOnlineStore(AsyncOnlineStore):
     async def write(self, rows: Sequence[OnlineRow]) -> int:
         if not rows:
             return 0
+        calls = _write_calls(self._prefix, rows)
         try:
+            if len(calls) == 1:  # the common case: no pipeline, so no SCRIPT EXISTS round trip
+                return int(await self._script(*calls[0]))
             pipe = self._client.pipeline(transaction=False)
-            for row in rows:
-                key = online_key(self._prefix, row.key)
-                await self._script(keys=[key], args=[row.event_time_ms, encode_row(row), row.ttl_ms], client=pipe)
+            for keys, args in calls:
+                await self._script(keys, args, client=pipe)
             return sum(int(r) for r in await pipe.execute())
         except redis.RedisError as exc:
             raise UnavailableError(f"online store write failed: {exc}") from exc
