@@ -2,7 +2,7 @@
 
 State lives outside the Kafka consumer so a restarted or newly assigned worker continues
 exactly: it is written *after* the outputs of the batches it covers (archive, forwards,
-feature rows) and *before* their offsets are acked, in one Redis transaction per flush (the
+feature rows) and *before* their offsets are acked, in one atomic Redis script call per flush (the
 processor buffers both across batches). After a `kill -9` the
 state may be ahead of the committed offsets, never behind; replayed messages are recognised
 by their recorded position (topic/partition/offset) and re-emitted with the decisions taken
@@ -110,6 +110,39 @@ def _rec_decode(event_id: str, raw: str | bytes) -> Rec:
     return Rec(int(t), event_id, values)
 
 
+# One script call per save instead of one HSET/HDEL per hash in a MULTI: atomic all the same,
+# and the client packs one argument per hash plus one JSON document rather than every field.
+# KEYS = the changed hashes; ARGV[1] = JSON array aligned with KEYS of
+# [{field: value to set}, [fields to delete]] (set first, then delete, as the MULTI did).
+# HSET/HDEL go in slices because unpack() of a huge table exceeds Lua's C stack.
+_SAVE = """
+local SLICE = 1000
+local function hset(key, map)
+  local args, n = {}, 0
+  for f, v in pairs(map) do
+    args[n + 1], args[n + 2] = f, v
+    n = n + 2
+    if n >= SLICE then redis.call('HSET', key, unpack(args, 1, n)); n = 0 end
+  end
+  if n > 0 then redis.call('HSET', key, unpack(args, 1, n)) end
+end
+local function hdel(key, fields)
+  for i = 1, #fields, SLICE do
+    redis.call('HDEL', key, unpack(fields, i, math.min(i + SLICE - 1, #fields)))
+  end
+end
+local ops = cjson.decode(ARGV[1])
+for i, key in ipairs(KEYS) do
+  hset(key, ops[i][1])
+  hdel(key, ops[i][2])
+end
+return #KEYS
+"""
+
+# Strings travel as raw UTF-8 rather than \u escapes: shorter, and nothing for cjson to translate.
+_ops_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
 class StateStore(ABC):
     @abstractmethod
     async def load_keys(self, keys: Sequence[str]) -> dict[str, KeyState]: ...
@@ -129,6 +162,7 @@ class RedisStateStore(StateStore):
     def __init__(self, client: aredis.Redis, prefix: str) -> None:
         self._r = client
         self._p = prefix
+        self._save = client.register_script(_SAVE)
 
     def _in(self, key: str) -> str:
         return f"{self._p}:in:{key}"
@@ -163,21 +197,27 @@ class RedisStateStore(StateStore):
         raws = await self._hgetall_many([self._vw(ref) for ref in refs])
         return {ref: [_rec_decode(f.decode(), v) for f, v in raw.items()] for ref, raw in zip(refs, raws, strict=True)}
 
+    def _save_call(self, keys: Mapping[str, KeyChanges], changes: EntityChanges) -> tuple[list[str], str]:
+        """The `_SAVE` script's KEYS and ARGV[1]: each changed hash and its [set, delete] fields."""
+        names: list[str] = []
+        ops: list[tuple[dict[str, str], list[str]]] = []
+        for k, st in keys.items():
+            if st.added or st.dropped:
+                names.append(self._in(k))
+                ops.append(({eid: s.encode() for eid, s in st.added.items()}, list(st.dropped)))
+        for ref in dict.fromkeys([*changes.added, *changes.dropped]):  # ordered union
+            recs, ids = changes.added.get(ref), changes.dropped.get(ref)
+            if recs or ids:
+                names.append(self._vw(ref))
+                ops.append(({eid: _rec_encode(r) for eid, r in (recs or {}).items()}, list(ids or ())))
+        return names, _ops_json(ops)
+
     async def save(self, keys: Mapping[str, KeyChanges], changes: EntityChanges) -> None:
+        names, ops = self._save_call(keys, changes)
+        if not names:
+            return
         try:
-            pipe = self._r.pipeline(transaction=True)
-            for k, st in keys.items():
-                if st.added:
-                    pipe.hset(self._in(k), mapping={eid: s.encode() for eid, s in st.added.items()})
-                if st.dropped:
-                    pipe.hdel(self._in(k), *st.dropped)
-            for ref, recs in changes.added.items():
-                if recs:
-                    pipe.hset(self._vw(ref), mapping={eid: _rec_encode(r) for eid, r in recs.items()})
-            for ref, ids in changes.dropped.items():
-                if ids:
-                    pipe.hdel(self._vw(ref), *ids)
-            await pipe.execute()
+            await self._save(names, [ops])
         except redis.RedisError as exc:
             raise UnavailableError(f"state save failed: {exc}") from exc
 

@@ -1,0 +1,123 @@
+"""Worker state round-trips through a real Redis: many keys and entities, drops, the stored layout."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+import redis
+import redis.asyncio as aredis
+
+from feature_stream.aggregate import Rec
+from feature_stream.state import EntityChanges, InMemoryStateStore, KeyChanges, RedisStateStore, Seen, StateStore
+from registry.errors import UnavailableError
+
+# Quotes, backslashes, control characters and non-ASCII text must arrive byte for byte.
+ODD = 'é"\\\n\x00☃𝄞'
+BIG = 5_000  # fields in one hash: more than one Lua unpack() can take at once
+
+
+@pytest.fixture
+async def store(redis_url: str, redis_prefix: str) -> AsyncIterator[RedisStateStore]:
+    st = RedisStateStore(aredis.Redis.from_url(redis_url), f"{redis_prefix}:st")
+    yield st
+    await st.close()
+
+
+def _seen(i: int) -> Seen:
+    return Seen(f"events/{i % 4}/{i}", 1_000 + i, 2_000 + i)
+
+
+def _rec(eid: str, i: int) -> Rec:
+    return Rec(1_000 + i, eid, {"amount": i / 3, "n": i, "ok": i % 2 == 0, "tag": f"{ODD}{i}"})
+
+
+def _first_save() -> tuple[dict[str, KeyChanges], EntityChanges]:
+    keys = {f"card-{k}{ODD}": KeyChanges({f"ev-{k}-{i}": _seen(i) for i in range(5)}, set()) for k in range(300)}
+    keys["big"] = KeyChanges({f"ev-{i}": _seen(i) for i in range(BIG)}, set())
+    changes = EntityChanges()
+    for e in range(200):
+        for i in range(4):
+            changes.add(("card_stats:1", f"card-{e}"), _rec(f"ev-{e}-{i}{ODD}", i))
+    for i in range(BIG):
+        changes.add(("merchant_stats:2", "big"), _rec(f"ev-{i}", i))
+    return keys, changes
+
+
+def _second_save() -> tuple[dict[str, KeyChanges], EntityChanges]:
+    keys = {f"card-{k}{ODD}": KeyChanges({"ev-new": _seen(k)}, {f"ev-{k}-0", f"ev-{k}-1"}) for k in range(0, 300, 2)}
+    keys["big"] = KeyChanges({}, {f"ev-{i}" for i in range(0, BIG, 2)} | {"never-stored"})
+    changes = EntityChanges()
+    for e in range(0, 200, 3):
+        changes.drop(("card_stats:1", f"card-{e}"), [f"ev-{e}-0{ODD}"])
+        changes.add(("card_stats:1", f"card-{e}"), _rec("ev-new", e))
+    changes.drop(("merchant_stats:2", "big"), [f"ev-{i}" for i in range(1, BIG, 2)])
+    return keys, changes
+
+
+async def _snapshot(st: StateStore) -> tuple[dict[str, dict[str, Seen]], dict[tuple[str, str], list[Rec]]]:
+    keys = [f"card-{k}{ODD}" for k in range(300)] + ["big", "absent"]
+    refs = [("card_stats:1", f"card-{e}") for e in range(200)] + [("merchant_stats:2", "big"), ("v:1", "absent")]
+    loaded = await st.load_keys(keys)
+    for k, ks in loaded.items():  # the watermark is derived from what was loaded
+        assert ks.max_ms == max((s.time_ms for s in ks.seen.values()), default=-1), k
+    entities = await st.load_entities(refs)
+    return {k: ks.seen for k, ks in loaded.items()}, {
+        r: sorted(recs, key=lambda x: x.order) for r, recs in entities.items()
+    }
+
+
+async def test_saves_load_back_as_the_in_memory_store_holds_them(store: RedisStateStore) -> None:
+    oracle = InMemoryStateStore()
+    for keys, changes in (_first_save(), _second_save()):
+        await store.save(keys, changes)
+        await oracle.save(keys, changes)
+        assert await _snapshot(store) == await _snapshot(oracle)
+    seen, entities = await _snapshot(store)
+    assert len(seen["big"]) == BIG // 2 and len(entities[("merchant_stats:2", "big")]) == BIG // 2
+    assert len(seen[f"card-0{ODD}"]) == 4 and len(seen[f"card-1{ODD}"]) == 5
+
+
+async def test_stored_layout_is_unchanged(store: RedisStateStore, redis_url: str, redis_prefix: str) -> None:
+    rec = _rec("e1", 7)
+    await store.save({"k": KeyChanges({"e1": _seen(7)}, set())}, _changes(("card_stats:1", "c"), rec))
+    client = redis.Redis.from_url(redis_url)
+    assert client.hgetall(f"{redis_prefix}:st:in:k") == {b"e1": b"events/3/7|1007|2007"}
+    tag = json.dumps(f"{ODD}7")  # the worker's encoder writes ASCII with escapes
+    raw = client.hgetall(f"{redis_prefix}:st:vw:card_stats:v1:c")
+    assert raw == {b"e1": f'[1007,{{"amount":2.3333333333333335,"n":7,"ok":false,"tag":{tag}}}]'.encode()}
+
+
+async def test_state_written_by_an_older_worker_loads_and_takes_drops(
+    store: RedisStateStore, redis_url: str, redis_prefix: str
+) -> None:
+    client = redis.Redis.from_url(redis_url)
+    client.hset(f"{redis_prefix}:st:in:k", mapping={"old": "events/0/1|5|6", "gone": "events/0/2|4|6"})
+    client.hset(f"{redis_prefix}:st:vw:card_stats:v1:c", mapping={"old": '[5,{"n":1}]', "gone": '[4,{"n":2}]'})
+    changes = EntityChanges()
+    changes.drop(("card_stats:1", "c"), ["gone"])
+    await store.save({"k": KeyChanges({}, {"gone"})}, changes)
+    assert (await store.load_keys(["k"]))["k"].seen == {"old": Seen("events/0/1", 5, 6)}
+    assert await store.load_entities([("card_stats:1", "c")]) == {("card_stats:1", "c"): [Rec(5, "old", {"n": 1})]}
+
+
+async def test_an_empty_save_is_a_no_op(store: RedisStateStore) -> None:
+    await store.save({"k": KeyChanges({}, set())}, EntityChanges())
+    assert (await store.load_keys(["k"]))["k"].seen == {}
+
+
+async def test_redis_errors_are_unavailable(store: RedisStateStore, redis_url: str, redis_prefix: str) -> None:
+    redis.Redis.from_url(redis_url).set(f"{redis_prefix}:st:in:k", "not a hash")
+    with pytest.raises(UnavailableError, match="state save failed"):
+        await store.save({"k": KeyChanges({"e": _seen(1)}, set())}, EntityChanges())
+    unreachable = RedisStateStore(aredis.Redis.from_url("redis://127.0.0.1:1/0"), "p")
+    with pytest.raises(UnavailableError, match="state save failed"):
+        await unreachable.save({"k": KeyChanges({"e": _seen(1)}, set())}, EntityChanges())
+    await unreachable.close()
+
+
+def _changes(ref: tuple[str, str], rec: Rec) -> EntityChanges:
+    changes = EntityChanges()
+    changes.add(ref, rec)
+    return changes
