@@ -154,6 +154,7 @@ class Processor:
         self._keys: dict[str, KeyState] = {}
         self._entities: dict[EntityRef, EntityState] = {}
         self._pending = _Pending()
+        self._online_inflight: list[asyncio.Task[int]] = []  # sent online writes, oldest first
         # Both batch handlers and the flush timer share caches and the buffer; one at a time keeps them coherent.
         self._lock = asyncio.Lock()
         self._flush_lock = asyncio.Lock()  # flushes save state in batch order
@@ -163,8 +164,9 @@ class Processor:
         so the messages are consumed again. Called on partition assignment and after errors."""
         self._keys.clear()
         self._entities.clear()
-        for task in self._pending.online:
+        for task in self._online_inflight:
             task.cancel()
+        self._online_inflight = []
         self._pending = _Pending()
 
     # -- flushing --------------------------------------------------------------------------
@@ -355,17 +357,23 @@ class Processor:
             await self._send_online(online)
 
     async def _send_online(self, rows: list[OnlineRow]) -> None:
-        """Send online values now without waiting for Redis to apply them.
+        """Send online values now without waiting for Redis to apply them; a flush awaits them.
 
-        Writes are conditional on event time, so their order does not matter; a flush awaits
-        them before acking. Past `MAX_ONLINE_IN_FLIGHT` unfinished writes the batch waits
-        for the oldest (back-pressure when Redis falls behind)."""
-        sent = self._pending.online
-        while sum(not t.done() for t in sent) >= MAX_ONLINE_IN_FLIGHT:
-            await asyncio.wait([t for t in sent if not t.done()], return_when=asyncio.FIRST_COMPLETED)
-        sent.append(asyncio.ensure_future(self._write_online(rows)))
+        Each write starts when the previous one is done: a rewritten row (an out-of-order event
+        entered its windows) keeps its event time, and Redis applies an equal time, so a
+        reordered pair could leave the older values. Past `MAX_ONLINE_IN_FLIGHT` unfinished
+        writes the batch waits for the oldest (back-pressure when Redis falls behind)."""
+        inflight = [t for t in self._online_inflight if not t.done()]
+        if len(inflight) >= MAX_ONLINE_IN_FLIGHT:
+            await asyncio.wait(inflight[:1])
+            inflight = [t for t in inflight if not t.done()]
+        task = asyncio.ensure_future(self._write_online(rows, inflight[-1] if inflight else None))
+        self._online_inflight = [*inflight, task]
+        self._pending.online.append(task)
 
-    async def _write_online(self, rows: list[OnlineRow]) -> int:
+    async def _write_online(self, rows: list[OnlineRow], after: asyncio.Task[int] | None) -> int:
+        if after is not None:
+            await asyncio.wait([after])  # only its order matters here; its error is the flush's
         applied = await self.online.write(rows)
         metrics.ONLINE_WRITES.labels("all").inc(applied)
         return applied

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from registry.errors import UnavailableError
 from registry.featurestore.definitions import load_definitions
 from registry.featurestore.offline import OfflineStore
 from registry.featurestore.online import AsyncInMemoryOnlineStore, OnlineKey, OnlineRow
+from registry.featurestore.values import to_value
 
 DEFS = load_definitions(Path(__file__).parents[3] / "examples/fraud/features.yaml")
 
@@ -112,3 +114,38 @@ async def test_a_failed_online_write_fails_the_flush_and_nothing_is_acked(tmp_pa
     with pytest.raises(UnavailableError):
         await proc.flush()
     assert acked == [] and state.keys == {}  # neither acked nor state saved: consumed again
+
+
+class SlowFirstOnlineStore(AsyncInMemoryOnlineStore):
+    """The first write takes longer than the next: concurrent writes would land reversed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.delays = [0.05]
+
+    async def write(self, rows: Sequence[OnlineRow]) -> int:
+        await asyncio.sleep(self.delays.pop() if self.delays else 0)
+        return await super().write(rows)
+
+
+def _txn(offset: int, event_id: str, seconds: int, amount: float) -> InMessage:
+    ev = events_pb2.Event(
+        event_id=event_id,
+        event_type="transaction",
+        entities={"card_id": "c1", "merchant_id": "m1"},
+        values={"amount": to_value(amount), "merchant_id": to_value("m1")},
+        schema_version=1,
+    )
+    ev.event_time.FromSeconds(1_800_000_000 + seconds)
+    return InMessage("raw", 0, offset, b"c1", ev.SerializeToString())
+
+
+async def test_a_rewritten_online_row_is_not_overtaken_by_the_older_write_of_the_same_row(tmp_path: Path) -> None:
+    online = SlowFirstOnlineStore()
+    proc = Processor(DEFS, InMemoryStateStore(), online, OfflineStore(str(tmp_path)), ListOutbox())
+    await proc.ingest([_txn(0, "a", 0, 10.0), _txn(1, "b", 60, 20.0)])
+    # Out of order but allowed: it enters the windows of "b", whose row (same event time) is rewritten.
+    await proc.ingest([_txn(2, "c", 30, 5.0)])
+    await proc.flush()
+    value = online.store.read([OnlineKey("card_activity", 1, "c1")])[0]
+    assert value is not None and value.values["txn_count_10m"] == 3.0
