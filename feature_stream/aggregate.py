@@ -83,11 +83,12 @@ class _Columns:
     sums: dict[str, PrefixSums]  # fields that some SUM or MEAN feature reads
 
     def slice(self, lo: int, hi: int) -> _Columns:
+        numbers = {k: c[lo:hi] for k, c in self.numbers.items()}
         return _Columns(
             self.times[lo:hi],
-            {k: c[lo:hi] for k, c in self.numbers.items()},
+            numbers,
             {k: c[lo:hi] for k, c in self.texts.items()},
-            {k: p.slice(lo, hi) for k, p in self.sums.items()},
+            {k: p.slice(lo, hi, numbers[k]) for k, p in self.sums.items()},
         )
 
     def insert(self, i: int, rec: Rec) -> None:
@@ -95,10 +96,9 @@ class _Columns:
         self.times.insert(i, rec.time_ms)
         values = rec.values
         for fld, c in self.numbers.items():
-            x = _numeric(values.get(fld))
-            c.insert(i, x)
+            c.insert(i, _numeric(values.get(fld)))
             if fld in self.sums:
-                self.sums[fld].insert(i, x)
+                self.sums[fld].invalidate(i)
         for fld, t in self.texts.items():
             t.insert(i, str(values[fld]) if fld in values else None)
 
@@ -163,7 +163,7 @@ def _evaluator(feature: FeatureDef) -> _Eval:
     if agg is AggregationFunction.DISTINCT_COUNT or agg is AggregationFunction.LAST:
         return lambda cols, lo, hi: _aggregate(feature, cols, lo, hi)
     if agg in _SUMMED:
-        return lambda cols, lo, hi: cols.sums[field].window(agg, cols.numbers[field], lo, hi)
+        return lambda cols, lo, hi: cols.sums[field].window(agg, lo, hi)
     return lambda cols, lo, hi: numeric_window(agg, cols.numbers[field], lo, hi)
 
 

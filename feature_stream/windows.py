@@ -41,7 +41,7 @@ def feature_rows(
     agg = feature.agg
     if agg is AggregationFunction.SUM or agg is AggregationFunction.MEAN:
         sums = sums if sums is not None else PrefixSums(numbers)
-        return [sums.window(agg, numbers, lo, a + j + 1) for j, lo in enumerate(lows)]
+        return [sums.window(agg, lo, a + j + 1) for j, lo in enumerate(lows)]
     if agg is AggregationFunction.COUNT:
         return [float(a + j + 1 - lo) for j, lo in enumerate(lows)]
     if agg is AggregationFunction.DISTINCT_COUNT:
@@ -79,71 +79,76 @@ def numeric_window(agg: AggregationFunction, numbers: Numbers, lo: int, hi: int)
 
 
 class PrefixSums:
-    """Exact running sums of one numeric field, kept aligned with an entity's sorted events.
+    """Exact running sums of one numeric column, kept by an entity across batches.
 
     `prefix[i]` is the sum of the present values before event i times 2**shift, an exact
     integer (every double is an integer multiple of 2**-1074; `shift` grows to the largest
     binary exponent of a denominator seen), and `counts[i]` how many values were present.
     A window's sum is one subtraction and one correctly rounded `int / int`, as `fsum` rounds,
-    instead of a pass over the window; the worker keeps them per entity across batches.
-    Only differences are read, so dropping the head needs no renumbering.
+    instead of a pass over the window. The sums are extended lazily from the column they
+    read (shared with its owner, which calls `invalidate` when it inserts mid-way), so a
+    batch of out-of-order events costs one pass over the tail, not one per event. Only
+    differences are read, so dropping the head needs no renumbering.
     """
 
-    __slots__ = ("counts", "prefix", "shift")
+    __slots__ = ("_numbers", "counts", "prefix", "shift")
 
-    def __init__(self, numbers: Numbers = ()) -> None:
+    def __init__(self, numbers: Numbers) -> None:
+        self._numbers = numbers
         self.shift = 0
         self.prefix = [0]
         self.counts = [0]
-        for x in numbers:
-            self._append(x)
 
-    def _scaled(self, x: float | None) -> int:
-        if x is None:
-            return 0
-        n, d = x.as_integer_ratio()
-        k = d.bit_length() - 1
-        if k > self.shift:  # a finer value than any so far: rescale what is held
-            self.prefix = [p << (k - self.shift) for p in self.prefix]
-            self.shift = k
-        return n << (self.shift - k)
-
-    def _append(self, x: float | None) -> None:
-        v = self._scaled(x)
-        self.prefix.append(self.prefix[-1] + v)
-        self.counts.append(self.counts[-1] + (x is not None))
-
-    def insert(self, i: int, x: float | None) -> None:
-        """Insert x as event i: the sums after it move by x."""
-        v, c = self._scaled(x), int(x is not None)
-        prefix, counts = self.prefix, self.counts
-        prefix.insert(i + 1, prefix[i] + v)
-        counts.insert(i + 1, counts[i] + c)
-        if v or c:
-            for j in range(i + 2, len(prefix)):
-                prefix[j] += v
-                counts[j] += c
+    def invalidate(self, i: int) -> None:
+        """Event i was inserted or changed: the sums after it are recomputed when next read."""
+        del self.prefix[i + 1 :]
+        del self.counts[i + 1 :]
 
     def drop_head(self, n: int) -> None:
-        del self.prefix[:n]
-        del self.counts[:n]
+        """The column's first n events were dropped (by its owner)."""
+        if len(self.prefix) > n:
+            del self.prefix[:n]
+            del self.counts[:n]
+        else:
+            self.prefix, self.counts = [0], [0]
 
-    def slice(self, lo: int, hi: int) -> PrefixSums:
-        out = PrefixSums()
+    def _extend(self, hi: int) -> None:
+        prefix, counts = self.prefix, self.counts
+        total, count = prefix[-1], counts[-1]
+        for x in self._numbers[len(prefix) - 1 : hi]:
+            if x is not None:
+                n, d = x.as_integer_ratio()
+                k = d.bit_length() - 1
+                if k > self.shift:  # a finer value than any so far: rescale what is held
+                    prefix[:] = [p << (k - self.shift) for p in prefix]
+                    total <<= k - self.shift
+                    self.shift = k
+                total += n << (self.shift - k)
+                count += 1
+            prefix.append(total)
+            counts.append(count)
+
+    def slice(self, lo: int, hi: int, numbers: Numbers) -> PrefixSums:
+        """The sums of events [lo, hi), over `numbers` (that slice of the column)."""
+        if len(self.prefix) <= hi:
+            self._extend(hi)
+        out = PrefixSums(numbers)
         out.shift, out.prefix, out.counts = self.shift, self.prefix[lo : hi + 1], self.counts[lo : hi + 1]
         return out
 
-    def window(self, agg: AggregationFunction, numbers: Numbers, lo: int, hi: int) -> float | None:
+    def window(self, agg: AggregationFunction, lo: int, hi: int) -> float | None:
         """`numeric_window` of SUM or MEAN over events [lo, hi), bit for bit."""
+        if len(self.prefix) <= hi:
+            self._extend(hi)
         n = self.counts[hi] - self.counts[lo]
         if agg is AggregationFunction.MEAN and n == 0:
             return None
         exact = self.prefix[hi] - self.prefix[lo]
         try:
             # A zero sum is left to fsum for the sign of the zero, an overflow for its error.
-            s = exact / (1 << self.shift) if exact else _fsum(numbers, lo, hi)
+            s = exact / (1 << self.shift) if exact else _fsum(self._numbers, lo, hi)
         except OverflowError:
-            s = _fsum(numbers, lo, hi)
+            s = _fsum(self._numbers, lo, hi)
         return s / n if agg is AggregationFunction.MEAN else s
 
 
