@@ -49,7 +49,8 @@ def bare_loop(bootstrap: str, topic: str, total: int) -> float:
     c.subscribe([topic])
     n, t0 = 0, None
     while n < total:
-        for msg in c.consume(1000, timeout=1.0):
+        # Ask for no more than what is left: `consume` waits out its timeout for a short batch.
+        for msg in c.consume(min(1000, total - n), timeout=1.0):
             if msg.error() is None:
                 t0 = t0 or time.monotonic()
                 events_pb2.Event.FromString(msg.value() or b"")
@@ -57,6 +58,57 @@ def bare_loop(bootstrap: str, topic: str, total: int) -> float:
     elapsed = time.monotonic() - (t0 or time.monotonic())
     c.close()
     return n / elapsed
+
+
+# Faust's consumer as the worker runs it (BatchApp, same settings and event loop), decoding and
+# acking each event and doing nothing else: the most any Faust worker could do here.
+FAUST_FLOOR_APP = """
+import os, time
+import faust
+from feature_stream.app import _app_config, _use_event_loop
+from feature_stream.batch_consumer import BatchApp
+from feature_stream.settings import FeatureStreamSettings
+from fti.v1 import events_pb2
+
+settings = FeatureStreamSettings()
+_use_event_loop(settings.features_event_loop)
+app = BatchApp(os.environ["FLOOR_APP_ID"], **_app_config(settings))
+topic = app.topic(os.environ["FLOOR_TOPIC"], key_type=bytes, value_type=bytes)
+total, seen, t0 = int(os.environ["FLOOR_TOTAL"]), 0, None
+
+@app.batch_handler(topic)
+async def handle(messages):
+    global seen, t0
+    t0 = t0 or time.monotonic()
+    for m in messages:
+        events_pb2.Event.FromString(m.value or b"")
+        m.incref()
+        m.ack(app.consumer)
+    seen += len(messages)
+    if seen >= total:
+        print(f"RATE {total / (time.monotonic() - t0)}", flush=True)
+        os._exit(0)
+
+faust.Worker(app, loglevel="WARNING", quiet=True).execute_from_commandline()
+"""
+
+
+def faust_floor(bootstrap: str, topic: str, total: int) -> float:
+    env = {
+        **os.environ,
+        "FTI_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "FLOOR_APP_ID": f"floor-{uuid.uuid4().hex[:8]}",
+        "FLOOR_TOPIC": topic,
+        "FLOOR_TOTAL": str(total),
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", FAUST_FLOOR_APP], env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    # Faust's worker routes print() through its logger, so the line may come on stderr.
+    rates = [line.split("RATE ")[1].split()[0] for line in (out.stdout + out.stderr).splitlines() if "RATE " in line]
+    if not rates:
+        raise RuntimeError(f"faust floor run failed: {out.stderr[-2000:]}")
+    return float(rates[0])
 
 
 def _committed(bootstrap: str, group: str, topics: list[str]) -> tuple[int, int]:
@@ -179,6 +231,10 @@ def main() -> None:
 
     bare = bare_loop(bootstrap, topic, total)
     print(f"bare confluent-kafka consume+decode: {bare:,.0f} events/s")
+    floor = faust_floor(bootstrap, topic, total)
+    print(
+        f"Faust consumer, decode only (the ceiling of a Faust worker): {floor:,.0f} events/s  ratio {floor / bare:.3f}"
+    )
     env = dict(os.environ)
     env.update(
         FTI_EVENTS_TOPIC=topic,
@@ -206,6 +262,9 @@ def main() -> None:
         "bare_events_per_s": round(bare, 1),
         "worker_events_per_s": round(rate, 1),
         "ratio": round(rate / bare, 4),
+        "faust_floor_events_per_s": round(floor, 1),
+        "faust_floor_ratio": round(floor / bare, 4),
+        "worker_vs_faust_floor": round(rate / floor, 4),
         "freshness_rate_per_s": args.rate,
         "freshness_p50_ms": round(p50, 2),
         "freshness_p99_ms": round(p99, 2),
