@@ -293,7 +293,7 @@ class Processor:
         self._pending.rows += len(decoded)
         for k in touched:
             st = self._keys[k]
-            st.prune(st.max_ms - self.dedup_retention_ms)
+            st.prune(st.max_ms - self.dedup_retention_ms, every_ms=self.dedup_retention_ms // 16)
             self._pending.keys[k] = st
         await self._aggregate(local)
 

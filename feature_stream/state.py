@@ -83,6 +83,7 @@ class KeyState:
     seen: dict[str, Seen] = field(default_factory=dict)
     added: dict[str, Seen] = field(default_factory=dict)
     dropped: set[str] = field(default_factory=set)
+    pruned_at: int = -(2**62)  # the horizon of the last scan
 
     def take_changes(self) -> KeyChanges:
         """What changed since the last call (`added`, `dropped`), leaving both empty."""
@@ -90,7 +91,13 @@ class KeyState:
         self.added, self.dropped = {}, set()
         return changes
 
-    def prune(self, horizon_ms: int) -> None:
+    def prune(self, horizon_ms: int, every_ms: int = 0) -> None:
+        """Forget ids older than `horizon_ms`. A scan visits every remembered id (a day of a
+        key's events by default), so with `every_ms` it waits until the horizon has moved
+        that far since the last one: ids are then remembered up to `every_ms` longer."""
+        if horizon_ms < self.pruned_at + every_ms:
+            return
+        self.pruned_at = horizon_ms
         for eid in [e for e, s in self.seen.items() if s.time_ms < horizon_ms]:
             del self.seen[eid]
             self.added.pop(eid, None)
