@@ -19,7 +19,7 @@ import functools
 import io
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from registry.errors import UnavailableError
 from registry.featurestore.values import Scalar
 
-__all__ = ["ARCHIVE_COLUMNS", "ArchiveRow", "FeatureRow", "OfflineStore", "date_of"]
+__all__ = ["ARCHIVE_COLUMNS", "ArchiveRow", "Compaction", "FeatureRow", "OfflineStore", "date_of"]
 
 ARCHIVE_COLUMNS = (
     "event_id",
@@ -60,6 +60,17 @@ class FeatureRow:
 
 
 @dataclass(frozen=True, slots=True)
+class Compaction:
+    """What `OfflineStore.compact` did to one partition directory."""
+
+    directory: str
+    files: int
+    rows_before: int
+    rows_after: int
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
 class ArchiveRow:
     event_id: str
     event_type: str
@@ -73,6 +84,9 @@ class ArchiveRow:
     late: bool
     ingest_ns: int
 
+
+# A listing is retried this often when its files vanish under a reader (compactions).
+_READ_ATTEMPTS = 5
 
 # `json.dumps(x, sort_keys=True)` builds a new encoder per call; one shared encoder gives the
 # same text at ~2/3 of the cost (two calls per archived event).
@@ -195,21 +209,31 @@ class OfflineStore:
             return []
         return sorted(p for p in self.fs.find(base) if p.endswith(".parquet"))
 
-    def _read(self, files: Sequence[str], schema: pa.Schema) -> pd.DataFrame:
-        if not files:
-            return schema.empty_table().to_pandas()
-        tables = []
-        for f in files:
-            with self.fs.open(f, "rb") as fh:
-                tables.append(pq.read_table(fh, schema=schema))
-        return pa.concat_tables(tables).to_pandas()
+    def _read(self, list_files: Callable[[], Sequence[str]], schema: pa.Schema) -> pd.DataFrame:
+        """Every file `list_files` names, as one frame. A compaction may replace files between
+        the listing and the reads; it publishes the merged file before it deletes the parts,
+        so a file gone missing means: list again."""
+        for _ in range(_READ_ATTEMPTS):
+            files = list_files()
+            if not files:
+                return schema.empty_table().to_pandas()
+            try:
+                tables = [self._read_file(f, schema) for f in files]
+            except FileNotFoundError:
+                continue
+            return pa.concat_tables(tables).to_pandas()
+        raise UnavailableError(f"offline files kept vanishing while read ({_READ_ATTEMPTS} listings)")
+
+    def _read_file(self, path: str, schema: pa.Schema | None = None) -> pa.Table:
+        with self.fs.open(path, "rb") as fh:
+            return pq.read_table(fh, schema=schema)
 
     def feature_files(self, view: str, version: int) -> list[str]:
         return self._files(f"features/{view}/v{version}")
 
     def read_features(self, view: str, version: int, features: Sequence[str], *, latest: bool = True) -> pd.DataFrame:
         """Feature rows of a view version; with `latest`, the newest ingest per (entity_key, event_id)."""
-        df = self._read(self.feature_files(view, version), _feature_schema(features))
+        df = self._read(lambda: self.feature_files(view, version), _feature_schema(features))
         if latest and len(df):
             df = df.sort_values("ingest_ns", kind="stable").drop_duplicates(["entity_key", "event_id"], keep="last")
         return df.sort_values(["entity_key", "event_time_ms", "event_id"], kind="stable").reset_index(drop=True)
@@ -227,11 +251,44 @@ class OfflineStore:
     def read_archive(self, event_types: Sequence[str] | None = None) -> pd.DataFrame:
         """Raw archive rows, one per event_id (replayed copies are identical), in event-time order."""
         types = self.archive_event_types() if event_types is None else list(event_types)
-        files = [f for t in types for f in self.archive_files(t)]
-        df = self._read(files, _ARCHIVE_SCHEMA)
+        df = self._read(lambda: [f for t in types for f in self.archive_files(t)], _ARCHIVE_SCHEMA)
         if len(df):
             df = df.sort_values("ingest_ns", kind="stable").drop_duplicates("event_id", keep="first")
         return df.sort_values(["event_time_ms", "event_id"], kind="stable").reset_index(drop=True)
+
+    # -- compaction ------------------------------------------------------------------------
+
+    def partitions(self) -> dict[str, list[str]]:
+        """Every partition directory (relative) with its parquet files."""
+        out: dict[str, list[str]] = {}
+        for kind in ("features", "archive"):
+            for f in self._files(kind):
+                rel_dir = f[len(self.root) + 1 :].rsplit("/", 1)[0]
+                out.setdefault(rel_dir, []).append(f)
+        return out
+
+    def compact(self, rel_dir: str, files: Sequence[str]) -> Compaction:
+        """Merge `files` of one partition into one file holding what readers see of them.
+
+        Feature rows keep the newest ingest per (entity_key, event_id), archive rows the first
+        per event_id (replays are identical), as the readers do, so reads are unchanged. The
+        merged file is published (renamed into place) before the parts are deleted: a reader
+        sees the parts, or both (equal rows, removed by its own de-duplication), or the merged
+        file. Files written meanwhile are left alone."""
+        table = pa.concat_tables([self._read_file(f) for f in files], promote_options="default")
+        keys = ["entity_key", "event_id"] if rel_dir.startswith("features/") else ["event_id"]
+        order = table.select([*keys, "ingest_ns"]).to_pandas().sort_values("ingest_ns", kind="stable")
+        kept = order.drop_duplicates(keys, keep="last" if len(keys) == 2 else "first").index.sort_values()
+        merged = table.take(pa.array(kept.to_numpy()))
+        path = self.write_table(rel_dir, merged)
+        for f in files:
+            try:
+                self.fs.rm(f)
+            except FileNotFoundError:
+                pass  # another compaction took it: its merged copy holds the same rows
+            except OSError as exc:
+                raise UnavailableError(f"offline store compaction of {rel_dir} failed: {exc}") from exc
+        return Compaction(rel_dir, len(files), table.num_rows, merged.num_rows, path)
 
     @staticmethod
     def schema_for_features(features: Sequence[str]) -> pa.Schema:
