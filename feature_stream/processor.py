@@ -343,19 +343,20 @@ class Processor:
             if ref not in first or rec.order < first[ref].order:
                 first[ref] = rec
         online: list[OnlineRow] = []
-        n = 0
+        held = sum(len(out) for out in rows.values())
         for ref, rec in first.items():
             view, st = self.views[ref[0]], self._entities[ref]
             newest = st.newest()
             out = rows.setdefault(view.ref, {})
             for r, values in st.rows_from(view, rec):
                 out[(ref[1], r.event_id)] = FeatureRow(ref[1], r.event_id, r.time_ms, values, False, now_ns)
-                n += 1
                 if r is newest:
                     online.append(OnlineRow(view.name, view.version, ref[1], r.time_ms, values, view.ttl_ms))
             if newest is not None:
                 changes.drop(ref, st.prune(newest.time_ms - self._retention[view.ref]))
-        self._pending.rows += n + len(items)
+        # Rows buffered, not rows computed: a rewrite replaces the buffered version of its row
+        # (a hot entity's out-of-order events rewrite hundreds, which filled the buffer early).
+        self._pending.rows += sum(len(out) for out in rows.values()) - held + len(items)
         if online:
             await self._send_online(online)
 
