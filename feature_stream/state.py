@@ -2,11 +2,12 @@
 
 State lives outside the Kafka consumer so a restarted or newly assigned worker continues
 exactly: it is written *after* the outputs of the batches it covers (archive, forwards,
-feature rows) and *before* their offsets are acked, in one atomic Redis script call per flush (the
-processor buffers both across batches). After a `kill -9` the
-state may be ahead of the committed offsets, never behind; replayed messages are recognised
-by their recorded position (topic/partition/offset) and re-emitted with the decisions taken
-the first time, so nothing is lost and nothing is counted twice.
+feature rows) and *before* their offsets are acked, in Redis script calls of bounded size,
+each hash's changes atomic (the processor buffers both across batches). After a `kill -9`
+the state may be ahead of the committed offsets (wholly or for some hashes), never behind;
+replayed messages are recognised by their recorded position (topic/partition/offset) and
+re-emitted with the decisions taken the first time, so nothing is lost and nothing is
+counted twice.
 
 Redis layout under the state prefix:
   `<p>:in:<msg_key>`                  hash event_id -> "position|time_ms|watermark_ms"
@@ -27,7 +28,16 @@ import redis.asyncio as aredis
 from feature_stream.aggregate import Rec
 from registry.errors import UnavailableError
 
-__all__ = ["EntityChanges", "InMemoryStateStore", "KeyChanges", "KeyState", "RedisStateStore", "Seen", "StateStore"]
+__all__ = [
+    "SAVE_FIELDS_PER_CALL",
+    "EntityChanges",
+    "InMemoryStateStore",
+    "KeyChanges",
+    "KeyState",
+    "RedisStateStore",
+    "Seen",
+    "StateStore",
+]
 
 EntityRef = tuple[str, str]  # (view ref "name:version", entity key)
 
@@ -146,6 +156,13 @@ end
 return #KEYS
 """
 
+# A script blocks Redis while it runs (the online store and `fti serve` share it): a catch-up
+# flush holds tens of thousands of fields, which as one script took up to ~300 ms. Calls of
+# this many fields take a few ms each. Each hash's changes stay whole in one call, and that is
+# all a replay needs: a key's dedup decisions and an entity's events are each in one hash, and
+# a replay recomputes the same decisions from whichever state (old or new) a hash holds.
+SAVE_FIELDS_PER_CALL = 2000
+
 # Strings travel as raw UTF-8 rather than \u escapes: shorter, and nothing for cjson to translate.
 _ops_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
@@ -159,7 +176,7 @@ class StateStore(ABC):
 
     @abstractmethod
     async def save(self, keys: Mapping[str, KeyChanges], changes: EntityChanges) -> None:
-        """Persist, in one transaction, what changed for message keys and view entities."""
+        """Persist what changed for message keys and view entities, each hash's changes atomically."""
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
@@ -204,27 +221,39 @@ class RedisStateStore(StateStore):
         raws = await self._hgetall_many([self._vw(ref) for ref in refs])
         return {ref: [_rec_decode(f.decode(), v) for f, v in raw.items()] for ref, raw in zip(refs, raws, strict=True)}
 
-    def _save_call(self, keys: Mapping[str, KeyChanges], changes: EntityChanges) -> tuple[list[str], str]:
-        """The `_SAVE` script's KEYS and ARGV[1]: each changed hash and its [set, delete] fields."""
+    def _save_calls(self, keys: Mapping[str, KeyChanges], changes: EntityChanges) -> list[tuple[list[str], str]]:
+        """The `_SAVE` script calls of a save: each its KEYS and ARGV[1] (each changed hash and
+        its [set, delete] fields), a hash's changes always whole in one call, and a call no
+        larger than `SAVE_FIELDS_PER_CALL` fields unless one hash alone is."""
+        calls: list[tuple[list[str], str]] = []
         names: list[str] = []
         ops: list[tuple[dict[str, str], list[str]]] = []
+        size = 0
+
+        def add(name: str, sets: dict[str, str], deletes: list[str]) -> None:
+            nonlocal names, ops, size
+            if names and size + len(sets) + len(deletes) > SAVE_FIELDS_PER_CALL:
+                calls.append((names, _ops_json(ops)))
+                names, ops, size = [], [], 0
+            names.append(name)
+            ops.append((sets, deletes))
+            size += len(sets) + len(deletes)
+
         for k, st in keys.items():
             if st.added or st.dropped:
-                names.append(self._in(k))
-                ops.append(({eid: s.encode() for eid, s in st.added.items()}, list(st.dropped)))
+                add(self._in(k), {eid: s.encode() for eid, s in st.added.items()}, list(st.dropped))
         for ref in dict.fromkeys([*changes.added, *changes.dropped]):  # ordered union
             recs, ids = changes.added.get(ref), changes.dropped.get(ref)
             if recs or ids:
-                names.append(self._vw(ref))
-                ops.append(({eid: _rec_encode(r) for eid, r in (recs or {}).items()}, list(ids or ())))
-        return names, _ops_json(ops)
+                add(self._vw(ref), {eid: _rec_encode(r) for eid, r in (recs or {}).items()}, list(ids or ()))
+        if names:
+            calls.append((names, _ops_json(ops)))
+        return calls
 
     async def save(self, keys: Mapping[str, KeyChanges], changes: EntityChanges) -> None:
-        names, ops = self._save_call(keys, changes)
-        if not names:
-            return
         try:
-            await self._save(names, [ops])
+            for names, ops in self._save_calls(keys, changes):
+                await self._save(names, [ops])
         except redis.RedisError as exc:
             raise UnavailableError(f"state save failed: {exc}") from exc
 

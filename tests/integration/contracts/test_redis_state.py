@@ -10,7 +10,15 @@ import redis
 import redis.asyncio as aredis
 
 from feature_stream.aggregate import Rec
-from feature_stream.state import EntityChanges, InMemoryStateStore, KeyChanges, RedisStateStore, Seen, StateStore
+from feature_stream.state import (
+    SAVE_FIELDS_PER_CALL,
+    EntityChanges,
+    InMemoryStateStore,
+    KeyChanges,
+    RedisStateStore,
+    Seen,
+    StateStore,
+)
 from registry.errors import UnavailableError
 
 # Quotes, backslashes, control characters and non-ASCII text must arrive byte for byte.
@@ -121,3 +129,15 @@ def _changes(ref: tuple[str, str], rec: Rec) -> EntityChanges:
     changes = EntityChanges()
     changes.add(ref, rec)
     return changes
+
+
+async def test_a_large_save_goes_in_bounded_calls_each_hash_whole(store: RedisStateStore) -> None:
+    # A script blocks Redis while it runs; a hash split across calls could be half-saved.
+    keys, changes = _first_save()
+    calls = store._save_calls(keys, changes)
+    assert len(calls) > 2
+    names = [n for ns, _ in calls for n in ns]
+    assert len(names) == len(set(names)) == len(keys) + len(changes.added)
+    for ns, doc in calls:
+        fields = sum(len(sets) + len(deletes) for sets, deletes in json.loads(doc))
+        assert fields <= SAVE_FIELDS_PER_CALL or len(ns) == 1, (len(ns), fields)
