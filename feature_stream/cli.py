@@ -85,6 +85,7 @@ def compact(min_files: int) -> None:
     due = {d: files for d, files in store.partitions().items() if len(files) >= max(2, min_files)}
     done = [store.compact(d, files) for d, files in tqdm(sorted(due.items()), desc="compacting", unit="partition")]
     summary = {
+        "stale_tmp_files_removed": store.clean_tmp(),
         "partitions": len(done),
         "files_before": sum(c.files for c in done),
         "rows_before": sum(c.rows_before for c in done),

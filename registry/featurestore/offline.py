@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import io
 import json
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -289,6 +290,23 @@ class OfflineStore:
             except OSError as exc:
                 raise UnavailableError(f"offline store compaction of {rel_dir} failed: {exc}") from exc
         return Compaction(rel_dir, len(files), table.num_rows, merged.num_rows, path)
+
+    def clean_tmp(self, older_than_s: float = 3600.0) -> int:
+        """Delete files a crashed writer left under `_tmp/` (a live one renames its file within
+        moments); returns how many."""
+        base = self.path("_tmp")
+        if not self.fs.exists(base):
+            return 0
+        cutoff = time.time() - older_than_s
+        removed = 0
+        for f in self.fs.find(base):
+            try:
+                if self.fs.modified(f).timestamp() < cutoff:
+                    self.fs.rm(f)
+                    removed += 1
+            except FileNotFoundError:
+                continue  # renamed into place (or removed) meanwhile
+        return removed
 
     @staticmethod
     def schema_for_features(features: Sequence[str]) -> pa.Schema:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -97,3 +99,17 @@ def test_compact_command_merges_partitions_with_enough_files(tmp_path: Path, mon
     assert result.exit_code == 0, result.output
     assert '"partitions": 1' in result.output and '"files_before": 3' in result.output
     assert sorted(len(f) for f in store.partitions().values()) == [1, 1, 1, 2]  # only the 3-file one merged
+
+
+def test_clean_tmp_removes_only_files_a_crashed_writer_left_long_ago(tmp_path: Path) -> None:
+    store = OfflineStore(str(tmp_path))
+    _fill(store)
+    tmp = tmp_path / "_tmp"
+    old, fresh = tmp / "part-old.parquet", tmp / "part-fresh.parquet"
+    old.write_bytes(b"partial")
+    fresh.write_bytes(b"being written")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    before = _reads(store)
+    assert store.clean_tmp(older_than_s=3600) == 1
+    assert not old.exists() and fresh.exists()
+    pd.testing.assert_frame_equal(before[0], _reads(store)[0])
