@@ -172,6 +172,9 @@ def build_app(settings: FeatureStreamSettings, defs: Definitions) -> BatchApp:
                 processor.reset()  # the cache may be ahead of the saved state
                 raise
             _record_lag(app, msgs)
+            # A chunk whose state is cached awaits nothing: let the online writes it queued,
+            # the flush timer and other tasks run before the next one.
+            await asyncio.sleep(0)
 
     @app.batch_handler(rekeyed)
     async def aggregate(messages: list[Message]) -> None:

@@ -17,9 +17,10 @@ Redis layout under the state prefix:
 
 from __future__ import annotations
 
+import itertools
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence, Set
+from collections.abc import Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 
 import redis
@@ -221,34 +222,34 @@ class RedisStateStore(StateStore):
         raws = await self._hgetall_many([self._vw(ref) for ref in refs])
         return {ref: [_rec_decode(f.decode(), v) for f, v in raw.items()] for ref, raw in zip(refs, raws, strict=True)}
 
-    def _save_calls(self, keys: Mapping[str, KeyChanges], changes: EntityChanges) -> list[tuple[list[str], str]]:
+    def _save_calls(self, keys: Mapping[str, KeyChanges], changes: EntityChanges) -> Iterator[tuple[list[str], str]]:
         """The `_SAVE` script calls of a save: each its KEYS and ARGV[1] (each changed hash and
         its [set, delete] fields), a hash's changes always whole in one call, and a call no
-        larger than `SAVE_FIELDS_PER_CALL` fields unless one hash alone is."""
-        calls: list[tuple[list[str], str]] = []
+        larger than `SAVE_FIELDS_PER_CALL` fields unless one hash alone is. Lazily: encoding a
+        catch-up flush's state at once held the event loop for most of a second."""
         names: list[str] = []
         ops: list[tuple[dict[str, str], list[str]]] = []
         size = 0
-
-        def add(name: str, sets: dict[str, str], deletes: list[str]) -> None:
-            nonlocal names, ops, size
+        hashes = (
+            (self._in(k), {eid: s.encode() for eid, s in st.added.items()}, list(st.dropped))
+            for k, st in keys.items()
+            if st.added or st.dropped
+        )
+        for name, sets, deletes in itertools.chain(hashes, self._entity_ops(changes)):
             if names and size + len(sets) + len(deletes) > SAVE_FIELDS_PER_CALL:
-                calls.append((names, _ops_json(ops)))
+                yield names, _ops_json(ops)
                 names, ops, size = [], [], 0
             names.append(name)
             ops.append((sets, deletes))
             size += len(sets) + len(deletes)
+        if names:
+            yield names, _ops_json(ops)
 
-        for k, st in keys.items():
-            if st.added or st.dropped:
-                add(self._in(k), {eid: s.encode() for eid, s in st.added.items()}, list(st.dropped))
+    def _entity_ops(self, changes: EntityChanges) -> Iterator[tuple[str, dict[str, str], list[str]]]:
         for ref in dict.fromkeys([*changes.added, *changes.dropped]):  # ordered union
             recs, ids = changes.added.get(ref), changes.dropped.get(ref)
             if recs or ids:
-                add(self._vw(ref), {eid: _rec_encode(r) for eid, r in (recs or {}).items()}, list(ids or ()))
-        if names:
-            calls.append((names, _ops_json(ops)))
-        return calls
+                yield self._vw(ref), {eid: _rec_encode(r) for eid, r in (recs or {}).items()}, list(ids or ())
 
     async def save(self, keys: Mapping[str, KeyChanges], changes: EntityChanges) -> None:
         try:

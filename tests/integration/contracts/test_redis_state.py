@@ -134,7 +134,7 @@ def _changes(ref: tuple[str, str], rec: Rec) -> EntityChanges:
 async def test_a_large_save_goes_in_bounded_calls_each_hash_whole(store: RedisStateStore) -> None:
     # A script blocks Redis while it runs; a hash split across calls could be half-saved.
     keys, changes = _first_save()
-    calls = store._save_calls(keys, changes)
+    calls = list(store._save_calls(keys, changes))
     assert len(calls) > 2
     names = [n for ns, _ in calls for n in ns]
     assert len(names) == len(set(names)) == len(keys) + len(changes.added)
