@@ -230,12 +230,7 @@ class RedisStateStore(StateStore):
         names: list[str] = []
         ops: list[tuple[dict[str, str], list[str]]] = []
         size = 0
-        hashes = (
-            (self._in(k), {eid: s.encode() for eid, s in st.added.items()}, list(st.dropped))
-            for k, st in keys.items()
-            if st.added or st.dropped
-        )
-        for name, sets, deletes in itertools.chain(hashes, self._entity_ops(changes)):
+        for name, sets, deletes in itertools.chain(self._key_ops(keys), self._entity_ops(changes)):
             if names and size + len(sets) + len(deletes) > SAVE_FIELDS_PER_CALL:
                 yield names, _ops_json(ops)
                 names, ops, size = [], [], 0
@@ -244,6 +239,11 @@ class RedisStateStore(StateStore):
             size += len(sets) + len(deletes)
         if names:
             yield names, _ops_json(ops)
+
+    def _key_ops(self, keys: Mapping[str, KeyChanges]) -> Iterator[tuple[str, dict[str, str], list[str]]]:
+        for k, st in keys.items():
+            if st.added or st.dropped:
+                yield self._in(k), {eid: s.encode() for eid, s in st.added.items()}, list(st.dropped)
 
     def _entity_ops(self, changes: EntityChanges) -> Iterator[tuple[str, dict[str, str], list[str]]]:
         for ref in dict.fromkeys([*changes.added, *changes.dropped]):  # ordered union
