@@ -15,7 +15,7 @@ import asyncio
 import gc
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import faust
 import mode.loop
@@ -185,7 +185,7 @@ def build_app(settings: FeatureStreamSettings, defs: Definitions) -> BatchApp:
         except Exception:
             processor.reset()
             raise
-        _record_lag(app, _to_messages(messages))
+        _record_lag(app, messages)
 
     return app
 
@@ -211,7 +211,18 @@ def _connect_flushing(app: faust.App, processor: Processor) -> None:
         processor.reset()
 
 
-def _record_lag(app: faust.App, msgs: Sequence[InMessage]) -> None:
+class _Positioned(Protocol):
+    """Where a record was read: an `InMessage` or a Faust message."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+
+
+def _record_lag(app: faust.App, msgs: Sequence[_Positioned]) -> None:
     last: dict[tuple[str, int], int] = {}
     for m in msgs:
         last[(m.topic, m.partition)] = max(last.get((m.topic, m.partition), -1), m.offset)
