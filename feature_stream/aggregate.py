@@ -273,11 +273,15 @@ class EntityState:
             self._cols.insert(i, rec)
         return True
 
-    def rows_from(self, view: FeatureViewDef, first: Rec) -> list[tuple[Rec, Values]]:
-        """Rows of `first` and of every held event whose windows can contain it."""
+    def rows_from(self, view: FeatureViewDef, first: Rec, last: Rec | None = None) -> list[tuple[Rec, Values]]:
+        """Rows of the events from `first` to `last` (the earliest and the newest just added;
+        `last` defaults to `first`) and of every later held event whose windows can contain
+        one of them. Everything between is included: events of one batch can lie further
+        apart than any window reaches, and each needs its row."""
         max_size = max(f.window.size_ms for f in view.features)
+        reach = (last or first).time_ms + max_size
         lo = bisect_left(self._keys, first.order)
-        hi = bisect_left(self._keys, (first.time_ms + max_size + 1, ""))  # every event at or before t + max_size
+        hi = bisect_left(self._keys, (reach + 1, ""))  # every event at or before last + max_size
         cols = self._cols
         if cols is None or self._view is not view:
             self._view = view

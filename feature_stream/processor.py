@@ -331,7 +331,7 @@ class Processor:
         now_ns = time.time_ns()
         rows = self._pending.features
         changes = self._pending.entities
-        first: dict[EntityRef, Rec] = {}
+        added: dict[EntityRef, tuple[Rec, Rec]] = {}  # per entity: the earliest and newest accepted
         for item in items:
             view = self.views[item.view_ref]
             if is_late(item.time_ms, item.watermark_ms, view.allowed_lateness_ms):
@@ -340,15 +340,20 @@ class Processor:
             ref = (item.view_ref, item.entity_key)
             rec = self._accept(view, self._entities[ref], item)
             changes.add(ref, rec)
-            if ref not in first or rec.order < first[ref].order:
-                first[ref] = rec
+            span = added.get(ref)
+            if span is None:
+                added[ref] = (rec, rec)
+            elif rec.order < span[0].order:
+                added[ref] = (rec, span[1])
+            elif rec.order > span[1].order:
+                added[ref] = (span[0], rec)
         online: list[OnlineRow] = []
         held = sum(len(out) for out in rows.values())
-        for ref, rec in first.items():
+        for ref, (earliest, newest_added) in added.items():
             view, st = self.views[ref[0]], self._entities[ref]
             newest = st.newest()
             out = rows.setdefault(view.ref, {})
-            for r, values in st.rows_from(view, rec):
+            for r, values in st.rows_from(view, earliest, newest_added):
                 out[(ref[1], r.event_id)] = FeatureRow(ref[1], r.event_id, r.time_ms, values, False, now_ns)
                 if r is newest:
                     online.append(OnlineRow(view.name, view.version, ref[1], r.time_ms, values, view.ttl_ms))
