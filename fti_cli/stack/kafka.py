@@ -13,7 +13,15 @@ from fti_cli.stack.errors import StackError
 from fti_cli.stack.output import Say
 from fti_cli.stack.settings import StackSettings
 
-__all__ = ["KAFKA_MAIN", "broker_command", "format_storage", "resolve_classpath", "write_config"]
+__all__ = [
+    "KAFKA_MAIN",
+    "broker_command",
+    "cluster_id",
+    "format_command",
+    "format_storage",
+    "resolve_classpath",
+    "write_config",
+]
 
 KAFKA_MAIN = "kafka.Kafka"
 _STORAGE_TOOL = "kafka.tools.StorageTool"
@@ -89,13 +97,23 @@ def write_config(settings: StackSettings) -> Path:
     return path
 
 
+def cluster_id() -> str:
+    """A random KRaft cluster id: 16 bytes in URL-safe base64 without padding, as Kafka's own."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def format_command(java: str, classpath: str, config: Path, cid: str) -> list[str]:
+    # `--cluster-id=ID`, not `-t ID`: one id in 64 begins with '-', which the tool's argument
+    # parser takes for an option ("expected one argument"), and `fti stack up` failed.
+    return [java, "-cp", classpath, _STORAGE_TOOL, "format", f"--cluster-id={cid}", f"--config={config}"]
+
+
 def format_storage(java: str, classpath: str, config: Path, settings: StackSettings) -> None:
     """Format the KRaft log directory once; a formatted directory is left as it is."""
     if (settings.root / "kafka" / "data" / "meta.properties").exists():
         return
-    cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
     result = subprocess.run(  # noqa: S603 - fixed argv
-        [java, "-cp", classpath, _STORAGE_TOOL, "format", "-t", cid, "-c", str(config)],
+        format_command(java, classpath, config, cluster_id()),
         capture_output=True,
         text=True,
         check=False,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -13,7 +14,9 @@ import redis
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from fti_cli.stack import kafka
 from fti_cli.stack.processes import pid_alive, port_open
+from fti_cli.stack.settings import StackSettings
 
 
 def _free_port() -> int:
@@ -122,3 +125,21 @@ def test_down_leaves_alone_what_it_did_not_start(stack_env: dict[str, str], tmp_
     finally:
         outsider.terminate()
         outsider.wait(10)
+
+
+def test_kafka_storage_format_takes_a_cluster_id_that_begins_with_a_dash(tmp_path: Path) -> None:
+    # One random id in 64 begins with '-': given as `-t ID`, the tool took it for an option.
+    java = shutil.which("java")
+    assert java is not None
+    classpath = kafka.resolve_classpath(StackSettings(), lambda _msg: None)  # cached by `fti stack up`
+    settings = StackSettings(stack_dir=tmp_path)
+    cid = "-" + kafka.cluster_id()[1:]
+    result = subprocess.run(
+        kafka.format_command(java, classpath, kafka.write_config(settings), cid),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"cluster.id={cid}" in (tmp_path / "kafka" / "data" / "meta.properties").read_text()
