@@ -24,8 +24,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from feature_stream.windows import DIRECT_ROWS, PrefixSums, feature_rows, numeric_window
-from registry.featurestore.definitions import AggregationFunction, FeatureDef, FeatureViewDef, WindowDef
-from registry.featurestore.values import Scalar
+from featurestore.definitions import AggregationFunction, FeatureDef, FeatureViewDef, WindowDef
+from featurestore.values import Scalar
 
 __all__ = [
     "EntityState",

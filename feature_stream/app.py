@@ -30,10 +30,10 @@ from feature_stream.outbox import KafkaOutbox
 from feature_stream.processor import InMessage, Processor, ViewItem
 from feature_stream.settings import FeatureStreamSettings
 from feature_stream.state import RedisStateStore
-from registry.featurestore.catalogue import Catalogue
-from registry.featurestore.definitions import Definitions, load_definitions
-from registry.featurestore.offline import OfflineStore
-from registry.featurestore.online import AsyncRedisOnlineStore
+from featurestore.catalogue import Catalogue
+from featurestore.definitions import Definitions, load_definitions
+from featurestore.offline import OfflineStore
+from featurestore.online import AsyncRedisOnlineStore
 
 __all__ = ["build_app", "ensure_topics", "run_worker"]
 

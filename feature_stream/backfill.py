@@ -17,10 +17,10 @@ import pandas as pd
 
 from feature_stream.aggregate import Rec, compute_entity_rows
 from feature_stream.settings import FeatureStreamSettings
-from registry.featurestore.catalogue import Catalogue
-from registry.featurestore.definitions import DefinitionError, FeatureViewDef, load_definitions
-from registry.featurestore.offline import FeatureRow, OfflineStore
-from registry.featurestore.online import OnlineRow, RedisOnlineStore
+from featurestore.catalogue import Catalogue
+from featurestore.definitions import DefinitionError, FeatureViewDef, load_definitions
+from featurestore.offline import FeatureRow, OfflineStore
+from featurestore.online import OnlineRow, RedisOnlineStore
 
 __all__ = ["ViewResult", "compute_view", "parse_view_ref", "run_backfill"]
 

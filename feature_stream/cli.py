@@ -79,7 +79,7 @@ def compact(min_files: int) -> None:
     (one at a time) to keep listings and reads fast. Reads return the same rows before and after."""
     from tqdm import tqdm
 
-    from registry.featurestore.offline import OfflineStore
+    from featurestore.offline import OfflineStore
 
     store = OfflineStore(_settings().offline_root)
     due = {d: files for d, files in store.partitions().items() if len(files) >= max(2, min_files)}
@@ -102,7 +102,7 @@ def snapshot() -> None:
 @snapshot.command("create")
 @click.option("--upto", default=None, help="Latest event time to include (ISO-8601 or epoch ms).")
 def snapshot_create(upto: str | None) -> None:
-    from registry.featurestore.snapshots import SnapshotStore
+    from featurestore.snapshots import SnapshotStore
 
     snap = SnapshotStore(_settings().offline_root).create(upto_ms=_parse_time(upto))
     click.echo(snap.id)
@@ -110,7 +110,7 @@ def snapshot_create(upto: str | None) -> None:
 
 @snapshot.command("list")
 def snapshot_list() -> None:
-    from registry.featurestore.snapshots import SnapshotStore
+    from featurestore.snapshots import SnapshotStore
 
     for s in SnapshotStore(_settings().offline_root).list():
         rows = sum(f.rows for f in s.files)
@@ -121,7 +121,7 @@ def snapshot_list() -> None:
 @snapshot.command("show")
 @click.argument("snapshot_id")
 def snapshot_show(snapshot_id: str) -> None:
-    from registry.featurestore.snapshots import SnapshotStore
+    from featurestore.snapshots import SnapshotStore
 
     snap = SnapshotStore(_settings().offline_root).get(snapshot_id)
     click.echo(json.dumps(snap.to_json(), indent=1))

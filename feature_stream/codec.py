@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
 
+from featurestore.definitions import Definitions
+from featurestore.values import Scalar, from_value
 from fti.v1 import events_pb2
-from registry.featurestore.definitions import Definitions
-from registry.featurestore.values import Scalar, from_value
 
 __all__ = ["DLQ_REASON_HEADER", "SUPPORTED_SCHEMA_VERSIONS", "DeadLetter", "RawEvent", "decode_event"]
 

@@ -17,7 +17,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from feature_stream.codec import DLQ_REASON_HEADER, DeadLetter
 from feature_stream.processor import InMessage, Outbox, ViewItem
 from feature_stream.settings import FeatureStreamSettings
-from registry.errors import UnavailableError
+from fti_core.errors import UnavailableError
 
 __all__ = ["KafkaOutbox"]
 

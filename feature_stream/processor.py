@@ -23,10 +23,10 @@ from feature_stream import metrics
 from feature_stream.aggregate import EntityState, Rec, is_late, retention_ms
 from feature_stream.codec import DeadLetter, RawEvent, decode_event
 from feature_stream.state import EntityChanges, EntityRef, KeyState, Seen, StateStore
-from registry.featurestore.definitions import Definitions, FeatureViewDef
-from registry.featurestore.offline import ArchiveRow, FeatureRow, OfflineStore
-from registry.featurestore.online import AsyncOnlineStore, OnlineRow
-from registry.featurestore.values import Scalar
+from featurestore.definitions import Definitions, FeatureViewDef
+from featurestore.offline import ArchiveRow, FeatureRow, OfflineStore
+from featurestore.online import AsyncOnlineStore, OnlineRow
+from featurestore.values import Scalar
 
 __all__ = ["InMessage", "Outbox", "Processor", "ViewItem"]
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from registry.settings import FtiSettings
+from fti_core.settings import FtiSettings
 
 __all__ = ["FeatureStreamSettings"]
 

@@ -27,7 +27,7 @@ import redis
 import redis.asyncio as aredis
 
 from feature_stream.aggregate import Rec
-from registry.errors import UnavailableError
+from fti_core.errors import UnavailableError
 
 __all__ = [
     "SAVE_FIELDS_PER_CALL",

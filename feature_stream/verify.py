@@ -16,9 +16,9 @@ import pandas as pd
 
 from feature_stream.backfill import ViewResult, compute_view, parse_view_ref
 from feature_stream.settings import FeatureStreamSettings
-from registry.featurestore.definitions import FeatureViewDef, load_definitions
-from registry.featurestore.offline import OfflineStore
-from registry.featurestore.online import OnlineKey, OnlineValue, RedisOnlineStore
+from featurestore.definitions import FeatureViewDef, load_definitions
+from featurestore.offline import OfflineStore
+from featurestore.online import OnlineKey, OnlineValue, RedisOnlineStore
 
 __all__ = ["SkewReport", "ViewSkew", "compare_view", "run_verify"]
 

@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import cast
 
-from registry.featurestore.definitions import AggregationFunction, FeatureDef
+from featurestore.definitions import AggregationFunction, FeatureDef
 
 __all__ = ["DIRECT_ROWS", "PrefixSums", "feature_rows", "numeric_window"]
 

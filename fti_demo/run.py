@@ -24,12 +24,12 @@ from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartiti
 from confluent_kafka.admin import AdminClient
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from featurestore.snapshots import SnapshotStore
 from fti.v1 import inference_pb2, inference_pb2_grpc
+from fti_core.settings import FtiSettings
 from fti_demo.load import PredictionLoad
 from fti_demo.processes import DemoStepError, Processes
-from registry.featurestore.snapshots import SnapshotStore
 from registry.models import ModelRegistry
-from registry.settings import FtiSettings
 
 __all__ = ["demo"]
 

@@ -21,8 +21,8 @@ from typing import Any
 import click
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from featurestore.values import to_value
 from fti.v1 import events_pb2
-from registry.featurestore.values import to_value
 
 __all__ = ["SimConfig", "SimEvent", "generate", "simulate"]
 
@@ -172,7 +172,7 @@ def _produce(producer: Any, topic: str, ev: SimEvent) -> None:
 def _producer(bootstrap: str | None) -> Any:
     from confluent_kafka import Producer
 
-    from registry.settings import FtiSettings
+    from fti_core.settings import FtiSettings
 
     conf = FtiSettings().confluent_config()
     if bootstrap:
@@ -201,7 +201,7 @@ def simulate(
     """Produce demo card transactions and fraud labels to the raw topic."""
     from tqdm import tqdm
 
-    from registry.settings import FtiSettings
+    from fti_core.settings import FtiSettings
 
     if (count is None) == (duration is None):
         raise click.UsageError("give exactly one of --count or --duration")

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from registry.settings import load_settings
+from fti_core.settings import load_settings
 
 from .settings import EventLoop, InferenceSettings
 

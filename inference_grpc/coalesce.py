@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from registry.featurestore.online import AsyncOnlineStore, OnlineKey, OnlineRow, OnlineValue
+from featurestore.online import AsyncOnlineStore, OnlineKey, OnlineRow, OnlineValue
 
 __all__ = ["CoalescingOnlineStore"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 
-from registry.errors import FtiError, InvalidArgumentError, NotFoundError, UnavailableError
+from fti_core.errors import FtiError, InvalidArgumentError, NotFoundError, UnavailableError
 
 __all__ = [
     "BatchTooLargeError",

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import NamedTuple, Protocol
 
+from featurestore.online import OnlineKey, OnlineValue
 from fti.v1 import values_pb2
-from registry.errors import InvalidArgumentError
-from registry.featurestore.online import OnlineKey, OnlineValue
+from fti_core.errors import InvalidArgumentError
 
 from .errors import InvalidRequestError
 

@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from registry.errors import FtiError
+from fti_core.errors import FtiError
 
 from .errors import ModelNotLoadedError
 from .features import Catalogue

@@ -21,7 +21,7 @@ from typing import Any, TypeVar, cast
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 
-from registry.errors import FtiError
+from fti_core.errors import FtiError
 
 from .metrics import Metrics
 

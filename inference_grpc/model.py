@@ -15,7 +15,7 @@ import lightgbm as lgb
 import numpy as np
 
 from fti.v1 import inference_pb2
-from registry.errors import IntegrityError, InvalidArgumentError
+from fti_core.errors import IntegrityError, InvalidArgumentError
 
 from .features import Catalogue, FeatureLike, FeatureUse, ModelLayout, layout_for
 

@@ -17,9 +17,9 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from featurestore.online import AsyncOnlineStore, AsyncRedisOnlineStore
 from fti.v1 import inference_pb2, inference_pb2_grpc
 from registry.events import ModelEventSource
-from registry.featurestore.online import AsyncOnlineStore, AsyncRedisOnlineStore
 
 from .coalesce import CoalescingOnlineStore
 from .features import Catalogue
@@ -131,8 +131,8 @@ def _default_store(settings: InferenceSettings) -> AsyncOnlineStore:
 
 def default_catalogue(settings: InferenceSettings) -> Catalogue:
     """View version -> entity kind: the registered feature-view catalogue, then the definitions file."""
-    from registry.featurestore.catalogue import Catalogue as ViewCatalogue
-    from registry.featurestore.definitions import DefinitionError, load_definitions
+    from featurestore.catalogue import Catalogue as ViewCatalogue
+    from featurestore.definitions import DefinitionError, load_definitions
 
     registered = ViewCatalogue(settings.offline_root)
     definitions = load_definitions(settings.definitions_path) if settings.definitions_path.is_file() else None

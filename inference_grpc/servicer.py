@@ -15,9 +15,9 @@ from typing import Protocol
 
 from prometheus_client import Counter
 
+from featurestore.online import AsyncOnlineStore, OnlineKey, OnlineValue
 from fti.v1 import inference_pb2, inference_pb2_grpc
-from registry.errors import UnavailableError
-from registry.featurestore.online import AsyncOnlineStore, OnlineKey, OnlineValue
+from fti_core.errors import UnavailableError
 
 from .batcher import PredictBatcher
 from .errors import (

@@ -1,7 +1,7 @@
 """Settings of `fti serve` and `fti predict`: the shared FTI settings plus the server's own.
 
 Every value comes from an `FTI_`-prefixed environment variable or the FTI_CONFIG TOML file
-(see `registry.settings`); the CLI passes its options as overrides. Nothing else in this
+(see `fti_core.settings`); the CLI passes its options as overrides. Nothing else in this
 package reads the environment.
 """
 
@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from registry.settings import FtiSettings
+from fti_core.settings import FtiSettings
 
 __all__ = ["EventLoop", "InferenceSettings", "RedisFailureMode"]
 

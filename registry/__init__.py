@@ -1,1 +1,2 @@
-"""Model registry and feature-view catalogue: the system of record the pipelines share."""
+"""The model registry: immutable model versions with lineage, aliases and their history, model
+events on Kafka, and the promoter. It knows nothing of the feature store or of any pipeline."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import getpass
 import json
 import signal
@@ -10,10 +11,10 @@ from datetime import UTC, datetime
 
 import click
 
-from registry.errors import FtiError
+from fti_core.errors import FtiError
+from fti_core.settings import load_settings
 from registry.models import ModelRegistry, ModelVersionRecord
 from registry.models.settings import RegistrySettings
-from registry.settings import load_settings
 
 __all__ = ["registry"]
 
@@ -46,7 +47,7 @@ def _record_doc(rec: ModelVersionRecord, aliases: list[str]) -> dict[str, object
         "aliases": aliases,
         "created_at": _when(rec.created_at_ms),
         "task": rec.task,
-        "label": rec.label.model_dump() if rec.label else None,
+        "label": dataclasses.asdict(rec.label) if rec.label else None,
         "metrics": dict(rec.metrics),
         "snapshot_id": rec.snapshot_id,
         "code_version": rec.code_version,

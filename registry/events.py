@@ -20,8 +20,8 @@ from typing import Any
 from google.protobuf.message import DecodeError
 
 from fti.v1 import models_pb2
-from registry.errors import UnavailableError
-from registry.settings import FtiSettings
+from fti_core.errors import UnavailableError
+from fti_core.settings import FtiSettings
 
 __all__ = [
     "InMemoryModelEventSink",

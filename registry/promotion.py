@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from registry.errors import ConflictError, FtiError, InvalidArgumentError
+from fti_core.errors import ConflictError, FtiError, InvalidArgumentError
 from registry.events import ModelEventSource
 from registry.models import ModelRegistry, ModelVersionRecord, PromotionDecisionRecord
 from registry.models.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC, evaluate

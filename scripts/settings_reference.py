@@ -16,9 +16,9 @@ from pydantic.fields import FieldInfo
 
 from feature_stream.settings import FeatureStreamSettings
 from fti_cli.stack.settings import StackSettings
+from fti_core.settings import FtiSettings
 from inference_grpc.settings import InferenceSettings
 from registry.models.settings import RegistrySettings
-from registry.settings import FtiSettings
 from trainer.settings import TrainerSettings
 
 README = Path(__file__).resolve().parent.parent / "README.md"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from registry.settings import FtiSettings
+from fti_core.settings import FtiSettings
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -6,8 +6,8 @@ import json
 
 import click
 
-from registry.errors import FtiError
-from registry.settings import load_settings
+from fti_core.errors import FtiError
+from fti_core.settings import load_settings
 from trainer.settings import TrainerSettings
 
 __all__ = ["train"]

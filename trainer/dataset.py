@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from registry.featurestore.definitions import Definitions, FeatureViewDef, LabelDef, ModelDef
+from featurestore.definitions import Definitions, FeatureViewDef, LabelDef, ModelDef
 from registry.models import FeatureRef
 from trainer.errors import TrainingDataError
 from trainer.pit import LABEL_TIME, TARGET, JoinStats, ViewRows, event_fields, join_point_in_time, labels_from_fields
@@ -21,7 +21,7 @@ Progress = Callable[[str], None]
 
 
 class SnapshotReader(Protocol):
-    """What the trainer needs of a snapshot (registry.featurestore.snapshots.Snapshot has it)."""
+    """What the trainer needs of a snapshot (featurestore.snapshots.Snapshot has it)."""
 
     @property
     def id(self) -> str: ...

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from registry.errors import InvalidArgumentError
+from fti_core.errors import InvalidArgumentError
 
 __all__ = ["TrainingDataError"]
 

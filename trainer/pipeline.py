@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from featurestore.definitions import Definitions, load_definitions
 from registry.events import ModelEventSink
-from registry.featurestore.definitions import Definitions, load_definitions
-from registry.models import ModelRegistry, ModelVersionRecord
+from registry.models import LabelRef, ModelRegistry, ModelVersionRecord
 from registry.promotion import HOLDOUT_LABEL_COLUMN
 from trainer.dataset import SnapshotReader, TrainingSet, build_training_set
 from trainer.errors import TrainingDataError
@@ -52,8 +52,8 @@ def code_version(settings: TrainerSettings) -> str:
 
 
 def open_snapshot(settings: TrainerSettings, snapshot_id: str | None) -> SnapshotReader:
-    from registry.errors import NotFoundError
-    from registry.featurestore.snapshots import SnapshotStore
+    from featurestore.snapshots import SnapshotStore
+    from fti_core.errors import NotFoundError
 
     store = SnapshotStore(settings.offline_root)
     if snapshot_id is None:
@@ -113,7 +113,7 @@ def run_training(
         params=params_for_lineage(result, {"exact_matches": settings.train_exact_matches}),
         metrics=result.metrics,
         task=ts.model.task,
-        label=ts.label,
+        label=LabelRef(**ts.label.model_dump()),
         holdout=holdout_parquet(ts, result.train_rows),
     )
     timings["publish"] = time.perf_counter() - t2

@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from registry.featurestore.definitions import FeatureViewDef, LabelDef
+from featurestore.definitions import FeatureViewDef, LabelDef
 from trainer.errors import TrainingDataError
 
 __all__ = [

@@ -31,9 +31,9 @@ import redis
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from featurestore.values import to_value
 from fti.v1 import events_pb2
 from fti_demo.simulate import SimConfig, generate
-from registry.featurestore.values import to_value
 
 ROOT = Path(__file__).parents[2]
 

@@ -44,11 +44,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from loadgen import Call, Result, closed_loop, open_loop
 
+from featurestore.online import OnlineRow, RedisOnlineStore
 from fti.v1 import inference_pb2, inference_pb2_grpc
+from fti_core.settings import FtiSettings
 from registry.events import KafkaModelEventSink, ensure_topic
-from registry.featurestore.online import OnlineRow, RedisOnlineStore
 from registry.models import FeatureRef, ModelRegistry
-from registry.settings import FtiSettings
 
 MODEL = "bench"
 CARD = ("txn_count_10m", "amount_sum_10m", "amount_max_1h", "amount_mean_1h", "merchant_distinct_1h", "amount_last")

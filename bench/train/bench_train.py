@@ -24,9 +24,9 @@ import lightgbm as lgb
 import numpy as np
 import pyarrow.parquet as pq
 
-from registry.featurestore.definitions import parse_definitions
-from registry.featurestore.offline import ArchiveRow, OfflineStore
-from registry.featurestore.snapshots import SnapshotStore
+from featurestore.definitions import parse_definitions
+from featurestore.offline import ArchiveRow, OfflineStore
+from featurestore.snapshots import SnapshotStore
 from trainer.dataset import build_training_set, time_split
 from trainer.pipeline import run_training
 from trainer.settings import TrainerSettings

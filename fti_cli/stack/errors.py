@@ -1,6 +1,6 @@
 """Errors of the local stack."""
 
-from registry.errors import FtiError
+from fti_core.errors import FtiError
 
 __all__ = ["StackError"]
 

@@ -7,7 +7,7 @@ from urllib.parse import urlparse
 
 from pydantic import Field
 
-from registry.settings import FtiSettings
+from fti_core.settings import FtiSettings
 
 __all__ = ["StackSettings"]
 

@@ -1,7 +1,7 @@
 """The model registry: immutable, content-verified model versions with lineage, and aliases with history."""
 
 from registry.models.names import NAME_PATTERN, InvalidNameError, check_alias, check_model_name, safe_key
-from registry.models.records import AliasMoveRecord, FeatureRef, ModelVersionRecord, PromotionDecisionRecord
+from registry.models.records import AliasMoveRecord, FeatureRef, LabelRef, ModelVersionRecord, PromotionDecisionRecord
 from registry.models.registry import ModelRegistry, sha256_hex
 from registry.models.storage import BlobStore, FsspecBlobStore, LocalBlobStore, open_store
 
@@ -12,6 +12,7 @@ __all__ = [
     "FeatureRef",
     "FsspecBlobStore",
     "InvalidNameError",
+    "LabelRef",
     "LocalBlobStore",
     "ModelRegistry",
     "ModelVersionRecord",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from registry.errors import InvalidArgumentError
+from fti_core.errors import InvalidArgumentError
 
 __all__ = ["HIGHER_IS_BETTER", "METRICS_BY_TASK", "PRIMARY_METRIC", "auc", "evaluate", "logloss", "mae", "rmse"]
 

@@ -13,7 +13,7 @@ import posixpath
 import re
 from urllib.parse import unquote
 
-from registry.errors import InvalidArgumentError
+from fti_core.errors import InvalidArgumentError
 
 __all__ = ["NAME_PATTERN", "InvalidNameError", "check_alias", "check_model_name", "safe_key"]
 

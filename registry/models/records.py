@@ -15,8 +15,7 @@ from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from fti.v1 import features_pb2, models_pb2
-from registry.errors import InvalidArgumentError
-from registry.featurestore.definitions import LabelDef
+from fti_core.errors import InvalidArgumentError
 
 __all__ = [
     "ALIAS_MOVE_KINDS",
@@ -24,6 +23,7 @@ __all__ = [
     "AliasMoveKind",
     "AliasMoveRecord",
     "FeatureRef",
+    "LabelRef",
     "ModelVersionRecord",
     "PromotionDecisionRecord",
     "Task",
@@ -75,6 +75,23 @@ class FeatureRef:
 
 
 @dataclass(frozen=True)
+class LabelRef:
+    """The target a model was trained on: the `field` of events of `event_type`, keyed by `entity`."""
+
+    name: str
+    event_type: str
+    entity: str
+    field: str
+
+    def to_proto(self) -> features_pb2.LabelSpec:
+        return features_pb2.LabelSpec(name=self.name, event_type=self.event_type, entity=self.entity, field=self.field)
+
+    @classmethod
+    def from_proto(cls, msg: features_pb2.LabelSpec) -> LabelRef:
+        return cls(name=msg.name, event_type=msg.event_type, entity=msg.entity, field=msg.field)
+
+
+@dataclass(frozen=True)
 class ModelVersionRecord:
     """An immutable model version and its lineage."""
 
@@ -90,7 +107,7 @@ class ModelVersionRecord:
     metrics: Mapping[str, float]
     created_at_ms: int
     task: str
-    label: LabelDef | None = None
+    label: LabelRef | None = None
     # Registry-only: the held-out rows the trainer validated on (parquet), so a promoter can
     # score this version and the alias holder on the same data.
     holdout_uri: str = ""
@@ -125,10 +142,7 @@ class ModelVersionRecord:
     @classmethod
     def from_proto(cls, msg: models_pb2.ModelVersion, **extra: Any) -> ModelVersionRecord:
         tasks = {v: k for k, v in TASKS.items()}
-        label = None
-        if msg.HasField("label"):
-            lbl = msg.label
-            label = LabelDef(name=lbl.name, event_type=lbl.event_type, entity=lbl.entity, field=lbl.field)
+        label = LabelRef.from_proto(msg.label) if msg.HasField("label") else None
         return cls(
             model=msg.model,
             version=msg.version,

@@ -23,9 +23,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
 from fti.v1 import models_pb2
-from registry.errors import ConflictError, IntegrityError, InvalidArgumentError, NotFoundError, UnavailableError
+from fti_core.errors import ConflictError, IntegrityError, InvalidArgumentError, NotFoundError, UnavailableError
 from registry.events import ModelEventSink, new_event
-from registry.featurestore.definitions import LabelDef
 from registry.models.aliases import current_holder, holder_at, rollback_target
 from registry.models.names import check_alias, check_model_name, safe_key
 from registry.models.records import (
@@ -33,6 +32,7 @@ from registry.models.records import (
     TASKS,
     AliasMoveRecord,
     FeatureRef,
+    LabelRef,
     ModelVersionRecord,
     PromotionDecisionRecord,
 )
@@ -116,7 +116,7 @@ class ModelRegistry:
         params: Mapping[str, str],
         metrics: Mapping[str, float],
         task: str,
-        label: LabelDef | None = None,
+        label: LabelRef | None = None,
         holdout: bytes | None = None,
     ) -> ModelVersionRecord:
         """Store a new immutable version and emit VersionPublished; returns its record."""

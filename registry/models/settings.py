@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from registry.settings import FtiSettings
+from fti_core.settings import FtiSettings
 
 __all__ = ["RegistrySettings"]
 

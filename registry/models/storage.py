@@ -25,7 +25,7 @@ from typing import Any
 
 import fsspec
 
-from registry.errors import NotFoundError, UnavailableError
+from fti_core.errors import NotFoundError, UnavailableError
 from registry.models.names import InvalidNameError, safe_key
 
 __all__ = ["BlobStore", "FsspecBlobStore", "LocalBlobStore", "open_store"]

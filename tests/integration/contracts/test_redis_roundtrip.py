@@ -7,7 +7,7 @@ import time
 
 import redis
 
-from registry.featurestore.online import (
+from featurestore.online import (
     AsyncRedisOnlineStore,
     OnlineKey,
     OnlineRow,

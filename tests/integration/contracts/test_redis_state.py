@@ -19,7 +19,7 @@ from feature_stream.state import (
     Seen,
     StateStore,
 )
-from registry.errors import UnavailableError
+from fti_core.errors import UnavailableError
 
 # Quotes, backslashes, control characters and non-ASCII text must arrive byte for byte.
 ODD = 'é"\\\n\x00☃𝄞'

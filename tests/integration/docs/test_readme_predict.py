@@ -15,7 +15,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from registry.featurestore.online import OnlineRow, RedisOnlineStore
+from featurestore.online import OnlineRow, RedisOnlineStore
 from registry.models import ModelRegistry
 
 from ...unit.inference_grpc.models_helper import publish_model

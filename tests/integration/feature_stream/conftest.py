@@ -19,9 +19,9 @@ from confluent_kafka.admin import AdminClient
 from feature_stream.backfill import compute_view
 from feature_stream.settings import FeatureStreamSettings
 from feature_stream.verify import ViewSkew, compare_view
-from registry.featurestore.definitions import load_definitions
-from registry.featurestore.offline import OfflineStore
-from registry.featurestore.online import OnlineKey, RedisOnlineStore
+from featurestore.definitions import load_definitions
+from featurestore.offline import OfflineStore
+from featurestore.online import OnlineKey, RedisOnlineStore
 
 ROOT = Path(__file__).parents[3]
 DEFS_PATH = ROOT / "examples/fraud/features.yaml"

@@ -7,8 +7,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from featurestore.offline import OfflineStore
 from fti_demo.simulate import SimConfig, generate
-from registry.featurestore.offline import OfflineStore
 
 from .conftest import FeaturePipeline
 

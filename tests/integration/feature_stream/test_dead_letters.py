@@ -8,9 +8,9 @@ from collections.abc import Callable
 from confluent_kafka import Consumer
 
 from feature_stream.codec import DLQ_REASON_HEADER
+from featurestore.values import to_value
 from fti.v1 import events_pb2
 from fti_demo.simulate import SimConfig, generate
-from registry.featurestore.values import to_value
 
 from .conftest import FeaturePipeline
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from featurestore.offline import OfflineStore
 from fti_demo.simulate import SimConfig, generate
-from registry.featurestore.offline import OfflineStore
 
 from .conftest import FeaturePipeline
 

@@ -13,11 +13,11 @@ import grpc
 import pytest
 import redis
 
+from featurestore.online import OnlineRow, RedisOnlineStore
 from fti.v1 import inference_pb2, inference_pb2_grpc
 from inference_grpc.server import InferenceServer, create_server
 from inference_grpc.settings import InferenceSettings
 from registry.events import KafkaModelEventSink
-from registry.featurestore.online import OnlineRow, RedisOnlineStore
 from registry.models import ModelRegistry
 
 MODEL = "fraud"

@@ -16,9 +16,9 @@ import grpc
 from click.testing import CliRunner
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from featurestore.online import RedisOnlineStore
 from inference_grpc.cli import predict
 from inference_grpc.settings import InferenceSettings
-from registry.featurestore.online import RedisOnlineStore
 from registry.models import ModelRegistry
 
 from ...unit.inference_grpc.models_helper import publish_model

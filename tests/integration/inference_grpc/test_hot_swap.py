@@ -6,8 +6,8 @@ import asyncio
 import time
 from pathlib import Path
 
+from featurestore.online import RedisOnlineStore
 from fti.v1 import inference_pb2
-from registry.featurestore.online import RedisOnlineStore
 from registry.models import ModelRegistry
 
 from ...unit.inference_grpc.models_helper import artefact_path, publish_model, train_model_text

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from featurestore.online import RedisOnlineStore
 from fti.v1 import inference_pb2
-from registry.featurestore.online import RedisOnlineStore
 from registry.models import ModelRegistry
 
 from ...unit.inference_grpc.models_helper import publish_model

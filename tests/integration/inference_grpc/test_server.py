@@ -18,9 +18,9 @@ from google.protobuf.descriptor_pool import DescriptorPool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
+from featurestore.online import AsyncRedisOnlineStore, OnlineKey, OnlineValue, RedisOnlineStore
 from fti.v1 import inference_pb2, inference_pb2_grpc, values_pb2
 from inference_grpc.features import FeatureStatus
-from registry.featurestore.online import AsyncRedisOnlineStore, OnlineKey, OnlineValue, RedisOnlineStore
 from registry.models import ModelRegistry
 
 from ...unit.inference_grpc.models_helper import publish_model, train_model_text

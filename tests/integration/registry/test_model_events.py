@@ -10,9 +10,9 @@ from pathlib import Path
 from confluent_kafka import Consumer
 
 from fti.v1 import models_pb2
+from fti_core.settings import FtiSettings
 from registry.events import KafkaModelEventSink, KafkaModelEventSource
 from registry.models import FeatureRef, ModelRegistry
-from registry.settings import FtiSettings
 
 
 def _publish(reg: ModelRegistry, artefact: bytes) -> int:

@@ -18,16 +18,16 @@ from click.testing import CliRunner
 from confluent_kafka import Consumer
 
 from feature_stream.aggregate import Rec, compute_entity_rows
+from featurestore.definitions import load_definitions
+from featurestore.offline import ArchiveRow, FeatureRow, OfflineStore
+from featurestore.snapshots import SnapshotStore
+from featurestore.values import from_value_map
 from fti.v1 import events_pb2, models_pb2
+from fti_core.settings import FtiSettings
 from fti_demo.simulate import SimConfig, generate
 from registry.events import KafkaModelEventSink, KafkaModelEventSource
-from registry.featurestore.definitions import load_definitions
-from registry.featurestore.offline import ArchiveRow, FeatureRow, OfflineStore
-from registry.featurestore.snapshots import SnapshotStore
-from registry.featurestore.values import from_value_map
 from registry.models import ModelRegistry
 from registry.promotion import Promoter, PromotionPolicy
-from registry.settings import FtiSettings
 from trainer.cli import train
 
 DEFS = Path(__file__).resolve().parents[3] / "examples/fraud/features.yaml"

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from fti_cli.main import cli
-from registry.settings import FtiSettings
+from fti_core.settings import FtiSettings
 
 ROOT = Path(__file__).resolve().parents[3]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

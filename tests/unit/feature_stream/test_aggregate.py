@@ -17,7 +17,7 @@ from feature_stream.aggregate import (
     window_start,
 )
 from feature_stream.windows import PrefixSums, numeric_window
-from registry.featurestore.definitions import AggregationFunction, FeatureViewDef, WindowDef
+from featurestore.definitions import AggregationFunction, FeatureViewDef, WindowDef
 
 VIEW = FeatureViewDef.model_validate(
     {

@@ -13,13 +13,13 @@ from feature_stream.codec import DeadLetter
 from feature_stream.processor import InMessage, Outbox, Processor, ViewItem
 from feature_stream.state import InMemoryStateStore
 from feature_stream.verify import compare_view
+from featurestore.definitions import load_definitions
+from featurestore.offline import OfflineStore
+from featurestore.online import AsyncInMemoryOnlineStore, OnlineKey, OnlineRow
+from featurestore.values import to_value
 from fti.v1 import events_pb2
+from fti_core.errors import UnavailableError
 from fti_demo.simulate import SimConfig, generate
-from registry.errors import UnavailableError
-from registry.featurestore.definitions import load_definitions
-from registry.featurestore.offline import OfflineStore
-from registry.featurestore.online import AsyncInMemoryOnlineStore, OnlineKey, OnlineRow
-from registry.featurestore.values import to_value
 
 DEFS = load_definitions(Path(__file__).parents[3] / "examples/fraud/features.yaml")
 

@@ -10,12 +10,12 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 
+from featurestore.online import AsyncInMemoryOnlineStore, OnlineKey, OnlineValue
 from fti.v1 import inference_pb2
 from inference_grpc.batcher import PredictBatcher
 from inference_grpc.coalesce import CoalescingOnlineStore
 from inference_grpc.features import FeatureStatus, FeatureUse, layout_for
 from inference_grpc.model import LoadedModel
-from registry.featurestore.online import AsyncInMemoryOnlineStore, OnlineKey, OnlineValue
 
 from .models_helper import ENTITIES, FEATURES, train_model_text
 

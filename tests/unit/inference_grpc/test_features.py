@@ -6,7 +6,9 @@ import math
 
 import pytest
 
+from featurestore.online import OnlineKey, OnlineValue
 from fti.v1 import values_pb2
+from fti_core.errors import InvalidArgumentError
 from inference_grpc.errors import InvalidRequestError
 from inference_grpc.features import (
     FeatureStatus,
@@ -17,8 +19,6 @@ from inference_grpc.features import (
     parse_request_values,
     view_entities,
 )
-from registry.errors import InvalidArgumentError
-from registry.featurestore.online import OnlineKey, OnlineValue
 
 from .models_helper import ENTITIES, FEATURES
 

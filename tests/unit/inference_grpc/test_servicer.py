@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from featurestore.online import AsyncInMemoryOnlineStore, OnlineKey, OnlineValue
 from fti.v1 import inference_pb2
+from fti_core.errors import UnavailableError
 from inference_grpc.errors import DeadlineExceededError, OnlineStoreUnavailableError
 from inference_grpc.features import FeatureStatus
 from inference_grpc.holder import ModelHolder
 from inference_grpc.metrics import Metrics
 from inference_grpc.servicer import InferenceServicer
 from inference_grpc.settings import InferenceSettings
-from registry.errors import UnavailableError
-from registry.featurestore.online import AsyncInMemoryOnlineStore, OnlineKey, OnlineValue
 from registry.models import ModelRegistry
 
 from .models_helper import publish_model

@@ -11,13 +11,12 @@ from pathlib import Path
 import pytest
 
 from fti.v1 import models_pb2
-from registry.errors import ConflictError, IntegrityError, InvalidArgumentError, NotFoundError
+from fti_core.errors import ConflictError, IntegrityError, InvalidArgumentError, NotFoundError
 from registry.events import InMemoryModelEventSink
-from registry.featurestore.definitions import LabelDef
-from registry.models import FeatureRef, InvalidNameError, ModelRegistry, ModelVersionRecord, safe_key
+from registry.models import FeatureRef, InvalidNameError, LabelRef, ModelRegistry, ModelVersionRecord, safe_key
 
 FEATURES = (FeatureRef("card_activity", 1, "txn_count_10m"), FeatureRef("merchant_activity", 2, "amount_mean_1h"))
-LABEL = LabelDef(name="is_fraud", event_type="fraud_label", entity="card_id", field="is_fraud")
+LABEL = LabelRef(name="is_fraud", event_type="fraud_label", entity="card_id", field="is_fraud")
 
 
 def publish(reg: ModelRegistry, model: str = "fraud", artefact: bytes = b"tree\n", **kw: object) -> ModelVersionRecord:

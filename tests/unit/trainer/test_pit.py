@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from registry.featurestore.definitions import FeatureViewDef, LabelDef
+from featurestore.definitions import FeatureViewDef, LabelDef
 from trainer.errors import TrainingDataError
 from trainer.pit import LABEL_TIME, ViewRows, _pair_keys, join_point_in_time, labels_from_events
 

@@ -11,10 +11,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from registry.featurestore.definitions import FeatureViewDef, LabelDef
-from registry.featurestore.offline import ArchiveRow, OfflineStore
-from registry.featurestore.snapshots import Snapshot, SnapshotStore, _entity_columns, _flat_strings, _in_order
-from registry.featurestore.values import Scalar
+from featurestore.definitions import FeatureViewDef, LabelDef
+from featurestore.offline import ArchiveRow, OfflineStore
+from featurestore.snapshots import Snapshot, SnapshotStore, _entity_columns, _flat_strings, _in_order
+from featurestore.values import Scalar
 from trainer.pit import event_fields, labels_from_events, labels_from_fields
 
 T0 = 1_700_000_000_000

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from registry.featurestore.definitions import Definitions, parse_definitions
+from featurestore.definitions import Definitions, parse_definitions
 from trainer.dataset import build_training_set, time_split
 from trainer.errors import TrainingDataError
 from trainer.pipeline import run_training
@@ -144,7 +144,7 @@ def test_labels_with_no_features_fail_clearly(settings: TrainerSettings, defs: D
 
 
 def test_unknown_model_and_unknown_snapshot_fail_clearly(settings: TrainerSettings, defs: Definitions) -> None:
-    from registry.featurestore.definitions import DefinitionError
+    from featurestore.definitions import DefinitionError
 
     with pytest.raises(DefinitionError, match="no model 'nope'"):
         run_training(settings, "nope", snapshot=make_snapshot(), definitions=defs)

@@ -22,7 +22,7 @@ from google.protobuf.duration_pb2 import Duration
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from fti.v1 import features_pb2
-from registry.errors import InvalidArgumentError
+from fti_core.errors import InvalidArgumentError
 
 __all__ = [
     "AggregationFunction",

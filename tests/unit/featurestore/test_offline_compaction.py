@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from feature_stream.cli import features
-from registry.featurestore.offline import ArchiveRow, FeatureRow, OfflineStore
+from featurestore.offline import ArchiveRow, FeatureRow, OfflineStore
 
 DAY = 86_400_000
 FEATURES = ["n", "s"]

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from registry.featurestore.definitions import (
+from featurestore.definitions import (
     DefinitionError,
     FeatureViewDef,
     load_definitions,
@@ -16,7 +16,7 @@ from registry.featurestore.definitions import (
     parse_duration,
 )
 
-EXAMPLE = Path(__file__).resolve().parents[4] / "examples" / "fraud" / "features.yaml"
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "fraud" / "features.yaml"
 
 VIEW: dict[str, Any] = {
     "name": "orders",

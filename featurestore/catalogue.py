@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 import fsspec
 
-from registry.featurestore.definitions import DefinitionError, FeatureViewDef
+from featurestore.definitions import DefinitionError, FeatureViewDef
 
 __all__ = ["Catalogue", "DefinitionChangedError"]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from registry.settings import FtiSettings, load_settings
+from fti_core.settings import FtiSettings, load_settings
 
 
 @pytest.fixture(autouse=True)

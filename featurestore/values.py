@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping
 
 from fti.v1 import values_pb2
-from registry.errors import InvalidArgumentError
+from fti_core.errors import InvalidArgumentError
 
 __all__ = ["Scalar", "from_value", "from_value_map", "to_value", "to_value_map"]
 

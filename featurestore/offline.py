@@ -30,8 +30,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from registry.errors import UnavailableError
-from registry.featurestore.values import Scalar
+from featurestore.values import Scalar
+from fti_core.errors import UnavailableError
 
 __all__ = ["ARCHIVE_COLUMNS", "ArchiveRow", "Compaction", "FeatureRow", "OfflineStore", "date_of"]
 

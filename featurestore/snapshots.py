@@ -27,10 +27,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from registry.errors import IntegrityError, NotFoundError
-from registry.featurestore.catalogue import Catalogue
-from registry.featurestore.definitions import FeatureViewDef
-from registry.featurestore.offline import OfflineStore
+from featurestore.catalogue import Catalogue
+from featurestore.definitions import FeatureViewDef
+from featurestore.offline import OfflineStore
+from fti_core.errors import IntegrityError, NotFoundError
 
 __all__ = ["Snapshot", "SnapshotFile", "SnapshotStore"]
 

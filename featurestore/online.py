@@ -21,9 +21,9 @@ import redis
 import redis.asyncio as aredis
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from featurestore.values import Scalar, from_value_map, to_value_map
 from fti.v1 import features_pb2
-from registry.errors import UnavailableError
-from registry.featurestore.values import Scalar, from_value_map, to_value_map
+from fti_core.errors import UnavailableError
 
 __all__ = [
     "AsyncInMemoryOnlineStore",

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from registry.featurestore.catalogue import Catalogue, DefinitionChangedError
-from registry.featurestore.definitions import FeatureViewDef
+from featurestore.catalogue import Catalogue, DefinitionChangedError
+from featurestore.definitions import FeatureViewDef
 
 
 def _view(size: str = "10m", description: str = "") -> FeatureViewDef:
