@@ -283,19 +283,26 @@ class FeatureRef(_message.Message):
     VIEW_FIELD_NUMBER: _builtins.int
     VIEW_VERSION_FIELD_NUMBER: _builtins.int
     FEATURE_FIELD_NUMBER: _builtins.int
+    ENTITY_FIELD_NUMBER: _builtins.int
     view: _builtins.str
     view_version: _builtins.int
     feature: _builtins.str
+    entity: _builtins.str
+    """The entity kind the view is keyed by (a key of PredictRequest.entities), so a server maps a
+    request's entity keys to views from the model version alone. Empty in versions published
+    by fti 0.1.
+    """
     def __init__(
         self,
         *,
         view: _builtins.str = ...,
         view_version: _builtins.int = ...,
         feature: _builtins.str = ...,
+        entity: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["feature", b"feature", "view", b"view", "view_version", b"view_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entity", b"entity", "feature", b"feature", "view", b"view", "view_version", b"view_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

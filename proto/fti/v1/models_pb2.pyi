@@ -116,15 +116,20 @@ class ModelVersion(_message.Message):
     TASK_FIELD_NUMBER: _builtins.int
     ENTITIES_FIELD_NUMBER: _builtins.int
     LABEL_FIELD_NUMBER: _builtins.int
+    FLAVOR_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     version: _builtins.int
     sha256: _builtins.str
-    """SHA-256 (hex) of the LightGBM text-format artefact."""
+    """SHA-256 (hex) of the artefact (for the lightgbm flavor: LightGBM's text format)."""
     artefact_uri: _builtins.str
     """Where the artefact lives, relative to the registry root or an absolute URI."""
     snapshot_id: _builtins.str
     code_version: _builtins.str
     task: Global___ModelTask.ValueType
+    flavor: _builtins.str
+    """How the artefact is loaded and scored, by name (for example "lightgbm"). Empty in versions
+    published by fti 0.1, which are all LightGBM text models.
+    """
     @_builtins.property
     def features(self) -> _containers.RepeatedCompositeFieldContainer[_features_pb2.FeatureRef]:
         """The features the model needs, in feature order."""
@@ -137,7 +142,9 @@ class ModelVersion(_message.Message):
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def entities(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """The entity kinds a request must name to assemble the features."""
+        """The distinct entity kinds a request must name, in first-appearance order. Which kind keys
+        which view is in each FeatureRef.entity.
+        """
 
     @_builtins.property
     def label(self) -> _features_pb2.LabelSpec: ...
@@ -157,10 +164,11 @@ class ModelVersion(_message.Message):
         task: Global___ModelTask.ValueType = ...,
         entities: _abc.Iterable[_builtins.str] | None = ...,
         label: _features_pb2.LabelSpec | None = ...,
+        flavor: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "label", b"label"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artefact_uri", b"artefact_uri", "code_version", b"code_version", "created_at", b"created_at", "entities", b"entities", "features", b"features", "label", b"label", "metrics", b"metrics", "model", b"model", "params", b"params", "sha256", b"sha256", "snapshot_id", b"snapshot_id", "task", b"task", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artefact_uri", b"artefact_uri", "code_version", b"code_version", "created_at", b"created_at", "entities", b"entities", "features", b"features", "flavor", b"flavor", "label", b"label", "metrics", b"metrics", "model", b"model", "params", b"params", "sha256", b"sha256", "snapshot_id", b"snapshot_id", "task", b"task", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
