@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, mo
 
 from fti.v1 import features_pb2
 from fti_core.errors import InvalidArgumentError
+from fti_core.tasks import Metric, Task
 
 __all__ = [
     "AggregationFunction",
@@ -249,17 +250,38 @@ class LabelDef(_Strict):
 
 
 class ModelDef(_Strict):
-    """What `fti train --model NAME` trains: a label, the views feeding it, LightGBM params."""
+    """What `fti train --model NAME` trains: a label, the views feeding it, LightGBM params.
+
+    `metric` (early stopping, and the promoter's default comparison) must fit the task:
+    auc or logloss for binary, rmse or mae for regression; it defaults to the task's first.
+    """
 
     name: str
-    task: Literal["binary", "regression"] = "binary"
+    task: Task = Task.BINARY
     label: str
     views: tuple[str, ...]  # "view:version" refs, all features of each in definition order
-    metric: str = "auc"
+    metric: Metric
     params: dict[str, float | int | str] = {}
     num_boost_round: int = 500
     early_stopping_rounds: int = 30
     validation_fraction: float = 0.2
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_metric(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("metric") is None:
+            task = data.get("task", Task.BINARY)
+            # An unknown task is reported by its field's validation; any metric will do meanwhile.
+            metric = Task(task).primary_metric if isinstance(task, str) and task in set(Task) else Metric.AUC
+            data = {**data, "metric": metric}
+        return data
+
+    @model_validator(mode="after")
+    def _metric_fits_task(self) -> ModelDef:
+        if self.metric not in self.task.metrics:
+            fits = " or ".join(self.task.metrics)
+            raise ValueError(f"metric {self.metric.value!r} does not fit a {self.task.value} model; use {fits}")
+        return self
 
 
 class Definitions(_Strict):

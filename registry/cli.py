@@ -53,7 +53,10 @@ def _record_doc(rec: ModelVersionRecord, aliases: list[str]) -> dict[str, object
         "code_version": rec.code_version,
         "sha256": rec.sha256,
         "artefact_uri": rec.artefact_uri,
+        "flavor": rec.flavor,
         "entities": list(rec.entities),
+        # Which entity keys each view ("" for versions published by fti 0.1).
+        "view_entities": {f"{f.view}:{f.view_version}": f.entity for f in rec.features},
         "features": [f"{f.view}:{f.view_version}/{f.feature}" for f in rec.features],
         "params": dict(rec.params),
         "holdout_uri": rec.holdout_uri,

@@ -19,10 +19,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fti_core.errors import ConflictError, FtiError, InvalidArgumentError
+from fti_core.errors import ConflictError, FtiError
+from fti_core.tasks import Metric, Task
 from registry.events import ModelEventSource
 from registry.models import ModelRegistry, ModelVersionRecord, PromotionDecisionRecord
-from registry.models.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC, evaluate
+from registry.models.metrics import evaluate
 
 __all__ = [
     "HOLDOUT_LABEL_COLUMN",
@@ -44,11 +45,13 @@ class PromotionPolicy:
     metric: str | None = None  # None: the task's primary metric
     margin: float = 0.0
 
-    def metric_for(self, task: str) -> str:
-        metric = self.metric or PRIMARY_METRIC.get(task)
-        if metric is None or metric not in HIGHER_IS_BETTER:
-            raise InvalidArgumentError(f"no comparable metric {metric!r} for task {task!r}")
-        return metric
+    def __post_init__(self) -> None:
+        if self.metric:
+            Metric.parse(self.metric)  # an unknown name fails at start, not at the first candidate
+
+    def metric_for(self, task: Task) -> Metric:
+        """The metric to compare on; one that does not fit the task is an InvalidArgumentError."""
+        return task.check_metric(self.metric) if self.metric else task.primary_metric
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,7 @@ def decide(metric: str, candidate: float, current: float | None, *, margin: floa
         return Verdict(False, f"candidate {metric} is not finite", evidence)
     if current is None:
         return Verdict(True, "the alias has no holder", evidence)
-    sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
+    sign = 1.0 if Metric.parse(metric).higher_is_better else -1.0
     improvement = sign * (candidate - current)
     evidence |= {f"current_{metric}": current, "improvement": improvement}
     figures = f"{metric} {candidate:.6f} vs holder {current:.6f}: improvement {improvement:.6f}"
@@ -79,20 +82,20 @@ def decide(metric: str, candidate: float, current: float | None, *, margin: floa
 
 
 def _score(registry: ModelRegistry, record: ModelVersionRecord, holdout: object, metric: str) -> float:
-    import lightgbm as lgb
     import pandas as pd
 
     assert isinstance(holdout, pd.DataFrame)
-    booster = lgb.Booster(model_str=registry.load_artefact(record.model, record.version).decode())
+    predictor = registry.load_predictor(record.model, record.version)
     x = holdout[record.feature_columns].to_numpy(dtype=np.float64)
     y = holdout[HOLDOUT_LABEL_COLUMN].to_numpy(dtype=np.float64)
-    return evaluate(record.task, y, np.asarray(booster.predict(x), dtype=np.float64), (metric,))[metric]
+    return evaluate(record.task, y, predictor.predict(x), (metric,))[metric]
 
 
 def _not_comparable(candidate: ModelVersionRecord, holder: ModelVersionRecord) -> str | None:
     if holder.task != candidate.task or holder.label != candidate.label:
         return "the holder has another task or label"
-    if not set(holder.features) <= set(candidate.features):
+    # By key: a holder published before features named their entity still compares.
+    if not {f.key for f in holder.features} <= {f.key for f in candidate.features}:
         return "the holder needs features the candidate's held-out rows lack"
     if not candidate.holdout_uri:
         return "the candidate stored no held-out rows"

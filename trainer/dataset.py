@@ -101,7 +101,8 @@ def build_training_set(
             f"join {v.ref}: {stats.matched[v.name]} rows matched, {stats.stale[v.name]} stale (TTL), "
             f"{stats.missing_entity[v.entity]} labels without {v.entity}"
         )
-    refs = tuple(FeatureRef(v.name, v.version, f) for v in views for f in v.feature_names)
+    # Each feature names its view's entity: the published version is all a server needs to key it.
+    refs = tuple(FeatureRef(v.name, v.version, f, v.entity) for v in views for f in v.feature_names)
     times = labels[LABEL_TIME].astype("int64").to_numpy()
     return TrainingSet(
         snapshot_id=snapshot.id,

@@ -19,7 +19,7 @@ from registry.promotion import HOLDOUT_LABEL_COLUMN
 from trainer.dataset import SnapshotReader, TrainingSet, build_training_set
 from trainer.errors import TrainingDataError
 from trainer.settings import TrainerSettings
-from trainer.train import TrainResult, fit, params_for_lineage
+from trainer.train import FLAVOR, TrainResult, fit, params_for_lineage
 
 __all__ = ["TrainOutcome", "code_version", "holdout_parquet", "open_snapshot", "run_training"]
 
@@ -115,6 +115,7 @@ def run_training(
         task=ts.model.task,
         label=LabelRef(**ts.label.model_dump()),
         holdout=holdout_parquet(ts, result.train_rows),
+        flavor=FLAVOR,
     )
     timings["publish"] = time.perf_counter() - t2
     progress(f"published {record.model} v{record.version} (sha256 {record.sha256[:12]}…)")

@@ -1,4 +1,9 @@
-"""LightGBM training and evaluation on a TrainingSet: deterministic, early-stopped, time-split."""
+"""LightGBM training and evaluation on a TrainingSet: deterministic, early-stopped, time-split.
+
+The evaluation scores the published artefact itself, loaded through the registry's lightgbm
+flavor exactly as the promoter and the server load it, so the recorded metrics are those of
+the bytes in the registry.
+"""
 
 from __future__ import annotations
 
@@ -8,20 +13,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import lightgbm as lgb
-import numpy as np
 
+from fti_core.tasks import Metric, Task
+from registry.flavors import LIGHTGBM, get_flavor
 from registry.models.metrics import evaluate
 from trainer.dataset import TrainingSet, time_split
 from trainer.errors import TrainingDataError
 
-__all__ = ["TrainResult", "fit", "lightgbm_params", "params_for_lineage"]
+__all__ = ["FLAVOR", "TrainResult", "fit", "lightgbm_params", "params_for_lineage"]
 
 Progress = Callable[[str], None]
 
-_OBJECTIVE = {"binary": "binary", "regression": "regression"}
-# Our metric names -> LightGBM's; the first one drives early stopping.
-_LGB_METRIC = {"auc": "auc", "logloss": "binary_logloss", "rmse": "rmse", "mae": "l1"}
-_TASK_METRICS = {"binary": ["auc", "binary_logloss"], "regression": ["rmse", "l1"]}
+# The registry flavor of what `fit` produces.
+FLAVOR = LIGHTGBM
+_OBJECTIVE = {Task.BINARY: "binary", Task.REGRESSION: "regression"}
+# Our metric names -> LightGBM's; the model's metric comes first and drives early stopping.
+_LGB_METRIC = {Metric.AUC: "auc", Metric.LOGLOSS: "binary_logloss", Metric.RMSE: "rmse", Metric.MAE: "l1"}
 
 
 @dataclass(frozen=True)
@@ -38,13 +45,10 @@ class TrainResult:
 
 def lightgbm_params(ts: TrainingSet, *, seed: int | None, num_threads: int) -> dict[str, Any]:
     """The model's params over deterministic defaults: same data + same params -> same bytes."""
-    task, metric = ts.model.task, ts.model.metric
-    if metric not in _LGB_METRIC:
-        raise TrainingDataError(f"model {ts.model.name}: metric {metric!r} is not one of {sorted(_LGB_METRIC)}")
-    primary = _LGB_METRIC[metric]
+    task, metric = ts.model.task, ts.model.metric  # the definitions checked that the metric fits
     params: dict[str, Any] = {
         "objective": _OBJECTIVE[task],
-        "metric": [primary, *(m for m in _TASK_METRICS[task] if m != primary)],
+        "metric": [_LGB_METRIC[metric], *(_LGB_METRIC[m] for m in task.metrics if m != metric)],
         "first_metric_only": True,
         "verbosity": -1,
         "seed": 0,
@@ -59,7 +63,7 @@ def lightgbm_params(ts: TrainingSet, *, seed: int | None, num_threads: int) -> d
 
 def _split(ts: TrainingSet) -> tuple[int, lgb.Dataset, lgb.Dataset]:
     cut = time_split(ts.times, ts.model.validation_fraction)
-    if ts.model.task == "binary":
+    if ts.model.task is Task.BINARY:
         for name, part in (("training", ts.y[:cut]), ("validation", ts.y[cut:])):
             if part.min() == part.max():  # one class; a min/max pass instead of a sort
                 raise TrainingDataError(f"the {name} rows hold one class only; more labels are needed")
@@ -102,11 +106,12 @@ def fit(
     )
     lightgbm_s = time.perf_counter() - started
     best = booster.best_iteration or booster.current_iteration()
-    predictions = np.asarray(booster.predict(ts.x[cut:], num_iteration=best), dtype=np.float64)
-    metrics = evaluate(ts.model.task, ts.y[cut:], predictions)
+    model_text = booster.model_to_string(num_iteration=best)
+    predictor = get_flavor(FLAVOR).parse(model_text.encode(), num_threads=num_threads, what="the trained model")
+    metrics = evaluate(ts.model.task, ts.y[cut:], predictor.predict(ts.x[cut:]))
     progress(f"best round {best}: " + " ".join(f"{k}={v:.5f}" for k, v in metrics.items()))
     return TrainResult(
-        model_text=booster.model_to_string(num_iteration=best),
+        model_text=model_text,
         params=params,
         metrics=metrics,
         best_iteration=best,

@@ -10,14 +10,12 @@ import numpy as np
 import numpy.typing as npt
 
 from fti_core.errors import InvalidArgumentError
+from fti_core.tasks import Metric, Task
 
-__all__ = ["HIGHER_IS_BETTER", "METRICS_BY_TASK", "PRIMARY_METRIC", "auc", "evaluate", "logloss", "mae", "rmse"]
+__all__ = ["auc", "evaluate", "logloss", "mae", "rmse"]
 
 Array = npt.NDArray[np.float64]
 
-HIGHER_IS_BETTER: dict[str, bool] = {"auc": True, "logloss": False, "rmse": False, "mae": False}
-METRICS_BY_TASK: dict[str, tuple[str, ...]] = {"binary": ("auc", "logloss"), "regression": ("rmse", "mae")}
-PRIMARY_METRIC: dict[str, str] = {"binary": "auc", "regression": "rmse"}
 _EPS = 1e-15
 
 
@@ -56,18 +54,14 @@ def mae(y: Array, p: Array) -> float:
     return float(np.mean(np.abs(y - p)))
 
 
-_FUNCS = {"auc": auc, "logloss": logloss, "rmse": rmse, "mae": mae}
+_FUNCS = {Metric.AUC: auc, Metric.LOGLOSS: logloss, Metric.RMSE: rmse, Metric.MAE: mae}
 
 
 def evaluate(task: str, y: Array, p: Array, names: tuple[str, ...] | None = None) -> dict[str, float]:
-    """The task's metrics (or `names`) of predictions `p` against targets `y`."""
+    """The task's metrics (or `names`, which must fit the task) of predictions `p` against targets `y`."""
     if len(y) == 0:
         raise InvalidArgumentError("no rows to evaluate on")
-    wanted = names or METRICS_BY_TASK.get(task)
-    if wanted is None:
-        raise InvalidArgumentError(f"unknown task {task!r}")
+    kind = Task.parse(task)
+    wanted = [kind.check_metric(n) for n in names] if names else list(kind.metrics)
     y64, p64 = np.asarray(y, dtype=np.float64), np.asarray(p, dtype=np.float64)
-    unknown = [n for n in wanted if n not in _FUNCS]
-    if unknown:
-        raise InvalidArgumentError(f"unknown metrics {unknown}; known: {sorted(_FUNCS)}")
-    return {n: _FUNCS[n](y64, p64) for n in wanted}
+    return {str(m): _FUNCS[m](y64, p64) for m in wanted}

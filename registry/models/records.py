@@ -1,7 +1,9 @@
 """Registry domain objects. Each owns its Protobuf conversion and its stored JSON form.
 
 Stored JSON is the Protobuf JSON mapping of the contract message plus a few registry-only
-fields, so a record written today stays readable by anything that speaks `fti.v1`.
+fields, so a record written today stays readable by anything that speaks `fti.v1`. Records
+written by fti 0.1 lack `flavor` (they are all LightGBM, and read as such) and each feature's
+`entity` (read as ""; see `ModelVersionRecord.view_entities`).
 """
 
 from __future__ import annotations
@@ -15,22 +17,27 @@ from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from fti.v1 import features_pb2, models_pb2
-from fti_core.errors import InvalidArgumentError
+from fti_core.errors import IntegrityError, InvalidArgumentError
+from fti_core.tasks import Task
 
 __all__ = [
     "ALIAS_MOVE_KINDS",
-    "TASKS",
+    "LEGACY_FLAVOR",
     "AliasMoveKind",
     "AliasMoveRecord",
     "FeatureRef",
     "LabelRef",
     "ModelVersionRecord",
     "PromotionDecisionRecord",
-    "Task",
 ]
 
-Task = Literal["binary", "regression"]
-TASKS: dict[str, int] = {"binary": models_pb2.MODEL_TASK_BINARY, "regression": models_pb2.MODEL_TASK_REGRESSION}
+_TASK_PROTO: dict[Task, int] = {
+    Task.BINARY: models_pb2.MODEL_TASK_BINARY,
+    Task.REGRESSION: models_pb2.MODEL_TASK_REGRESSION,
+}
+_PROTO_TASK: dict[int, Task] = {v: k for k, v in _TASK_PROTO.items()}
+# The flavor of a record that names none: fti 0.1 published LightGBM text models only.
+LEGACY_FLAVOR = "lightgbm"
 AliasMoveKind = Literal["set", "promoted", "rolled_back"]
 ALIAS_MOVE_KINDS: dict[str, int] = {
     "set": models_pb2.ALIAS_MOVE_KIND_SET,
@@ -55,23 +62,32 @@ def _from_json(data: bytes, msg: Any) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class FeatureRef:
-    """One feature a model needs: its view, the view's version, and the feature's name."""
+    """One feature a model needs: its view, the view's version, the feature's name, and the
+    entity kind keying the view ("" in records written by fti 0.1)."""
 
     view: str
     view_version: int
     feature: str
+    entity: str = ""
 
     @property
     def column(self) -> str:
         """The column name the trainer and server use for this feature."""
         return f"{self.view}__{self.feature}"
 
+    @property
+    def key(self) -> tuple[str, int, str]:
+        """What identifies the feature; the entity follows from the view version."""
+        return (self.view, self.view_version, self.feature)
+
     def to_proto(self) -> features_pb2.FeatureRef:
-        return features_pb2.FeatureRef(view=self.view, view_version=self.view_version, feature=self.feature)
+        return features_pb2.FeatureRef(
+            view=self.view, view_version=self.view_version, feature=self.feature, entity=self.entity
+        )
 
     @classmethod
     def from_proto(cls, msg: features_pb2.FeatureRef) -> FeatureRef:
-        return cls(view=msg.view, view_version=msg.view_version, feature=msg.feature)
+        return cls(view=msg.view, view_version=msg.view_version, feature=msg.feature, entity=msg.entity)
 
 
 @dataclass(frozen=True)
@@ -106,13 +122,18 @@ class ModelVersionRecord:
     params: Mapping[str, str]
     metrics: Mapping[str, float]
     created_at_ms: int
-    task: str
+    task: Task
     label: LabelRef | None = None
+    flavor: str = LEGACY_FLAVOR
     # Registry-only: the held-out rows the trainer validated on (parquet), so a promoter can
     # score this version and the alias holder on the same data.
     holdout_uri: str = ""
     holdout_sha256: str = ""
     extra: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Accept the task's name too ("binary"); anything else is refused here, not downstream.
+        object.__setattr__(self, "task", Task.parse(str(self.task)))
 
     @property
     def feature_columns(self) -> list[str]:
@@ -132,8 +153,9 @@ class ModelVersionRecord:
             params=dict(self.params),
             metrics=dict(self.metrics),
             created_at=created,
-            task=TASKS.get(self.task, models_pb2.MODEL_TASK_UNSPECIFIED),  # type: ignore[arg-type]
+            task=_TASK_PROTO[self.task],  # type: ignore[arg-type]
             entities=list(self.entities),
+            flavor=self.flavor,
         )
         if self.label is not None:
             msg.label.CopyFrom(self.label.to_proto())
@@ -141,8 +163,12 @@ class ModelVersionRecord:
 
     @classmethod
     def from_proto(cls, msg: models_pb2.ModelVersion, **extra: Any) -> ModelVersionRecord:
-        tasks = {v: k for k, v in TASKS.items()}
         label = LabelRef.from_proto(msg.label) if msg.HasField("label") else None
+        task = _PROTO_TASK.get(msg.task)
+        if task is None:
+            raise IntegrityError(
+                f"model {msg.model} version {msg.version}: the record names no known task ({msg.task})"
+            )
         return cls(
             model=msg.model,
             version=msg.version,
@@ -155,8 +181,9 @@ class ModelVersionRecord:
             params=dict(msg.params),
             metrics=dict(msg.metrics),
             created_at_ms=msg.created_at.ToMilliseconds(),
-            task=tasks.get(msg.task, "unspecified"),
+            task=task,
             label=label,
+            flavor=msg.flavor or LEGACY_FLAVOR,
             **extra,
         )
 

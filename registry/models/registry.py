@@ -2,7 +2,7 @@
 
 Layout under the root (every part a checked name):
 
-    models/<model>/artefacts/<sha256>.txt            LightGBM text model, content-addressed
+    models/<model>/artefacts/<sha256>.txt            the model (its flavor's format), content-addressed
     models/<model>/artefacts/<sha256>.parquet        held-out rows it was validated on
     models/<model>/versions/<0000000001>.json        the version record: the commit point
     models/<model>/aliases/<alias>/<0000000001>.json one file per alias move, in order
@@ -24,12 +24,13 @@ from typing import TypeVar
 
 from fti.v1 import models_pb2
 from fti_core.errors import ConflictError, IntegrityError, InvalidArgumentError, NotFoundError, UnavailableError
+from fti_core.tasks import Task
 from registry.events import ModelEventSink, new_event
+from registry.flavors import LIGHTGBM, Predictor, get_flavor, load_predictor
 from registry.models.aliases import current_holder, holder_at, rollback_target
 from registry.models.names import check_alias, check_model_name, safe_key
 from registry.models.records import (
     ALIAS_MOVE_KINDS,
-    TASKS,
     AliasMoveRecord,
     FeatureRef,
     LabelRef,
@@ -58,6 +59,21 @@ def _seq_numbers(names: Sequence[str]) -> list[int]:
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def _checked_entities(features: Sequence[FeatureRef], entities: Sequence[str] | None) -> tuple[str, ...]:
+    """The distinct entity kinds of `features`; each feature must name one, one per view version."""
+    by_view: dict[tuple[str, int], str] = {}
+    for f in features:
+        if not f.entity:
+            raise InvalidArgumentError(f"feature {f.view}:{f.view_version}.{f.feature} names no entity")
+        seen = by_view.setdefault((f.view, f.view_version), f.entity)
+        if seen != f.entity:
+            raise InvalidArgumentError(f"view {f.view}:{f.view_version} is keyed by both {seen!r} and {f.entity!r}")
+    kinds = tuple(dict.fromkeys(by_view.values()))
+    if entities is not None and tuple(entities) != kinds:
+        raise InvalidArgumentError(f"entities {list(entities)} differ from the features' entities {list(kinds)}")
+    return kinds
 
 
 class ModelRegistry:
@@ -110,7 +126,7 @@ class ModelRegistry:
         artefact: bytes,
         *,
         features: Sequence[FeatureRef],
-        entities: Sequence[str],
+        entities: Sequence[str] | None = None,
         snapshot_id: str,
         code_version: str,
         params: Mapping[str, str],
@@ -118,11 +134,18 @@ class ModelRegistry:
         task: str,
         label: LabelRef | None = None,
         holdout: bytes | None = None,
+        flavor: str = LIGHTGBM,
     ) -> ModelVersionRecord:
-        """Store a new immutable version and emit VersionPublished; returns its record."""
+        """Store a new immutable version and emit VersionPublished; returns its record.
+
+        Every feature must name its view's entity (the version is then all a server needs);
+        `entities`, when given, must be the features' distinct kinds in order. The flavor must
+        be one this process can load.
+        """
         check_model_name(model)
-        if task not in TASKS:
-            raise InvalidArgumentError(f"task {task!r} is not one of {sorted(TASKS)}")
+        kind = Task.parse(task)
+        get_flavor(flavor, what=f"model {model}")
+        kinds = _checked_entities(features, entities)
         if not artefact:
             raise InvalidArgumentError("empty artefact")
         digest = sha256_hex(artefact)
@@ -139,14 +162,15 @@ class ModelRegistry:
                 sha256=digest,
                 artefact_uri=artefact_key,
                 features=tuple(features),
-                entities=tuple(entities),
+                entities=kinds,
                 snapshot_id=snapshot_id,
                 code_version=code_version,
                 params={str(k): str(v) for k, v in params.items()},
                 metrics={str(k): float(v) for k, v in metrics.items()},
                 created_at_ms=_now_ms(),
-                task=task,
+                task=kind,
                 label=label,
+                flavor=flavor,
                 holdout_uri=holdout_key,
                 holdout_sha256=holdout_digest,
             )
@@ -175,10 +199,22 @@ class ModelRegistry:
         raise ConflictError(f"{what}: gave up after {_MAX_RACE_RETRIES} concurrent-write retries")
 
     def load_artefact(self, model: str, version: int) -> bytes:
-        """The version's LightGBM text model, verified against its SHA-256 before it is returned."""
+        """The version's model bytes, verified against its SHA-256 before they are returned."""
         record = self.get(model, version)
         data = self._read_verified(record.artefact_uri, record.sha256, f"model {model} version {version} artefact")
         return data
+
+    def load_predictor(self, model: str, version: int, *, num_threads: int = 0) -> Predictor:
+        """The version loaded by its flavor, after the SHA-256 check.
+
+        An unknown flavor is an UnknownFlavorError before any byte is read; a hash mismatch an
+        IntegrityError; bytes the flavor cannot parse an IntegrityError too.
+        """
+        record = self.get(model, version)
+        what = f"model {model} version {version}"
+        get_flavor(record.flavor, what=what)
+        data = self.store.read(safe_key(record.artefact_uri))
+        return load_predictor(record.flavor, data, sha256=record.sha256, num_threads=num_threads, what=what)
 
     def load_holdout(self, model: str, version: int) -> bytes | None:
         """The held-out rows (parquet) the version was validated on, verified; None if none were stored."""

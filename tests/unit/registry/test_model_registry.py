@@ -12,10 +12,15 @@ import pytest
 
 from fti.v1 import models_pb2
 from fti_core.errors import ConflictError, IntegrityError, InvalidArgumentError, NotFoundError
+from fti_core.tasks import Task
 from registry.events import InMemoryModelEventSink
+from registry.flavors import UnknownFlavorError
 from registry.models import FeatureRef, InvalidNameError, LabelRef, ModelRegistry, ModelVersionRecord, safe_key
 
-FEATURES = (FeatureRef("card_activity", 1, "txn_count_10m"), FeatureRef("merchant_activity", 2, "amount_mean_1h"))
+FEATURES = (
+    FeatureRef("card_activity", 1, "txn_count_10m", "card_id"),
+    FeatureRef("merchant_activity", 2, "amount_mean_1h", "merchant_id"),
+)
 LABEL = LabelRef(name="is_fraud", event_type="fraud_label", entity="card_id", field="is_fraud")
 
 
@@ -50,7 +55,13 @@ def test_publish_records_lineage_and_round_trips(reg: ModelRegistry, sink: InMem
     again = ModelRegistry.from_uri(reg.store.root).get("fraud", 1)  # a fresh reader, no cache
     assert again == rec
     assert again.features == FEATURES and again.label == LABEL and again.metrics == {"auc": 0.9}
-    assert ModelVersionRecord.from_proto(rec.to_proto()).features == FEATURES
+    assert [f.entity for f in again.features] == ["card_id", "merchant_id"]
+    assert again.flavor == "lightgbm" and again.task is Task.BINARY
+    assert again.entities == ("card_id", "merchant_id")  # derived from the features
+    through_proto = ModelVersionRecord.from_proto(
+        models_pb2.ModelVersion.FromString(rec.to_proto().SerializeToString())
+    )
+    assert through_proto.features == FEATURES and through_proto.flavor == "lightgbm"
     assert reg.load_artefact("fraud", 1) == b"tree\n"
     assert [e.WhichOneof("kind") for e in sink.events] == ["published"]
     assert sink.events[0].published.version.sha256 == rec.sha256
@@ -227,3 +238,62 @@ def test_fsspec_uri_store_works_like_a_directory(unique: object) -> None:
     assert reg.load_artefact("fraud", rec.version) == b"tree\n"
     reg.move_alias("fraud", "production", 1, actor="a")
     assert reg.alias_history("fraud", "production")[0].to_version == 1
+
+
+def test_the_published_event_carries_each_features_entity_and_the_flavor(
+    reg: ModelRegistry, sink: InMemoryModelEventSink
+) -> None:
+    publish(reg)
+    sent = sink.events[0].published.version
+    assert [(f.view, f.entity) for f in sent.features] == [
+        ("card_activity", "card_id"),
+        ("merchant_activity", "merchant_id"),
+    ]
+    assert sent.flavor == "lightgbm"
+
+
+def test_a_version_written_by_fti_0_1_still_loads_as_lightgbm_without_entities(reg: ModelRegistry) -> None:
+    old = (Path(__file__).parent / "data" / "version_written_by_fti_0_1.json").read_bytes()
+    reg.store.put_exclusive(safe_key("models", "fraud", "artefacts", f"{_TREE_SHA}.txt"), b"tree\n")
+    reg.store.put_exclusive(safe_key("models", "fraud", "versions", "0000000001.json"), old)
+    rec = reg.get("fraud", 1)
+    assert rec.flavor == "lightgbm" and rec.task is Task.BINARY
+    assert [(f.view, f.view_version, f.feature, f.entity) for f in rec.features] == [
+        ("card_activity", 1, "txn_count_10m", ""),
+        ("merchant_activity", 2, "amount_mean_1h", ""),
+    ]
+    assert rec.entities == ("card_id", "merchant_id")
+    assert reg.load_artefact("fraud", 1) == b"tree\n"
+    # Written back, it says what it was read as: flavor lightgbm, entities still unknown.
+    assert ModelVersionRecord.from_json(rec.to_json()) == rec
+
+
+_TREE_SHA = "f27e01fe7624cca3e69811a0bf9a4efd9dca9fd39f7a3a8f939cae0cfe8cdfb8"  # sha256(b"tree\n")
+
+
+@pytest.mark.parametrize(
+    ("features", "entities", "message"),
+    [
+        ((FeatureRef("card_activity", 1, "n"),), None, "card_activity:1.n names no entity"),
+        (
+            (FeatureRef("card_activity", 1, "n", "card_id"), FeatureRef("card_activity", 1, "m", "merchant_id")),
+            None,
+            "keyed by both 'card_id' and 'merchant_id'",
+        ),
+        (FEATURES, ("merchant_id", "card_id"), "differ from the features' entities"),
+    ],
+)
+def test_publish_refuses_features_that_do_not_name_their_views_entity(
+    reg: ModelRegistry, features: tuple[FeatureRef, ...], entities: tuple[str, ...] | None, message: str
+) -> None:
+    with pytest.raises(InvalidArgumentError, match=message):
+        publish(reg, features=features, entities=entities)
+    assert reg.latest("fraud") is None
+
+
+def test_publish_refuses_an_unknown_flavor_and_task(reg: ModelRegistry) -> None:
+    with pytest.raises(UnknownFlavorError, match=r"flavor 'onnx'.*known: lightgbm"):
+        publish(reg, flavor="onnx")
+    with pytest.raises(InvalidArgumentError, match="unknown task 'ranking'"):
+        publish(reg, task="ranking")
+    assert reg.latest("fraud") is None

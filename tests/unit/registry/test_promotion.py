@@ -15,7 +15,7 @@ from registry.events import InMemoryModelEventSink
 from registry.models import FeatureRef, ModelRegistry
 from registry.promotion import HOLDOUT_LABEL_COLUMN, Promoter, PromotionPolicy, decide
 
-FEATURES = (FeatureRef("v", 1, "signal"), FeatureRef("v", 1, "noise"))
+FEATURES = (FeatureRef("v", 1, "signal", "e"), FeatureRef("v", 1, "noise", "e"))
 
 
 @pytest.mark.parametrize(
