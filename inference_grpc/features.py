@@ -6,12 +6,13 @@ view's entity kind), then builds the vector in the model's order. Anything missi
 (older than the view's TTL) or not numeric becomes NaN, which LightGBM treats as missing,
 and the response says so feature by feature.
 
-Which entity kind keys a view is decided once per model version by `view_entities`:
+Which entity kind keys a view is decided once per model version by `view_entities`, from
+the version record alone (no feature-view catalogue, no definitions file):
 
-1. the feature-view catalogue (views registered in the offline store, then the definitions
-   file), when it knows the view version;
-2. otherwise the version's recorded `entities`: one kind for all views, or one kind per
-   view in the order the views first appear among the features.
+1. each feature names its view's entity (`FeatureRef.entity`, every version published after fti 0.1);
+2. a version published by fti 0.1 names none: its recorded `entities` decide, one kind for
+   all views, or one kind per view in the order the views first appear among the features
+   (deprecated; `is_legacy_layout` tells the loader to warn).
 
 Anything else is ambiguous and the version is refused rather than guessed.
 """
@@ -19,7 +20,7 @@ Anything else is ambiguous and the version is refused rather than guessed.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import NamedTuple, Protocol
@@ -38,6 +39,7 @@ __all__ = [
     "ModelLayout",
     "ViewSlot",
     "assemble",
+    "is_legacy_layout",
     "layout_for",
     "online_keys",
     "parse_request_values",
@@ -66,6 +68,8 @@ class FeatureLike(Protocol):
     def view_version(self) -> int: ...
     @property
     def feature(self) -> str: ...
+    @property
+    def entity(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,34 +109,43 @@ class Assembled:
     used: list[FeatureUse]
 
 
-Catalogue = Callable[[str, int], str | None]
+def is_legacy_layout(features: Sequence[FeatureLike]) -> bool:
+    """True for a version published by fti 0.1, whose features name no entity."""
+    return not any(f.entity for f in features)
 
 
-def view_entities(
-    features: Sequence[FeatureLike], entities: Sequence[str], catalogue: Catalogue | None = None
-) -> tuple[ViewSlot, ...]:
+def _named_entities(features: Sequence[FeatureLike]) -> dict[tuple[str, int], str]:
+    named: dict[tuple[str, int], str] = {}
+    for f in features:
+        view = (f.view, int(f.view_version))
+        if not f.entity:
+            raise InvalidArgumentError(f"feature {f.view}:{f.view_version}.{f.feature} names no entity")
+        if named.setdefault(view, f.entity) != f.entity:
+            raise InvalidArgumentError(f"view {view[0]}:{view[1]} is keyed by both {named[view]!r} and {f.entity!r}")
+    return named
+
+
+def _legacy_entities(views: Sequence[tuple[str, int]], entities: Sequence[str]) -> dict[tuple[str, int], str]:
+    if len(entities) == 1:
+        return dict.fromkeys(views, entities[0])
+    if len(entities) == len(views):
+        return dict(zip(views, entities, strict=True))
+    names = ", ".join(f"{n}:{ver}" for n, ver in views)
+    raise InvalidArgumentError(
+        f"cannot tell which entity keys views {names}: this version (published by fti 0.1) names no entity per "
+        f"feature and records entities {list(entities)} for {len(views)} views; retrain and publish it again"
+    )
+
+
+def view_entities(features: Sequence[FeatureLike], entities: Sequence[str]) -> tuple[ViewSlot, ...]:
     """The entity kind of each view the features use (see the module docstring for the rule)."""
     views = list(dict.fromkeys((f.view, int(f.view_version)) for f in features))
-    known = {v: catalogue(*v) for v in views} if catalogue else {}
-    unresolved = [v for v in views if not known.get(v)]
-    if unresolved:
-        if len(entities) == 1:
-            known.update({v: entities[0] for v in unresolved})
-        elif len(entities) == len(views):
-            known.update({v: e for v, e in zip(views, entities, strict=True) if v in unresolved})
-        else:
-            names = ", ".join(f"{n}:{ver}" for n, ver in unresolved)
-            raise InvalidArgumentError(
-                f"cannot tell which entity keys views {names}: the version records entities {list(entities)} "
-                f"for {len(views)} views and the feature-view catalogue does not know them"
-            )
-    return tuple(ViewSlot(n, ver, str(known[(n, ver)])) for n, ver in views)
+    known = _legacy_entities(views, entities) if is_legacy_layout(features) else _named_entities(features)
+    return tuple(ViewSlot(n, ver, known[(n, ver)]) for n, ver in views)
 
 
-def layout_for(
-    features: Sequence[FeatureLike], entities: Sequence[str], catalogue: Catalogue | None = None
-) -> ModelLayout:
-    views = view_entities(features, entities, catalogue)
+def layout_for(features: Sequence[FeatureLike], entities: Sequence[str]) -> ModelLayout:
+    views = view_entities(features, entities)
     index = {(v.view, v.version): i for i, v in enumerate(views)}
     slots = tuple((index[(f.view, int(f.view_version))], f.feature) for f in features)
     by_name: dict[str, list[int]] = {}

@@ -20,7 +20,6 @@ from collections.abc import Awaitable, Callable
 from fti_core.errors import FtiError
 
 from .errors import ModelNotLoadedError
-from .features import Catalogue
 from .metrics import Metrics
 from .model import LoadedModel, ModelSource, VersionRecord, load_model
 
@@ -39,7 +38,6 @@ class ModelHolder:
         alias: str,
         *,
         metrics: Metrics,
-        catalogue: Catalogue | None = None,
         follow_latest: bool = False,
     ) -> None:
         self._source = source
@@ -48,7 +46,6 @@ class ModelHolder:
         self.model = model
         self.alias = alias
         self._metrics = metrics
-        self._catalogue = catalogue
         self._on_change: Callable[[LoadedModel], Awaitable[None]] | None = None
         self._current: LoadedModel | None = None
         self._lock = asyncio.Lock()
@@ -100,7 +97,7 @@ class ModelHolder:
     async def _swap_to(self, record: VersionRecord, key: tuple[int, str], reason: str) -> SwapOutcome:
         started = time.perf_counter()
         try:
-            loaded = await asyncio.to_thread(load_model, self._source, record, self._catalogue)
+            loaded = await asyncio.to_thread(load_model, self._source, record)
         except (FtiError, OSError, ValueError) as exc:
             # The current model keeps serving; the refusal is logged and counted.
             self._refused.add(key)

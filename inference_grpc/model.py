@@ -1,25 +1,29 @@
-"""A loaded model version: a LightGBM booster plus the layout its features are assembled in.
+"""A loaded model version: a flavor's Predictor plus the layout its features are assembled in.
 
-Artefacts are LightGBM's own text format, parsed with `lgb.Booster(model_str=...)` only
-after the model source verified their SHA-256. Nothing here unpickles anything.
+The registry loads the artefact by the flavor its record names (`registry.flavors`; the
+LightGBM flavor parses LightGBM's own text format), after checking its SHA-256. A flavor
+this server does not know is refused like a bad artefact. Nothing here unpickles anything.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-import lightgbm as lgb
 import numpy as np
 
 from fti.v1 import inference_pb2
-from fti_core.errors import IntegrityError, InvalidArgumentError
+from fti_core.errors import InvalidArgumentError
+from registry.flavors import Predictor
 
-from .features import Catalogue, FeatureLike, FeatureUse, ModelLayout, layout_for
+from .features import FeatureLike, FeatureUse, ModelLayout, is_legacy_layout, layout_for
 
 __all__ = ["LoadedModel", "ModelSource", "VersionRecord", "load_model"]
+
+log = logging.getLogger(__name__)
 
 
 class VersionRecord(Protocol):
@@ -35,6 +39,8 @@ class VersionRecord(Protocol):
     def features(self) -> Sequence[FeatureLike]: ...
     @property
     def entities(self) -> Sequence[str]: ...
+    @property
+    def flavor(self) -> str: ...
 
 
 class ModelSource(Protocol):
@@ -42,8 +48,9 @@ class ModelSource(Protocol):
 
     def resolve(self, model: str, alias: str) -> VersionRecord | None: ...
     def latest(self, model: str) -> VersionRecord | None: ...
-    def load_artefact(self, model: str, version: int) -> bytes:
-        """The artefact bytes, SHA-256 verified; raises IntegrityError on a mismatch."""
+    def load_predictor(self, model: str, version: int, *, num_threads: int = 0) -> Predictor:
+        """The version loaded by its flavor after the SHA-256 check (IntegrityError on a mismatch,
+        UnknownFlavorError for a flavor this process cannot load)."""
         ...
 
 
@@ -55,7 +62,7 @@ class LoadedModel:
     version: int
     sha256: str
     layout: ModelLayout
-    booster: lgb.Booster
+    predictor: Predictor
     # What every response of this version shares; copied, never handed out or changed.
     _template: inference_pb2.PredictResponse = field(init=False, repr=False, compare=False)
 
@@ -74,8 +81,7 @@ class LoadedModel:
 
     def predict(self, rows: Sequence[Sequence[float]]) -> list[float]:
         matrix = np.array(rows, dtype=np.float64).reshape(len(rows), len(self.layout.features))
-        scores = self.booster.predict(matrix, num_threads=1)
-        result: list[float] = np.asarray(scores, dtype=np.float64).reshape(len(rows)).tolist()
+        result: list[float] = self.predictor.predict(matrix).tolist()
         return result
 
     def response(self, used: Sequence[FeatureUse], score: float) -> inference_pb2.PredictResponse:
@@ -92,20 +98,25 @@ class LoadedModel:
         return response
 
 
-def load_model(source: ModelSource, record: VersionRecord, catalogue: Catalogue | None = None) -> LoadedModel:
+def load_model(source: ModelSource, record: VersionRecord) -> LoadedModel:
     """Load aside, check and warm up one version. Blocking: run it off the event loop."""
-    artefact = source.load_artefact(record.model, record.version)
-    try:
-        booster = lgb.Booster(model_str=artefact.decode("utf-8"))
-    except (UnicodeDecodeError, lgb.basic.LightGBMError) as exc:
-        raise IntegrityError(f"{record.model} v{record.version}: not a LightGBM text model ({exc})") from exc
-    layout = layout_for(record.features, record.entities, catalogue)
-    if booster.num_feature() != len(layout.features):
+    layout = layout_for(record.features, record.entities)
+    if is_legacy_layout(record.features):
+        log.warning(
+            "%s v%s was published by fti 0.1 and names no entity per feature: views keyed as %s from its "
+            "recorded entities; this fallback goes in the next release, retrain and publish it again",
+            record.model,
+            record.version,
+            ", ".join(f"{v.view}:{v.version}={v.entity}" for v in layout.views),
+        )
+    # One thread per predict: a call scores a handful of rows, and OpenMP's start-up costs more.
+    predictor = source.load_predictor(record.model, int(record.version), num_threads=1)
+    if predictor.num_features != len(layout.features):
         raise InvalidArgumentError(
-            f"{record.model} v{record.version}: booster has {booster.num_feature()} features, "
+            f"{record.model} v{record.version}: the {record.flavor} model takes {predictor.num_features} features, "
             f"the version record lists {len(layout.features)}"
         )
-    model = LoadedModel(record.model, int(record.version), record.sha256, layout, booster)
+    model = LoadedModel(record.model, int(record.version), record.sha256, layout, predictor)
     # Warm-up: the first predict pays one-off allocation costs; pay them before the swap, not
     # on a caller's request, and prove the model scores at all.
     warm = model.predict([[math.nan] * len(layout.features)])

@@ -22,7 +22,6 @@ from fti.v1 import inference_pb2, inference_pb2_grpc
 from registry.events import ModelEventSource
 
 from .coalesce import CoalescingOnlineStore
-from .features import Catalogue
 from .holder import ModelHolder
 from .interceptor import ErrorMappingInterceptor
 from .listener import ModelEventListener, refresh_periodically
@@ -129,26 +128,6 @@ def _default_store(settings: InferenceSettings) -> AsyncOnlineStore:
     return CoalescingOnlineStore(redis_store, timeout_s=timeout) if settings.redis_coalesce else redis_store
 
 
-def default_catalogue(settings: InferenceSettings) -> Catalogue:
-    """View version -> entity kind: the registered feature-view catalogue, then the definitions file."""
-    from featurestore.catalogue import Catalogue as ViewCatalogue
-    from featurestore.definitions import DefinitionError, load_definitions
-
-    registered = ViewCatalogue(settings.offline_root)
-    definitions = load_definitions(settings.definitions_path) if settings.definitions_path.is_file() else None
-
-    def entity_of(view: str, version: int) -> str | None:
-        found = registered.get(view, version)
-        if found is None and definitions is not None:
-            try:
-                found = definitions.view(view, version)
-            except DefinitionError:
-                return None
-        return None if found is None else found.entity
-
-    return entity_of
-
-
 def _credentials(settings: InferenceSettings) -> grpc.ServerCredentials | None:
     if settings.tls_cert_file is None or settings.tls_key_file is None:
         return None
@@ -164,7 +143,6 @@ def create_server(
     store: AsyncOnlineStore | None = None,
     events: ModelEventSource | None = None,
     use_kafka_events: bool = True,
-    catalogue: Catalogue | None = None,
 ) -> tuple[InferenceServer, int]:
     """Build and bind the server. Call from inside the event loop that will run it."""
     if not settings.model:
@@ -188,7 +166,6 @@ def create_server(
         settings.model,
         settings.alias,
         metrics=metrics,
-        catalogue=catalogue if catalogue is not None else default_catalogue(settings),
         follow_latest=settings.swap_on_publish,
     )
     health_servicer = health.aio.HealthServicer()

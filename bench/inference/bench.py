@@ -53,7 +53,9 @@ from registry.models import FeatureRef, ModelRegistry
 MODEL = "bench"
 CARD = ("txn_count_10m", "amount_sum_10m", "amount_max_1h", "amount_mean_1h", "merchant_distinct_1h", "amount_last")
 MERCHANT = ("txn_count_1h", "amount_mean_1h", "amount_min_1h")
-FEATURES = [FeatureRef("card_activity", 1, f) for f in CARD] + [FeatureRef("merchant_activity", 1, f) for f in MERCHANT]
+FEATURES = [FeatureRef("card_activity", 1, f, "card_id") for f in CARD] + [
+    FeatureRef("merchant_activity", 1, f, "merchant_id") for f in MERCHANT
+]
 N_CARDS, N_MERCHANTS = 1000, 100
 
 

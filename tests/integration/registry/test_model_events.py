@@ -19,7 +19,7 @@ def _publish(reg: ModelRegistry, artefact: bytes) -> int:
     return reg.publish(
         "fraud",
         artefact,
-        features=[FeatureRef("card_activity", 1, "txn_count_10m")],
+        features=[FeatureRef("card_activity", 1, "txn_count_10m", "card_id")],
         entities=["card_id"],
         snapshot_id="snap",
         code_version="test",

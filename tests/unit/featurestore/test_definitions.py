@@ -91,6 +91,46 @@ def test_bad_definitions_are_refused_naming_the_entry(doc: dict[str, Any], messa
         parse_definitions(doc)
 
 
+def _model(**fields: Any) -> dict[str, Any]:
+    label = {"name": "y", "event_type": "t", "entity": "customer_id", "field": "v"}
+    return {
+        "views": [VIEW],
+        "labels": [label],
+        "models": [{"name": "m", "label": "y", "views": ["orders:2"], **fields}],
+    }
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        (
+            {"task": "binary", "metric": "rmse"},
+            r"model m: .*metric 'rmse' does not fit a binary model; use auc or logloss",
+        ),
+        ({"metric": "mae"}, r"model m: .*metric 'mae' does not fit a binary model"),  # binary is the default task
+        ({"task": "regression", "metric": "auc"}, r"model m: .*metric 'auc' does not fit a regression model; use rmse"),
+        ({"task": "regression", "metric": "f1"}, r"model m: metric: Input should be 'auc', 'logloss', 'rmse' or 'mae'"),
+        ({"task": "ranking"}, r"model m: task: Input should be 'binary' or 'regression'$"),
+    ],
+)
+def test_a_metric_that_does_not_fit_the_models_task_is_refused(fields: dict[str, Any], message: str) -> None:
+    with pytest.raises(DefinitionError, match=message):
+        parse_definitions(_model(**fields))
+
+
+@pytest.mark.parametrize(
+    ("fields", "task", "metric"),
+    [
+        ({}, "binary", "auc"),
+        ({"task": "regression"}, "regression", "rmse"),
+        ({"metric": "logloss"}, "binary", "logloss"),
+    ],
+)
+def test_the_metric_defaults_to_the_tasks_primary_one(fields: dict[str, Any], task: str, metric: str) -> None:
+    model = parse_definitions(_model(**fields)).models[0]
+    assert (model.task, model.metric) == (task, metric)
+
+
 def test_content_hash_ignores_description_but_not_semantics() -> None:
     base = parse_definitions(_with()).views[0]
     described = parse_definitions(_with(description="docs only")).views[0]

@@ -7,15 +7,16 @@ from pathlib import Path
 import lightgbm as lgb
 import numpy as np
 
-from registry.models import FeatureRef, ModelRegistry, ModelVersionRecord
+from fti_core.tasks import Task
+from registry.models import FeatureRef, ModelRegistry, ModelVersionRecord, safe_key, sha256_hex
 
-__all__ = ["ENTITIES", "FEATURES", "artefact_path", "publish_model", "train_model_text"]
+__all__ = ["ENTITIES", "FEATURES", "artefact_path", "publish_model", "train_model_text", "write_version"]
 
 # Two views keyed by two entity kinds; "txn_count" exists in both, on purpose.
 FEATURES = (
-    FeatureRef("card_activity", 1, "txn_count"),
-    FeatureRef("card_activity", 1, "amount_sum"),
-    FeatureRef("merchant_activity", 1, "txn_count"),
+    FeatureRef("card_activity", 1, "txn_count", "card_id"),
+    FeatureRef("card_activity", 1, "amount_sum", "card_id"),
+    FeatureRef("merchant_activity", 1, "txn_count", "merchant_id"),
 )
 ENTITIES = ("card_id", "merchant_id")
 
@@ -42,6 +43,40 @@ def publish_model(registry: ModelRegistry, model: str, seed: int) -> ModelVersio
         metrics={"auc": 0.5},
         task="binary",
     )
+
+
+def write_version(
+    registry: ModelRegistry,
+    model: str,
+    artefact: bytes,
+    *,
+    features: tuple[FeatureRef, ...] = FEATURES,
+    flavor: str = "lightgbm",
+) -> ModelVersionRecord:
+    """The next version written straight to the store, as a publisher `publish` would refuse writes it:
+    one with a flavor this process lacks, or fti 0.1 (features naming no entity). No event is sent."""
+    digest = sha256_hex(artefact)
+    key = safe_key("models", model, "artefacts", f"{digest}.bin")
+    registry.store.put_exclusive(key, artefact)
+    latest = registry.latest(model)
+    version = (latest.version if latest else 0) + 1
+    record = ModelVersionRecord(
+        model=model,
+        version=version,
+        sha256=digest,
+        artefact_uri=key,
+        features=features,
+        entities=ENTITIES,
+        snapshot_id="snap-direct",
+        code_version="elsewhere",
+        params={},
+        metrics={"auc": 0.99},
+        created_at_ms=0,
+        task=Task.BINARY,
+        flavor=flavor,
+    )
+    assert registry.store.put_exclusive(safe_key("models", model, "versions", f"{version:010d}.json"), record.to_json())
+    return record
 
 
 def artefact_path(registry_root: Path, record: ModelVersionRecord) -> Path:

@@ -16,6 +16,7 @@ from inference_grpc.batcher import PredictBatcher
 from inference_grpc.coalesce import CoalescingOnlineStore
 from inference_grpc.features import FeatureStatus, FeatureUse, layout_for
 from inference_grpc.model import LoadedModel
+from registry.flavors import LightGBMPredictor
 
 from .models_helper import ENTITIES, FEATURES, train_model_text
 
@@ -23,8 +24,13 @@ ROWS = [[1.0, 2.0, 3.0], [math.nan, -1.0, 0.5], [0.0, math.nan, math.nan], [4.0,
 
 
 def _model(seed: int = 1, version: int = 1) -> LoadedModel:
-    booster = lgb.Booster(model_str=train_model_text(seed))
-    return LoadedModel("fraud", version, "sha", layout_for(FEATURES, ENTITIES), booster)
+    predictor = LightGBMPredictor(lgb.Booster(model_str=train_model_text(seed)), num_threads=1)
+    return LoadedModel("fraud", version, "sha", layout_for(FEATURES, ENTITIES), predictor)
+
+
+def _booster(model: LoadedModel) -> lgb.Booster:
+    assert isinstance(model.predictor, LightGBMPredictor)
+    return model.predictor.booster
 
 
 class CountingModel(LoadedModel):
@@ -37,7 +43,11 @@ class CountingModel(LoadedModel):
 
 def _counting(seed: int, version: int) -> CountingModel:
     model = CountingModel(
-        "fraud", version, "sha", layout_for(FEATURES, ENTITIES), lgb.Booster(model_str=train_model_text(seed))
+        "fraud",
+        version,
+        "sha",
+        layout_for(FEATURES, ENTITIES),
+        LightGBMPredictor(lgb.Booster(model_str=train_model_text(seed)), num_threads=1),
     )
     object.__setattr__(model, "calls", [])
     return model
@@ -47,7 +57,7 @@ async def test_requests_in_one_turn_share_one_predict_and_get_their_own_scores()
     model, batcher = _counting(1, 1), PredictBatcher()
     scores = await asyncio.gather(*(batcher.score(model, [row]) for row in ROWS))
     assert model.calls == [len(ROWS)]
-    expected = model.booster.predict(np.array(ROWS))
+    expected = _booster(model).predict(np.array(ROWS))
     assert [s[0] for s in scores] == list(expected)  # exactly equal, row by row
 
 
@@ -55,8 +65,8 @@ async def test_a_turn_with_two_versions_scores_each_request_with_its_own() -> No
     old, new, batcher = _counting(1, 1), _counting(2, 2), PredictBatcher()
     got = await asyncio.gather(batcher.score(old, ROWS[:2]), batcher.score(new, ROWS[2:]), batcher.score(old, ROWS[3:]))
     assert (old.calls, new.calls) == ([3], [2])
-    assert got[0] + got[2] == list(old.booster.predict(np.array(ROWS[:2] + ROWS[3:])))
-    assert got[1] == list(new.booster.predict(np.array(ROWS[2:])))
+    assert got[0] + got[2] == list(_booster(old).predict(np.array(ROWS[:2] + ROWS[3:])))
+    assert got[1] == list(_booster(new).predict(np.array(ROWS[2:])))
 
 
 async def test_a_failing_predict_fails_every_request_of_its_group() -> None:

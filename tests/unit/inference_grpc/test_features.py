@@ -14,11 +14,13 @@ from inference_grpc.features import (
     FeatureStatus,
     ViewSlot,
     assemble,
+    is_legacy_layout,
     layout_for,
     online_keys,
     parse_request_values,
     view_entities,
 )
+from registry.models import FeatureRef
 
 from .models_helper import ENTITIES, FEATURES
 
@@ -29,25 +31,51 @@ def _row(view: str, values: dict[str, object], age_ms: int = 1000, ttl_ms: int =
     return OnlineValue(view, 1, "k", NOW - age_ms, NOW - age_ms, ttl_ms, values)  # type: ignore[arg-type]
 
 
-def test_entities_recorded_one_per_view_in_first_appearance_order() -> None:
+def test_each_view_is_keyed_by_the_entity_its_features_name() -> None:
     assert view_entities(FEATURES, ENTITIES) == (
         ViewSlot("card_activity", 1, "card_id"),
         ViewSlot("merchant_activity", 1, "merchant_id"),
     )
 
 
-def test_a_single_recorded_entity_keys_every_view() -> None:
-    assert {v.entity for v in view_entities(FEATURES, ["card_id"])} == {"card_id"}
+def test_three_views_over_two_entity_kinds_need_nothing_but_the_record() -> None:
+    # The list of distinct kinds alone cannot say which of three views each keys; the refs do.
+    features = (
+        FeatureRef("card_activity", 1, "txn_count", "card_id"),
+        FeatureRef("merchant_activity", 1, "txn_count", "merchant_id"),
+        FeatureRef("card_risk", 2, "score", "card_id"),
+    )
+    assert [(s.view, s.entity) for s in view_entities(features, ["card_id", "merchant_id"])] == [
+        ("card_activity", "card_id"),
+        ("merchant_activity", "merchant_id"),
+        ("card_risk", "card_id"),
+    ]
 
 
-def test_catalogue_wins_over_recorded_entities() -> None:
-    slots = view_entities(FEATURES, ["x", "y"], catalogue=lambda view, version: f"{view}_key")
-    assert [s.entity for s in slots] == ["card_activity_key", "merchant_activity_key"]
+LEGACY = tuple(FeatureRef(f.view, f.view_version, f.feature) for f in FEATURES)  # as fti 0.1 recorded them
 
 
-def test_ambiguous_entities_are_refused_not_guessed() -> None:
-    with pytest.raises(InvalidArgumentError, match="cannot tell which entity"):
-        view_entities(FEATURES, ["a", "b", "c"])
+def test_a_legacy_version_maps_views_from_its_recorded_entities() -> None:
+    assert is_legacy_layout(LEGACY) and not is_legacy_layout(FEATURES)
+    assert [s.entity for s in view_entities(LEGACY, ENTITIES)] == ["card_id", "merchant_id"]
+    assert {s.entity for s in view_entities(LEGACY, ["card_id"])} == {"card_id"}
+
+
+def test_an_ambiguous_legacy_version_is_refused_not_guessed() -> None:
+    with pytest.raises(InvalidArgumentError, match=r"cannot tell which entity.*retrain"):
+        view_entities(LEGACY, ["a", "b", "c"])
+
+
+@pytest.mark.parametrize(
+    ("features", "message"),
+    [
+        ((FEATURES[0], FeatureRef("merchant_activity", 1, "txn_count")), "merchant_activity:1.txn_count names no"),
+        ((FEATURES[0], FeatureRef("card_activity", 1, "n", "merchant_id")), "keyed by both"),
+    ],
+)
+def test_a_view_without_or_with_two_entities_is_refused(features: tuple[FeatureRef, ...], message: str) -> None:
+    with pytest.raises(InvalidArgumentError, match=message):
+        view_entities(features, ENTITIES)
 
 
 def test_one_online_key_per_view_from_the_request_entities() -> None:

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import lightgbm as lgb
 import numpy as np
+import pytest
 
 from fti.v1 import models_pb2
 from inference_grpc.holder import ModelHolder
 from inference_grpc.listener import ModelEventListener
 from inference_grpc.metrics import Metrics
 from registry.events import InMemoryModelEventSource, new_event
-from registry.models import ModelRegistry
+from registry.models import FeatureRef, ModelRegistry
 
-from .models_helper import artefact_path, publish_model, train_model_text
+from .models_helper import FEATURES, artefact_path, publish_model, train_model_text, write_version
 
 
 def _holder(registry: ModelRegistry) -> ModelHolder:
@@ -72,6 +74,45 @@ async def test_tampered_artefact_is_refused_and_the_old_version_keeps_serving(tm
         "fti_inference_model_swaps_total", {"model": "fraud", "outcome": "refused"}
     )
     assert refused == 1.0
+
+
+async def test_a_version_of_an_unknown_flavor_is_refused_and_the_current_one_keeps_serving(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = ModelRegistry.from_uri(str(tmp_path))
+    v1 = publish_model(registry, "fraud", 1)
+    registry.move_alias("fraud", "production", v1.version, actor="test")
+    holder = _holder(registry)
+    assert await holder.refresh(reason="start") == "swapped"
+    foreign = write_version(registry, "fraud", b"an onnx model", flavor="onnx")
+    registry.move_alias("fraud", "production", foreign.version, actor="test")
+    with caplog.at_level(logging.ERROR, logger="inference_grpc.holder"):
+        assert await holder.refresh(reason="event") == "refused"
+    assert "refused version 2" in caplog.text and "flavor 'onnx', which this process cannot load" in caplog.text
+    row = [0.3, -1.2, np.nan]
+    expected = lgb.Booster(model_str=train_model_text(1)).predict(np.array([row]))[0]
+    assert holder.require().version == 1 and holder.require().predict([row]) == [expected]
+    refused = holder._metrics.registry.get_sample_value(
+        "fti_inference_model_swaps_total", {"model": "fraud", "outcome": "refused"}
+    )
+    assert refused == 1.0
+
+
+async def test_a_version_from_fti_0_1_is_served_from_its_recorded_entities_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = ModelRegistry.from_uri(str(tmp_path))
+    legacy = tuple(FeatureRef(f.view, f.view_version, f.feature) for f in FEATURES)
+    old = write_version(registry, "fraud", train_model_text(1).encode(), features=legacy)
+    registry.move_alias("fraud", "production", old.version, actor="test")
+    holder = _holder(registry)
+    with caplog.at_level(logging.WARNING, logger="inference_grpc.model"):
+        assert await holder.refresh(reason="start") == "swapped"
+    assert "names no entity per feature" in caplog.text and "card_activity:1=card_id" in caplog.text
+    assert [(v.view, v.entity) for v in holder.require().layout.views] == [
+        ("card_activity", "card_id"),
+        ("merchant_activity", "merchant_id"),
+    ]
 
 
 async def test_concurrent_refreshes_swap_once(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,6 +12,9 @@ import pandas as pd
 import pytest
 
 from featurestore.definitions import Definitions, parse_definitions
+from registry.models import ModelRegistry
+from registry.models.metrics import evaluate
+from registry.promotion import HOLDOUT_LABEL_COLUMN
 from trainer.dataset import build_training_set, time_split
 from trainer.errors import TrainingDataError
 from trainer.pipeline import run_training
@@ -113,6 +117,20 @@ def test_train_publishes_with_lineage_and_learns(settings: TrainerSettings, defs
     assert any(m.startswith("round ") for m in messages) and messages[-1].startswith("published risk v1")
     booster = lgb.Booster(model_str=out.result.model_text)
     assert booster.feature_name() == ["card__risk", "card__noise"]
+
+
+def test_the_version_names_each_views_entity_and_its_flavor_and_its_metrics_are_the_artefacts(
+    settings: TrainerSettings, defs: Definitions
+) -> None:
+    rec = run_training(settings, "risk", snapshot=make_snapshot(), definitions=defs, seed=3).record
+    assert [(f.view, f.entity) for f in rec.features] == [("card", "card_id"), ("card", "card_id")]
+    assert rec.flavor == "lightgbm"
+    # The recorded metrics are those of the published bytes, scored through the flavor.
+    registry = ModelRegistry.from_uri(settings.registry_root)
+    holdout = pd.read_parquet(io.BytesIO(registry.load_holdout("risk", rec.version) or b""))
+    scores = registry.load_predictor("risk", rec.version).predict(holdout[rec.feature_columns].to_numpy())
+    y = holdout[HOLDOUT_LABEL_COLUMN].to_numpy(dtype=np.float64)
+    assert evaluate("binary", y, scores) == rec.metrics
 
 
 def test_same_snapshot_and_seed_give_byte_identical_models(settings: TrainerSettings, defs: Definitions) -> None:
