@@ -3,7 +3,7 @@
 Stored JSON is the Protobuf JSON mapping of the contract message plus a few registry-only
 fields, so a record written today stays readable by anything that speaks `fti.v1`. Records
 written by fti 0.1 lack `flavor` (they are all LightGBM, and read as such) and each feature's
-`entity` (read as ""; see `ModelVersionRecord.view_entities`).
+`entity` (read as ""; the inference server then keys views the 0.1 way, deprecated).
 """
 
 from __future__ import annotations
