@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from pathlib import Path
 
@@ -11,8 +12,9 @@ import pandas as pd
 import pytest
 
 from fti.v1 import models_pb2
+from fti_core.errors import InvalidArgumentError
 from registry.events import InMemoryModelEventSink
-from registry.models import FeatureRef, ModelRegistry
+from registry.models import FeatureRef, ModelRegistry, safe_key
 from registry.promotion import HOLDOUT_LABEL_COLUMN, Promoter, PromotionPolicy, decide
 
 FEATURES = (FeatureRef("v", 1, "signal", "e"), FeatureRef("v", 1, "noise", "e"))
@@ -102,3 +104,31 @@ def test_catch_up_decides_on_versions_published_while_down(tmp_path: Path) -> No
     decisions = Promoter(reg, PromotionPolicy()).catch_up()
     assert [d.candidate_version for d in decisions] == [v]
     assert Promoter(reg, PromotionPolicy()).catch_up() == []
+
+
+def test_a_holder_published_by_fti_0_1_is_compared_with_a_candidate_naming_entities(tmp_path: Path) -> None:
+    reg = ModelRegistry.from_uri(str(tmp_path))
+    holder = reg.get("m", _publish(reg, _train(["v__noise", "v__noise"], 5)))
+    # Rewrite it as fti 0.1 stored it: the same features, no entity (and no flavor).
+    legacy = dataclasses.replace(
+        holder, features=tuple(FeatureRef(f.view, f.view_version, f.feature) for f in FEATURES)
+    )
+    key = safe_key("models", "m", "versions", "0000000001.json")
+    (tmp_path / key).write_bytes(legacy.to_json())
+    reg = ModelRegistry.from_uri(str(tmp_path))  # no cached record
+    assert [f.entity for f in reg.get("m", 1).features] == ["", ""]
+    reg.move_alias("m", "production", 1, actor="test")
+    strong = _publish(reg, _train(["v__signal", "v__noise"], 30))
+    decision = Promoter(reg, PromotionPolicy(margin=0.01)).consider("m", strong)
+    assert decision is not None and decision.promoted, decision
+    assert decision.evidence["candidate_auc"] > decision.evidence["current_auc"]
+
+
+def test_a_policy_metric_that_does_not_fit_the_task_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InvalidArgumentError, match="unknown metric 'f1'"):
+        PromotionPolicy(metric="f1")
+    reg = ModelRegistry.from_uri(str(tmp_path))
+    v = _publish(reg, _train(["v__signal", "v__noise"], 10))
+    with pytest.raises(InvalidArgumentError, match="metric 'rmse' does not fit a binary model"):
+        Promoter(reg, PromotionPolicy(metric="rmse")).consider("m", v)
+    assert reg.resolve("m", "production") is None
