@@ -10,6 +10,8 @@ RUN apt-get update && apt-get install -y --no-install-recommends libgomp1 && rm 
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY proto proto
+COPY fti_core fti_core
+COPY featurestore featurestore
 COPY fti_cli fti_cli
 COPY fti_demo fti_demo
 COPY feature_stream feature_stream

@@ -14,13 +14,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import socket
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import faust
 import mode.loop
 import redis.asyncio as aredis
-from confluent_kafka.admin import AdminClient, NewTopic
 from faust.sensors.monitor import Monitor
 from faust.types import TP, EventT, Message, StreamT
 
@@ -34,6 +34,7 @@ from featurestore.catalogue import Catalogue
 from featurestore.definitions import Definitions, load_definitions
 from featurestore.offline import OfflineStore
 from featurestore.online import AsyncRedisOnlineStore
+from fti_core.topics import TopicSpec, create_missing_topics
 
 __all__ = ["build_app", "ensure_topics", "run_worker"]
 
@@ -43,30 +44,31 @@ log = logging.getLogger(__name__)
 FLUSH_INTERVAL_S = 0.5
 
 
-def ensure_topics(settings: FeatureStreamSettings) -> None:
+def ensure_topics(settings: FeatureStreamSettings) -> list[str]:
     """Create the raw, dead-letter and re-keyed topics when missing (broker auto-creation may be off)."""
-    conf: dict[str, str | int | float | bool] = dict(settings.confluent_config())
-    admin = AdminClient(conf)
-    existing = set(admin.list_topics(timeout=30).topics)
-    parts = settings.features_topic_partitions
-    # Faust's partition assignor elects its leader through a one-partition topic.
-    wanted = {
-        settings.events_topic: parts,
-        settings.dlq_topic: parts,
-        settings.repartition_topic: parts,
-        f"{settings.features_app_id}-__assignor-__leader": 1,
-    }
-    rf = settings.features_replication_factor
-    new = [NewTopic(t, num_partitions=n, replication_factor=rf) for t, n in wanted.items() if t not in existing]
-    if not new:
-        return
-    for name, fut in admin.create_topics(new).items():
-        try:
-            fut.result(timeout=30)
-        except Exception as exc:
-            if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                raise
-            log.debug("topic %s already exists", name)
+    table = settings.topics
+    rf = table.events.replication_factor
+    return create_missing_topics(
+        settings.confluent_config(),
+        [
+            table.events,
+            table.dlq,
+            TopicSpec(settings.repartition_topic, table.rekeyed_partitions, rf),
+            # Faust's partition assignor elects its leader through a one-partition topic.
+            TopicSpec(f"{settings.app_id}-__assignor-__leader", 1, rf),
+        ],
+    )
+
+
+def _web_port(settings: FeatureStreamSettings) -> int:
+    """The Faust web port; 0 picks a free one now, because Faust does not say which it bound."""
+    if settings.web_port:
+        return settings.web_port
+    with socket.socket() as s:
+        s.bind(("", 0))
+        port = int(s.getsockname()[1])
+    log.warning("worker web views on port %d (FTI_WORKER_WEB_PORT=0 picked a free port)", port)
+    return port
 
 
 def _hold(messages: Sequence[Message], consumer: Any) -> Callable[[], None]:
@@ -118,18 +120,18 @@ def _app_config(settings: FeatureStreamSettings) -> dict[str, Any]:
     conf: dict[str, Any] = {
         "broker": f"kafka://{settings.kafka_bootstrap_servers}",
         "store": "memory://",
-        "web_enabled": settings.features_web_port > 0,
-        "web_port": settings.features_web_port or 6066,
+        "web_enabled": settings.web_enabled,
+        "web_port": _web_port(settings) if settings.web_enabled else settings.web_port,
         "consumer_auto_offset_reset": "earliest",
-        "broker_session_timeout": settings.features_session_timeout_s,
-        "broker_heartbeat_interval": settings.features_heartbeat_interval_s,
-        "broker_commit_interval": settings.features_commit_interval_s,
+        "broker_session_timeout": settings.session_timeout_s,
+        "broker_heartbeat_interval": settings.heartbeat_interval_s,
+        "broker_commit_interval": settings.commit_interval_s,
         # Faust's default 1 MB per partition fetch starves a fast consumer; a fetch of up to
         # 10k records is one call of a batch handler.
         "consumer_max_fetch_size": 8 * 1024 * 1024,
         "broker_max_poll_records": 10_000,
-        "topic_partitions": settings.features_topic_partitions,
-        "topic_replication_factor": settings.features_replication_factor,
+        "topic_partitions": settings.topics.rekeyed_partitions,
+        "topic_replication_factor": settings.topics.events.replication_factor,
         "topic_allow_declare": False,
         "stream_wait_empty": True,
         "producer_acks": -1,
@@ -144,21 +146,21 @@ def _app_config(settings: FeatureStreamSettings) -> dict[str, Any]:
 
 
 def build_app(settings: FeatureStreamSettings, defs: Definitions) -> BatchApp:
-    app = BatchApp(settings.features_app_id, **_app_config(settings))
+    app = BatchApp(settings.app_id, **_app_config(settings))
     raw = app.topic(settings.events_topic, key_type=bytes, value_type=bytes)
     rekeyed = app.topic(settings.repartition_topic, key_type=bytes, value_type=bytes)
     redis_url = settings.redis_url.get_secret_value()
     processor = Processor(
         defs,
-        RedisStateStore(aredis.Redis.from_url(redis_url), settings.state_prefix),
-        AsyncRedisOnlineStore.from_url(redis_url, settings.online_prefix),
+        RedisStateStore(aredis.Redis.from_url(redis_url), settings.state_key_prefix),
+        AsyncRedisOnlineStore.from_url(redis_url, settings.redis_prefix),
         OfflineStore(settings.offline_root),
         KafkaOutbox(settings),
-        state_slack_ms=settings.features_state_slack_ms,
-        dedup_retention_ms=settings.features_dedup_retention_ms,
+        state_slack_ms=settings.state_slack_ms,
+        dedup_retention_ms=settings.dedup_retention_ms,
         flush_interval_s=FLUSH_INTERVAL_S,
     )
-    size = settings.features_batch_size
+    size = settings.batch_size
     _connect_flushing(app, processor)
 
     @app.batch_handler(raw)
@@ -261,9 +263,10 @@ def run_worker(settings: FeatureStreamSettings) -> None:
     defs = load_definitions(settings.definitions_path)
     Catalogue(settings.offline_root).register(defs.views)
     ensure_topics(settings)
-    metrics.serve_metrics(settings.features_metrics_port)
-    _use_event_loop(settings.features_event_loop)
+    if settings.metrics_enabled:
+        metrics.serve_metrics(settings.metrics_port)
+    _use_event_loop(settings.event_loop)
     app = build_app(settings, defs)
     _tune_gc()
-    worker = faust.Worker(app, loglevel=settings.features_log_level, quiet=True)
+    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()

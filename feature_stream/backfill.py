@@ -130,7 +130,7 @@ def run_backfill(
     store.write_features(view.name, view.version, view.feature_names, frows)
     applied = 0
     if online:
-        writer = RedisOnlineStore.from_url(settings.redis_url.get_secret_value(), settings.online_prefix)
+        writer = RedisOnlineStore.from_url(settings.redis_url.get_secret_value(), settings.redis_prefix)
         orows = [
             OnlineRow(view.name, view.version, ent, t, vals, view.ttl_ms)
             for ent, (t, vals) in result.online.items()

@@ -8,12 +8,13 @@ from datetime import UTC, datetime
 import click
 
 from feature_stream.settings import FeatureStreamSettings
+from fti_core.settings import load_settings
 
 __all__ = ["features"]
 
 
 def _settings() -> FeatureStreamSettings:
-    return FeatureStreamSettings()
+    return load_settings(FeatureStreamSettings)
 
 
 def _parse_time(text: str | None) -> int | None:

@@ -1,6 +1,9 @@
-"""Prometheus metrics of the feature worker, served on `features_metrics_port` when set."""
+"""Prometheus metrics of the feature worker, served on FTI_WORKER_METRICS_PORT when FTI_WORKER_METRICS_ENABLED."""
 
 from __future__ import annotations
+
+import logging
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import Counter, Gauge, start_http_server
 
@@ -25,9 +28,17 @@ ONLINE_WRITES = Counter("fti_features_online_writes", "Online values applied in 
 BEYOND_HORIZON = Counter(
     "fti_features_beyond_state_horizon", "Accepted events older than the retained state (inexact)", ["view"]
 )
+log = logging.getLogger(__name__)
+
 CONSUMER_LAG = Gauge("fti_features_consumer_lag", "Messages behind the high watermark", ["topic", "partition"])
 
 
-def serve_metrics(port: int) -> None:
-    if port > 0:
-        start_http_server(port)
+def serve_metrics(port: int) -> WSGIServer:
+    """Serve /metrics in a thread; port 0 picks a free one. The bound port is logged."""
+    server, _thread = start_http_server(port)
+    bound = int(server.server_port)
+    if port == 0:
+        log.warning("worker metrics on port %d (FTI_WORKER_METRICS_PORT=0 picked a free port)", bound)
+    else:
+        log.info("worker metrics on port %d", bound)
+    return server

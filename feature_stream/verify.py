@@ -121,7 +121,7 @@ def run_verify(
     defs = load_definitions(settings.definitions_path)
     views = [defs.view(*parse_view_ref(r)) for r in view_refs] if view_refs else list(defs.views)
     store = OfflineStore(settings.offline_root)
-    online = RedisOnlineStore.from_url(settings.redis_url.get_secret_value(), settings.online_prefix)
+    online = RedisOnlineStore.from_url(settings.redis_url.get_secret_value(), settings.redis_prefix)
     archive = store.read_archive(sorted({v.source for v in views}))
     report = []
     for view in views:

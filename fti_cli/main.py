@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 from pathlib import Path
 
 import click
@@ -69,10 +68,13 @@ def _unavailable(name: str, help_text: str) -> click.Command:
 )
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.version_option(package_name="fti-kafka")
-def cli(config: Path | None, verbose: int) -> None:
+@click.pass_context
+def cli(ctx: click.Context, config: Path | None, verbose: int) -> None:
     """Real-time feature / training / inference pipelines on Kafka, Redis, parquet, LightGBM and gRPC."""
-    if config is not None:
-        os.environ["FTI_CONFIG"] = str(config)
+    from fti_core.settings import CLICK_CONFIG_KEY  # here, not at the top: `fti --help` stays light
+
+    # Subcommands' settings read the path from here (see fti_core.settings), not from os.environ.
+    ctx.meta[CLICK_CONFIG_KEY] = config
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 

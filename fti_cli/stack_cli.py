@@ -8,6 +8,7 @@ import click
 
 from fti_cli.stack import ServiceStatus, StackError, StackManager, StackSettings
 from fti_cli.stack.topics import ensure_topics
+from fti_core.settings import load_settings
 
 __all__ = ["stack"]
 
@@ -30,12 +31,12 @@ def stack() -> None:
 @stack.command()
 def up() -> None:
     """Start Kafka and Redis (if not running), wait until both answer, create the pipeline topics."""
+    s = load_settings(StackSettings)
     try:
-        statuses = StackManager(StackSettings(), _say).up()
+        statuses = StackManager(s, _say).up()
     except StackError as exc:
         raise click.ClickException(str(exc)) from exc
     _print(statuses)
-    s = StackSettings()
     click.echo(f"FTI_KAFKA_BOOTSTRAP_SERVERS={s.kafka_bootstrap_servers}")
     host, port = s.redis_host_port
     click.echo(f"FTI_REDIS_URL=redis://{host}:{port}/0")
@@ -44,13 +45,13 @@ def up() -> None:
 @stack.command()
 def down() -> None:
     """Stop exactly the processes `fti stack up` started."""
-    StackManager(StackSettings(), _say).down()
+    StackManager(load_settings(StackSettings), _say).down()
 
 
 @stack.command()
 def status() -> None:
     """Say what is up. Exits 1 when a service is stopped."""
-    statuses = StackManager(StackSettings(), _say).status()
+    statuses = StackManager(load_settings(StackSettings), _say).status()
     _print(statuses)
     if any(s.state == "stopped" for s in statuses):
         sys.exit(1)
@@ -59,11 +60,11 @@ def status() -> None:
 @stack.command()
 def topics() -> None:
     """Create the pipeline topics with explicit partition counts on any broker (idempotent)."""
-    s = StackSettings()
+    s = load_settings(StackSettings)
     try:
         created = ensure_topics(s)
     except StackError as exc:
         raise click.ClickException(str(exc)) from exc
-    for name, partitions in s.pipeline_topics().items():
-        state = "created" if name in created else "exists"
-        click.echo(f"{name:24} {partitions:3} partitions  {state}")
+    for spec in s.topics.pipeline():
+        state = "created" if spec.name in created else "exists"
+        click.echo(f"{spec.name:24} {spec.partitions:3} partitions  {state}")

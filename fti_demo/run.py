@@ -26,7 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from featurestore.snapshots import SnapshotStore
 from fti.v1 import inference_pb2, inference_pb2_grpc
-from fti_core.settings import FtiSettings
+from fti_core.settings import CLICK_CONFIG_KEY, CONFIG_ENV, FtiSettings, load_settings
 from fti_demo.load import PredictionLoad
 from fti_demo.processes import DemoStepError, Processes
 from registry.models import ModelRegistry
@@ -114,12 +114,16 @@ def _sample_entities(redis_url: str, prefix: str, n: int) -> list[dict[str, str]
 class Demo:
     def __init__(self, events: int, rate: float, keep: bool) -> None:
         self.run_id = uuid.uuid4().hex[:8]
-        base = FtiSettings()
+        base = load_settings(FtiSettings)
         self.dir = (base.data_dir / "demo" / self.run_id).resolve()
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = _free_port()
         self.prefix = f"fti-demo-{self.run_id}"
-        env = dict(os.environ)
+        env = dict(os.environ)  # the child processes' environment; this process's own is left alone
+        ctx = click.get_current_context(silent=True)
+        config = ctx.meta.get(CLICK_CONFIG_KEY) if ctx is not None else None
+        if config is not None:  # `fti --config FILE demo`: the children read the same file
+            env[CONFIG_ENV] = str(config)
         env.update(
             # The stack is shared by every run: keep it where `fti stack` looks by default.
             FTI_STACK_DIR=str((base.data_dir / "stack").resolve()),
@@ -127,18 +131,14 @@ class Demo:
             FTI_EVENTS_TOPIC=f"fti.demo.{self.run_id}.events",
             FTI_DLQ_TOPIC=f"fti.demo.{self.run_id}.events.dlq",
             FTI_MODELS_TOPIC=f"fti.demo.{self.run_id}.models",
-            FTI_FEATURES_APP_ID=f"fti-demo-{self.run_id}",
-            FTI_ONLINE_STORE_PREFIX=self.prefix,
+            FTI_WORKER_APP_ID=f"fti-demo-{self.run_id}",
+            FTI_REDIS_PREFIX=self.prefix,
             FTI_PROMOTER_GROUP_ID=f"fti-demo-{self.run_id}-promoter",
             FTI_PROMOTER_MARGIN="0",
-            FTI_METRICS_PORT=str(_free_port()),
+            FTI_SERVE_METRICS_PORT="0",  # a free port, so runs never collide
             FTI_DEFINITIONS_PATH=str(Path(__file__).resolve().parent.parent / "examples" / "fraud" / "features.yaml"),
         )
-        for key in list(os.environ):  # the child processes read settings from this env alone
-            if key.startswith("FTI_") and key not in env:
-                env.pop(key)
-        os.environ.update(env)
-        self.settings = FtiSettings()
+        self.settings = load_settings(FtiSettings, environ=env)
         self.env = env
         self.events = events
         self.rate = rate
@@ -241,7 +241,7 @@ class Demo:
         return True
 
     def _wait_features(self, what: str) -> None:
-        probe = LagProbe(self.settings, self.env["FTI_FEATURES_APP_ID"], self.env["FTI_EVENTS_TOPIC"])
+        probe = LagProbe(self.settings, self.env["FTI_WORKER_APP_ID"], self.settings.events_topic)
         zeros = 0
 
         def drained() -> bool:

@@ -16,13 +16,16 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from featurestore.values import to_value
 from fti.v1 import events_pb2
+
+if TYPE_CHECKING:
+    from fti_core.settings import FtiSettings
 
 __all__ = ["SimConfig", "SimEvent", "generate", "simulate"]
 
@@ -169,12 +172,10 @@ def _produce(producer: Any, topic: str, ev: SimEvent) -> None:
             producer.poll(0.1)
 
 
-def _producer(bootstrap: str | None) -> Any:
+def _producer(settings: FtiSettings, bootstrap: str | None) -> Any:
     from confluent_kafka import Producer
 
-    from fti_core.settings import FtiSettings
-
-    conf = FtiSettings().confluent_config()
+    conf = settings.confluent_config()
     if bootstrap:
         conf["bootstrap.servers"] = bootstrap
     conf.update({"linger.ms": "5", "enable.idempotence": "true", "compression.type": "lz4"})
@@ -201,13 +202,14 @@ def simulate(
     """Produce demo card transactions and fraud labels to the raw topic."""
     from tqdm import tqdm
 
-    from fti_core.settings import FtiSettings
+    from fti_core.settings import FtiSettings, load_settings
 
     if (count is None) == (duration is None):
         raise click.UsageError("give exactly one of --count or --duration")
     n = count if count is not None else int(rate * (duration or 0))
-    topic = topic or FtiSettings().events_topic
-    producer = _producer(bootstrap)
+    settings = load_settings(FtiSettings)
+    topic = topic or settings.events_topic
+    producer = _producer(settings, bootstrap)
     sent = 0
     t0 = time.monotonic()
     with tqdm(unit="msg", desc=f"simulate -> {topic}") as bar:

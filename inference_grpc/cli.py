@@ -15,7 +15,7 @@ import click
 
 from fti_core.settings import load_settings
 
-from .settings import EventLoop, InferenceSettings
+from .settings import EventLoop, InferenceSettings, PredictSettings
 
 __all__ = ["predict", "run_event_loop", "serve"]
 
@@ -29,12 +29,12 @@ def _settings(**options: Any) -> InferenceSettings:
 
 @click.command()
 @click.option("--model", required=True, help="Model name in the registry.")
-@click.option("--alias", default=None, help="Alias to serve (default: production, or FTI_ALIAS).")
+@click.option("--alias", default=None, help="Alias to serve (default: production, or FTI_SERVE_ALIAS).")
 @click.option("--port", type=int, default=None, help="gRPC port (default 50051; 0 picks a free one).")
-@click.option("--metrics-port", type=int, default=None, help="Prometheus /metrics port (default 9095).")
 @click.option(
-    "--redis-prefix", default=None, help="Online-store key prefix in Redis (default FTI_ONLINE_STORE_PREFIX)."
+    "--metrics-port", type=int, default=None, help="Prometheus /metrics port (default 9095; 0 picks a free one)."
 )
+@click.option("--redis-prefix", default=None, help="Online-store key prefix in Redis (default FTI_REDIS_PREFIX).")
 @click.option(
     "--swap-on-publish/--no-swap-on-publish",
     default=None,
@@ -119,7 +119,9 @@ def _pairs(items: tuple[str, ...], what: str) -> dict[str, str]:
 
 @click.command()
 @click.option("--model", default="", help="Model name (empty: the server's model).")
-@click.option("--target", default=None, help="host:port of the server (default localhost:50051, or FTI_TARGET).")
+@click.option(
+    "--target", default=None, help="host:port of the server (default localhost:50051, or FTI_PREDICT_TARGET)."
+)
 @click.option("-V", "--value", "values", multiple=True, help="Request-time feature value, name=number (repeatable).")
 @click.option("--timeout", type=float, default=5.0, show_default=True, help="Deadline in seconds.")
 @click.option("--tls-ca", type=click.Path(exists=True, path_type=Path), default=None, help="CA to verify a TLS server.")
@@ -138,7 +140,7 @@ def predict(
 
     from fti.v1 import inference_pb2, inference_pb2_grpc
 
-    address = target or _settings().target
+    address = target or load_settings(PredictSettings).target
     request = inference_pb2.PredictRequest(
         model=model,
         entities=_pairs(entities, "ENTITIES"),

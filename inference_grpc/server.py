@@ -120,7 +120,7 @@ def _default_store(settings: InferenceSettings) -> AsyncOnlineStore:
     timeout = settings.redis_timeout_ms / 1000
     redis_store = AsyncRedisOnlineStore.from_url(
         settings.redis_url.get_secret_value(),
-        settings.online_prefix,
+        settings.redis_prefix,
         socket_timeout=None,
         socket_connect_timeout=timeout,
         retry=Retry(NoBackoff(), 0),

@@ -28,11 +28,7 @@ def _open(settings: RegistrySettings, *, with_events: bool) -> ModelRegistry:
     if with_events:
         from registry.events import KafkaModelEventSink
 
-        events = KafkaModelEventSink(
-            settings,
-            partitions=settings.models_topic_partitions,
-            replication_factor=settings.models_topic_replication_factor,
-        )
+        events = KafkaModelEventSink(settings)
     return ModelRegistry.from_uri(settings.registry_root, events=events)
 
 
@@ -178,18 +174,12 @@ def promoter(
 
     settings = _settings()
     policy = PromotionPolicy(
-        alias=alias or settings.promoter_alias,
-        metric=metric or settings.promoter_metric,
-        margin=settings.promoter_margin if margin is None else margin,
+        alias=alias or settings.alias,
+        metric=metric or settings.metric,
+        margin=settings.margin if margin is None else margin,
     )
-    worker = Promoter(_open(settings, with_events=True), policy, actor=settings.promoter_actor, models=models)
-    source = KafkaModelEventSource(
-        settings,
-        group_id=settings.promoter_group_id,
-        from_beginning=from_beginning,
-        partitions=settings.models_topic_partitions,
-        replication_factor=settings.models_topic_replication_factor,
-    )
+    worker = Promoter(_open(settings, with_events=True), policy, actor=settings.actor, models=models)
+    source = KafkaModelEventSource(settings, group_id=settings.group_id, from_beginning=from_beginning)
     what = f"metric {policy.metric or 'by task'}, margin {policy.margin}"
     click.echo(f"promoter: {settings.models_topic} -> alias {policy.alias} ({what})")
 

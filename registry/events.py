@@ -22,6 +22,7 @@ from google.protobuf.message import DecodeError
 from fti.v1 import models_pb2
 from fti_core.errors import UnavailableError
 from fti_core.settings import FtiSettings
+from fti_core.topics import TopicSpec, create_missing_topics
 
 __all__ = [
     "InMemoryModelEventSink",
@@ -78,53 +79,41 @@ class InMemoryModelEventSink(ModelEventSink):
             self.events.append(event)
 
 
-def ensure_topic(settings: FtiSettings, topic: str, *, partitions: int, replication_factor: int) -> int:
-    """Create the topic with an explicit partition count unless it exists; returns its partition count.
+def ensure_topic(settings: FtiSettings, spec: TopicSpec) -> int:
+    """Create the topic as the spec says unless it exists; returns its partition count.
 
     Brokers may not auto-create topics, and a consumer that starts first must still find it.
     """
     from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import AdminClient
 
     conf: dict[str, Any] = dict(settings.confluent_config())
+    create_missing_topics(conf, [spec])
     admin = AdminClient(conf)
     try:
-        meta = admin.list_topics(timeout=10).topics.get(topic)
-        if meta is None:
-            new = NewTopic(topic, num_partitions=partitions, replication_factor=replication_factor)
-            try:
-                admin.create_topics([new])[topic].result(timeout=30)
-            except KafkaException as exc:
-                if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                    raise
         # A just-created topic takes a moment to appear in every broker's metadata.
         deadline = time.monotonic() + 10
-        while (meta := admin.list_topics(topic, timeout=10).topics.get(topic)) is None or meta.error is not None:
+        while (
+            meta := admin.list_topics(spec.name, timeout=10).topics.get(spec.name)
+        ) is None or meta.error is not None:
             if time.monotonic() > deadline:
-                raise UnavailableError(f"topic {topic} did not appear in the cluster metadata")
+                raise UnavailableError(f"topic {spec.name} did not appear in the cluster metadata")
             time.sleep(0.1)
         return len(meta.partitions)
     except KafkaException as exc:
-        raise UnavailableError(f"cannot create topic {topic}: {exc}") from exc
+        raise UnavailableError(f"cannot create topic {spec.name}: {exc}") from exc
 
 
 class KafkaModelEventSink(ModelEventSink):
     """confluent-kafka producer; `emit` returns only once the broker has acknowledged the event."""
 
-    def __init__(
-        self,
-        settings: FtiSettings,
-        *,
-        topic: str | None = None,
-        partitions: int = 3,
-        replication_factor: int = 1,
-        timeout_s: float = 30.0,
-    ) -> None:
+    def __init__(self, settings: FtiSettings, *, topic: TopicSpec | None = None, timeout_s: float = 30.0) -> None:
         from confluent_kafka import Producer
 
-        self.topic = topic or settings.models_topic
+        spec = topic or settings.topics.models
+        self.topic = spec.name
         self._timeout_s = timeout_s
-        ensure_topic(settings, self.topic, partitions=partitions, replication_factor=replication_factor)
+        ensure_topic(settings, spec)
         conf: dict[str, Any] = {**settings.confluent_config(), "acks": "all", "enable.idempotence": True}
         self._producer = Producer(conf)
 
@@ -202,16 +191,13 @@ class KafkaModelEventSource(ModelEventSource):
         *,
         group_id: str | None = None,
         from_beginning: bool = False,
-        topic: str | None = None,
-        partitions: int = 3,
-        replication_factor: int = 1,
+        topic: TopicSpec | None = None,
     ) -> None:
         self._settings = settings
-        self.topic = topic or settings.models_topic
+        self._spec = topic or settings.topics.models
+        self.topic = self._spec.name
         self.group_id = group_id
         self._from_beginning = from_beginning
-        self._partitions = partitions
-        self._replication_factor = replication_factor
         self._consumer: Any = None
         self._closed = False
 
@@ -222,13 +208,7 @@ class KafkaModelEventSource(ModelEventSource):
         from aiokafka.errors import KafkaError
 
         # The topic may not exist yet when a server starts before the first publish.
-        count = await asyncio.to_thread(
-            ensure_topic,
-            self._settings,
-            self.topic,
-            partitions=self._partitions,
-            replication_factor=self._replication_factor,
-        )
+        count = await asyncio.to_thread(ensure_topic, self._settings, self._spec)
         reset = "earliest" if self._from_beginning else "latest"
         conf = self._settings.aiokafka_config()
         try:

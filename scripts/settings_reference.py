@@ -1,7 +1,9 @@
 """Print the settings reference (Markdown) from the settings classes themselves.
 
-The README embeds this output between `<!-- settings:begin -->` and `<!-- settings:end -->`;
-`--write` refreshes it there, and a test fails when the README has drifted from the code.
+One table per process (shared settings first), then the renamed settings whose old names
+still work for one release. The README embeds this output between `<!-- settings:begin -->`
+and `<!-- settings:end -->`; `--write` refreshes it there, and a test fails when the README
+has drifted from the code.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from pydantic.fields import FieldInfo
 
 from feature_stream.settings import FeatureStreamSettings
 from fti_cli.stack.settings import StackSettings
-from fti_core.settings import FtiSettings
-from inference_grpc.settings import InferenceSettings
+from fti_core.settings import FtiSettings, file_key
+from fti_core.settings_renames import RENAMED
+from inference_grpc.settings import InferenceSettings, PredictSettings
 from registry.models.settings import RegistrySettings
 from trainer.settings import TrainerSettings
 
@@ -25,12 +28,13 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 BEGIN, END = "<!-- settings:begin -->", "<!-- settings:end -->"
 
 SECTIONS: list[tuple[str, type[FtiSettings]]] = [
-    ("Every process", FtiSettings),
+    ("Every process (shared)", FtiSettings),
     ("`fti stack`", StackSettings),
-    ("`fti features`", FeatureStreamSettings),
-    ("`fti registry` (and `fti train`)", RegistrySettings),
+    ("`fti features` (worker, backfill, verify)", FeatureStreamSettings),
+    ("`fti registry` (the promoter)", RegistrySettings),
     ("`fti train`", TrainerSettings),
-    ("`fti serve` / `fti predict`", InferenceSettings),
+    ("`fti serve`", InferenceSettings),
+    ("`fti predict`", PredictSettings),
 ]
 
 
@@ -45,17 +49,26 @@ def _default(info: FieldInfo) -> str:
 
 def render() -> str:
     lines: list[str] = []
-    seen: set[str] = set()
     for title, cls in SECTIONS:
-        rows = [(name, info) for name, info in cls.model_fields.items() if name not in seen]
-        if not rows:
-            continue
-        lines += [f"**{title}**", "", "| variable | default | meaning |", "| --- | --- | --- |"]
+        own = FtiSettings.model_fields if cls is FtiSettings else cls.model_fields.keys() - FtiSettings.model_fields
+        rows = [(name, info) for name, info in cls.model_fields.items() if name in own]
+        lines += [f"**{title}**", "", "| variable | config file | default | meaning |", "| --- | --- | --- | --- |"]
         for name, info in rows:
-            seen.add(name)
+            env = cls.env_name(name)
             desc = (info.description or "").replace("|", "\\|")
-            lines.append(f"| `FTI_{name.upper()}` | {_default(info)} | {desc} |")
+            lines.append(f"| `{env}` | `{file_key(env)}` | {_default(info)} | {desc} |")
         lines.append("")
+    lines += [
+        "**Renamed** (the old name still works until the next release, with a warning)",
+        "",
+        "| old name | new name |",
+        "| --- | --- |",
+    ]
+    for r in RENAMED:
+        note = f" (`fti {'features' if r.only == 'WORKER' else r.only.lower()}` only)" if r.only else ""
+        if r.zero_disables:
+            note += f"; its old 0 (off) becomes `{r.zero_disables}=false`"
+        lines.append(f"| `{r.old}` | `{r.new}`{note} |")
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -32,14 +32,10 @@ def train(model: str, snapshot_id: str | None, seed: int | None, no_events: bool
 
     try:
         events = None
-        if settings.train_emit_events and not no_events:
+        if settings.emit_events and not no_events:
             from registry.events import KafkaModelEventSink
 
-            events = KafkaModelEventSink(
-                settings,
-                partitions=settings.models_topic_partitions,
-                replication_factor=settings.models_topic_replication_factor,
-            )
+            events = KafkaModelEventSink(settings)
         outcome = run_training(settings, model, snapshot_id=snapshot_id, seed=seed, events=events, progress=progress)
     except FtiError as exc:
         raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc

@@ -92,13 +92,11 @@ def run_training(
     defs = definitions or load_definitions(settings.definitions_path)
     snap = snapshot or open_snapshot(settings, snapshot_id)
     progress(f"snapshot {snap.id}; model {model}")
-    ts = build_training_set(snap, defs, model, allow_exact_matches=settings.train_exact_matches, progress=progress)
+    ts = build_training_set(snap, defs, model, allow_exact_matches=settings.exact_matches, progress=progress)
     timings["dataset"] = time.perf_counter() - t0
     t1 = time.perf_counter()
-    seed = seed if seed is not None else settings.train_seed
-    result = fit(
-        ts, seed=seed, num_threads=settings.train_num_threads, log_every=settings.train_log_every, progress=progress
-    )
+    seed = seed if seed is not None else settings.seed
+    result = fit(ts, seed=seed, num_threads=settings.num_threads, log_every=settings.log_every, progress=progress)
     timings["train"] = time.perf_counter() - t1
     timings["lightgbm"] = result.lightgbm_s
     t2 = time.perf_counter()
@@ -110,7 +108,7 @@ def run_training(
         entities=ts.entities,
         snapshot_id=ts.snapshot_id,
         code_version=code_version(settings),
-        params=params_for_lineage(result, {"exact_matches": settings.train_exact_matches}),
+        params=params_for_lineage(result, {"exact_matches": settings.exact_matches}),
         metrics=result.metrics,
         task=ts.model.task,
         label=LabelRef(**ts.label.model_dump()),

@@ -72,7 +72,7 @@ from feature_stream.settings import FeatureStreamSettings
 from fti.v1 import events_pb2
 
 settings = FeatureStreamSettings()
-_use_event_loop(settings.features_event_loop)
+_use_event_loop(settings.event_loop)
 app = BatchApp(os.environ["FLOOR_APP_ID"], **_app_config(settings))
 topic = app.topic(os.environ["FLOOR_TOPIC"], key_type=bytes, value_type=bytes)
 total, seen, t0 = int(os.environ["FLOOR_TOTAL"]), 0, None
@@ -131,7 +131,7 @@ def _committed(bootstrap: str, group: str, topics: list[str]) -> tuple[int, int]
 
 
 def worker_rate(bootstrap: str, env: dict[str, str], raw_total: int) -> tuple[float, subprocess.Popen[bytes]]:
-    group = env["FTI_FEATURES_APP_ID"]
+    group = env["FTI_WORKER_APP_ID"]
     topics = [env["FTI_EVENTS_TOPIC"], f"{group}-{env['FTI_EVENTS_TOPIC']}-rekeyed"]
     log = open(Path(tempfile.gettempdir()) / f"{group}.log", "wb")  # noqa: SIM115 - lives as long as the worker
     code = "from feature_stream.cli import features; features(['worker'])"
@@ -241,12 +241,12 @@ def main() -> None:
     env.update(
         FTI_EVENTS_TOPIC=topic,
         FTI_DLQ_TOPIC=f"{topic}-dlq",
-        FTI_FEATURES_APP_ID=app_id,
-        FTI_FEATURES_REDIS_PREFIX=prefix,
+        FTI_WORKER_APP_ID=app_id,
+        FTI_REDIS_PREFIX=prefix,
         FTI_OFFLINE_STORE_URI=tempfile.mkdtemp(prefix="bench-offline-"),
         FTI_DEFINITIONS_PATH=str(ROOT / "examples/fraud/features.yaml"),
-        FTI_FEATURES_TOPIC_PARTITIONS=str(args.partitions),
-        FTI_FEATURES_COMMIT_INTERVAL_S="0.2",
+        FTI_EVENTS_TOPIC_PARTITIONS=str(args.partitions),
+        FTI_WORKER_COMMIT_INTERVAL_S="0.2",
     )
     rate, proc = worker_rate(bootstrap, env, total)
     print(f"worker: {rate:,.0f} events/s  ratio {rate / bare:.3f}")

@@ -47,6 +47,7 @@ from loadgen import Call, Result, closed_loop, open_loop
 from featurestore.online import OnlineRow, RedisOnlineStore
 from fti.v1 import inference_pb2, inference_pb2_grpc
 from fti_core.settings import FtiSettings
+from fti_core.topics import TopicSpec
 from registry.events import KafkaModelEventSink, ensure_topic
 from registry.models import FeatureRef, ModelRegistry
 
@@ -253,8 +254,9 @@ async def _swaps(
 
 async def _run(args: argparse.Namespace, settings: FtiSettings, workdir: Path) -> dict[str, Any]:
     prefix, topic = f"fti-bench-{uuid.uuid4().hex[:8]}", f"fti-bench-models-{uuid.uuid4().hex[:8]}"
-    ensure_topic(settings, topic, partitions=1, replication_factor=1)
-    sink = KafkaModelEventSink(settings, topic=topic, partitions=1)
+    spec = TopicSpec(topic, 1, 1)
+    ensure_topic(settings, spec)
+    sink = KafkaModelEventSink(settings, topic=spec)
     registry = ModelRegistry.from_uri(str(workdir / "registry"), events=sink)
     versions = _publish(registry, args.versions)
     registry.move_alias(MODEL, "production", versions[0], actor="bench")
@@ -267,9 +269,9 @@ async def _run(args: argparse.Namespace, settings: FtiSettings, workdir: Path) -
         **os.environ,
         "FTI_DATA_DIR": str(workdir),
         "FTI_MODELS_TOPIC": topic,
-        "FTI_HOST": "127.0.0.1",
+        "FTI_SERVE_HOST": "127.0.0.1",
         "FTI_DEFINITIONS_PATH": str(workdir / "none.yaml"),
-        "FTI_REDIS_COALESCE": "false" if args.no_coalesce else "true",
+        "FTI_SERVE_REDIS_COALESCE": "false" if args.no_coalesce else "true",
     }
     fti = shutil.which("fti") or str(Path(sys.executable).parent / "fti")
     serve = [fti, "serve", "--model", MODEL, "--port", str(port), "--metrics-port", "0", "--redis-prefix", prefix]
@@ -336,7 +338,7 @@ def main() -> None:
     parser.add_argument("--versions", type=int, default=4, help="Versions the alias cycles through.")
     parser.add_argument("--swap-every", type=float, default=0.5, help="Seconds between alias moves.")
     parser.add_argument("--rounds", type=int, default=3, help="Interleaved rounds (echo/predict; steady/swapping).")
-    parser.add_argument("--no-coalesce", action="store_true", help="Serve with FTI_REDIS_COALESCE=false.")
+    parser.add_argument("--no-coalesce", action="store_true", help="Serve with FTI_SERVE_REDIS_COALESCE=false.")
     parser.add_argument("--json", type=Path, default=None, help="Also write the JSON figures here.")
     args = parser.parse_args()
     settings = FtiSettings()

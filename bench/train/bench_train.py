@@ -121,7 +121,7 @@ def _bench_training_once(root: Path, n: int, rounds: int, threads: int) -> dict[
     snap = SnapshotStore(str(root / "offline")).latest() or SnapshotStore(str(root / "offline")).create(
         views=defs.views
     )
-    settings = TrainerSettings(data_dir=root, train_num_threads=threads, train_log_every=10**9, code_version="bench")
+    settings = TrainerSettings(data_dir=root, num_threads=threads, log_every=10**9, code_version="bench")
     t0 = time.perf_counter()
     outcome = run_training(settings, "bench", snapshot_id=snap.id, definitions=defs, seed=1)
     fti_s = time.perf_counter() - t0

@@ -33,7 +33,7 @@ def _resource(name: str) -> Path:
 
 def resolve_classpath(settings: StackSettings, say: Say) -> str:
     """The broker's classpath, resolved by Maven once and cached beside the stack data."""
-    cache = settings.root / f"kafka-{settings.stack_kafka_version}.classpath"
+    cache = settings.root / f"kafka-{settings.kafka_version}.classpath"
     if cache.exists():
         cp = cache.read_text().strip()
         if cp and all(Path(j).exists() for j in cp.split(":")):
@@ -41,7 +41,7 @@ def resolve_classpath(settings: StackSettings, say: Say) -> str:
     mvn = shutil.which("mvn")
     if mvn is None:
         raise StackError("mvn not found: install Maven (apt-get install maven) to fetch the Kafka jars")
-    say(f"resolving Apache Kafka {settings.stack_kafka_version} jars with Maven (first run downloads ~45 MB to ~/.m2)")
+    say(f"resolving Apache Kafka {settings.kafka_version} jars with Maven (first run downloads ~45 MB to ~/.m2)")
     cache.parent.mkdir(parents=True, exist_ok=True)
     result = subprocess.run(  # noqa: S603 - fixed argv
         [
@@ -51,7 +51,7 @@ def resolve_classpath(settings: StackSettings, say: Say) -> str:
             "-f",
             str(_resource("pom.xml")),
             "dependency:build-classpath",
-            f"-Dkafka.version={settings.stack_kafka_version}",
+            f"-Dkafka.version={settings.kafka_version}",
             f"-Dmdep.outputFile={cache}",
         ],
         capture_output=True,
@@ -70,8 +70,8 @@ def write_config(settings: StackSettings) -> Path:
     props = {
         "process.roles": "broker,controller",
         "node.id": "1",
-        "controller.quorum.voters": f"1@{host}:{settings.stack_kafka_controller_port}",
-        "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{settings.stack_kafka_controller_port}",
+        "controller.quorum.voters": f"1@{host}:{settings.kafka_controller_port}",
+        "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{settings.kafka_controller_port}",
         "advertised.listeners": f"PLAINTEXT://{host}:{port}",
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
@@ -126,7 +126,7 @@ def broker_command(java: str, classpath: str, config: Path, settings: StackSetti
     logs = settings.root / "kafka"
     return [
         java,
-        f"-Xmx{settings.stack_kafka_heap}",
+        f"-Xmx{settings.kafka_heap}",
         "-Xms256m",
         "-XX:+UseG1GC",
         "-Djava.awt.headless=true",

@@ -77,8 +77,9 @@ class StackManager:
             self.state.save(procs)
         self._wait_ready()
         created = ensure_topics(self.settings)
-        for topic in created:
-            self.say(f"kafka: created topic {topic} ({self.settings.pipeline_topics()[topic]} partitions)")
+        for spec in self.settings.topics.pipeline():
+            if spec.name in created:
+                self.say(f"kafka: created topic {spec.name} ({spec.partitions} partitions)")
         return self.status()
 
     def down(self) -> list[str]:
@@ -112,7 +113,7 @@ class StackManager:
         classpath = kafka.resolve_classpath(self.settings, self.say)
         config = kafka.write_config(self.settings)
         kafka.format_storage(java, classpath, config, self.settings)
-        self.say(f"kafka: starting Apache Kafka {self.settings.stack_kafka_version} (KRaft) with {java}")
+        self.say(f"kafka: starting Apache Kafka {self.settings.kafka_version} (KRaft) with {java}")
         cmd = kafka.broker_command(java, classpath, config, self.settings)
         pid = spawn(cmd, self.settings.root / "kafka" / "stdout.log", self.settings.root)
         host, port = self.settings.kafka_host_port
@@ -127,7 +128,7 @@ class StackManager:
         return ManagedProcess("redis", pid, f"{host}:{port}", marker=f":{port}")
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.settings.stack_start_timeout_s
+        deadline = time.monotonic() + self.settings.start_timeout_s
         waiting = {"kafka": self._kafka_ready, "redis": self._redis_ready}
         while waiting:
             for name in list(waiting):

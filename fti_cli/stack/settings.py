@@ -1,8 +1,9 @@
-"""Settings of the local stack (`fti stack`), from FTI_ environment variables or the config file."""
+"""Settings of the local stack (`fti stack`, section FTI_STACK_…, or the `[stack]` table of the config file)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 from urllib.parse import urlparse
 
 from pydantic import Field
@@ -13,18 +14,18 @@ __all__ = ["StackSettings"]
 
 
 class StackSettings(FtiSettings):
-    stack_dir: Path | None = Field(
-        None, description="Where broker and Redis keep data and logs; default <data_dir>/stack."
-    )
-    stack_kafka_version: str = Field("4.0.1", description="Apache Kafka version fetched from Maven Central.")
-    stack_kafka_controller_port: int = Field(9093, description="KRaft controller listener port.")
-    stack_kafka_heap: str = Field("768m", description="Broker JVM heap (-Xmx).")
-    stack_events_partitions: int = Field(4, description="Partitions of the raw events topic when created.")
-    stack_start_timeout_s: float = Field(120.0, description="How long `up` waits for both to answer.")
+    env_section: ClassVar[str] = "STACK"
+
+    dir: Path | None = Field(None, description="Where broker and Redis keep data and logs; default <data_dir>/stack.")
+    kafka_version: str = Field("4.0.1", description="Apache Kafka version fetched from Maven Central.")
+    # Written into the broker's config: a fixed port, so 0 ("pick one") is refused.
+    kafka_controller_port: int = Field(9093, ge=1, le=65535, description="KRaft controller listener port.")
+    kafka_heap: str = Field("768m", description="Broker JVM heap (-Xmx).")
+    start_timeout_s: float = Field(120.0, gt=0, description="How long `up` waits for both to answer.")
 
     @property
     def root(self) -> Path:
-        return (self.stack_dir or self.data_dir / "stack").resolve()
+        return (self.dir or self.data_dir / "stack").resolve()
 
     @property
     def kafka_host_port(self) -> tuple[str, int]:
@@ -40,7 +41,3 @@ class StackSettings(FtiSettings):
     @property
     def redis_password(self) -> str | None:
         return urlparse(self.redis_url.get_secret_value()).password
-
-    def pipeline_topics(self) -> dict[str, int]:
-        """Topics the pipelines use, with explicit partition counts (the broker never auto-creates)."""
-        return {self.events_topic: self.stack_events_partitions, self.dlq_topic: 1, self.models_topic: 1}

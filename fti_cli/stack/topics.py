@@ -1,24 +1,28 @@
-"""Broker readiness and the topics the pipelines use, created with explicit partition counts."""
+"""Broker readiness and the pipeline topics, created from the shared topics table."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
 from fti_cli.stack.errors import StackError
 from fti_cli.stack.settings import StackSettings
+from fti_core.errors import UnavailableError
+from fti_core.topics import create_missing_topics
 
 __all__ = ["ensure_topics", "kafka_ready"]
 
 
-def _admin(settings: StackSettings) -> AdminClient:
+def _admin_config(settings: StackSettings) -> dict[str, Any]:
     # log_level 0: the broker refusing connections while it starts is expected, not news.
-    return AdminClient({**settings.confluent_config(), "socket.connection.setup.timeout.ms": 2000, "log_level": 0})
+    return {**settings.confluent_config(), "socket.connection.setup.timeout.ms": 2000, "log_level": 0}
 
 
 def kafka_ready(settings: StackSettings) -> bool:
     try:
-        md = _admin(settings).list_topics(timeout=2)
+        md = AdminClient(_admin_config(settings)).list_topics(timeout=2)
     except KafkaException:
         return False
     return bool(md.brokers)
@@ -26,16 +30,7 @@ def kafka_ready(settings: StackSettings) -> bool:
 
 def ensure_topics(settings: StackSettings) -> list[str]:
     """Create the pipeline topics that do not exist yet; returns the names created."""
-    admin = _admin(settings)
-    existing = set(admin.list_topics(timeout=10).topics)
-    wanted = {t: n for t, n in settings.pipeline_topics().items() if t not in existing}
-    if not wanted:
-        return []
-    futures = admin.create_topics([NewTopic(t, num_partitions=n, replication_factor=1) for t, n in wanted.items()])
-    for topic, fut in futures.items():
-        try:
-            fut.result(timeout=30)
-        except KafkaException as exc:
-            if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                raise StackError(f"could not create topic {topic}: {exc}") from exc
-    return sorted(wanted)
+    try:
+        return create_missing_topics(_admin_config(settings), settings.topics.pipeline())
+    except UnavailableError as exc:
+        raise StackError(str(exc)) from exc

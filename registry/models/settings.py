@@ -1,6 +1,11 @@
-"""Settings of the registry's processes (`fti registry ...`), from FTI_ environment variables."""
+"""Settings of `fti registry ...` and its long-running promoter (section FTI_PROMOTER_…).
+
+The model topic, like every topic, is in the shared topics table (`FTI_MODELS_TOPIC*`).
+"""
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 from pydantic import Field
 
@@ -10,10 +15,10 @@ __all__ = ["RegistrySettings"]
 
 
 class RegistrySettings(FtiSettings):
-    models_topic_partitions: int = Field(3, ge=1, description="Partitions when the model topic is created.")
-    models_topic_replication_factor: int = Field(1, ge=1)
-    promoter_alias: str = "production"
-    promoter_metric: str | None = Field(None, description="Metric to compare; default auc / rmse by task.")
-    promoter_margin: float = Field(0.0, ge=0.0, description="How much better a candidate must be, in metric units.")
-    promoter_group_id: str = "fti-promoter"
-    promoter_actor: str = "fti-promoter"
+    env_section: ClassVar[str] = "PROMOTER"
+
+    alias: str = Field("production", description="Alias the promoter promotes to.")
+    metric: str | None = Field(None, description="Metric to compare; default auc / rmse by task.")
+    margin: float = Field(0.0, ge=0.0, description="How much better a candidate must be, in metric units.")
+    group_id: str = Field("fti-promoter", description="Consumer group of the promoters (they share the work).")
+    actor: str = Field("fti-promoter", description="Who the alias history says moved the alias.")

@@ -57,7 +57,7 @@ def test_predict_example_prints_a_score_from_the_served_version(
         FTI_KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
         FTI_REDIS_URL=redis_url,
         FTI_MODELS_TOPIC=topic_factory("models"),  # type: ignore[operator]
-        FTI_METRICS_PORT="0",
+        FTI_SERVE_METRICS_PORT="0",
     )
     server = subprocess.Popen(
         [

@@ -22,6 +22,7 @@ from feature_stream.verify import ViewSkew, compare_view
 from featurestore.definitions import load_definitions
 from featurestore.offline import OfflineStore
 from featurestore.online import OnlineKey, RedisOnlineStore
+from fti_core.settings import load_settings
 
 ROOT = Path(__file__).parents[3]
 DEFS_PATH = ROOT / "examples/fraud/features.yaml"
@@ -59,7 +60,7 @@ class FeaturePipeline:
 
     def caught_up(self) -> bool:
         consumer = Consumer(
-            {"bootstrap.servers": self.settings.kafka_bootstrap_servers, "group.id": self.settings.features_app_id}
+            {"bootstrap.servers": self.settings.kafka_bootstrap_servers, "group.id": self.settings.app_id}
         )
         try:
             for topic in (self.settings.events_topic, self.settings.repartition_topic):
@@ -92,7 +93,7 @@ class FeaturePipeline:
         """Every entity of every view: the worker's offline rows and Redis values vs the backfill."""
         defs = load_definitions(DEFS_PATH)
         store = OfflineStore(self.settings.offline_root)
-        online = RedisOnlineStore.from_url(self.settings.redis_url.get_secret_value(), self.settings.online_prefix)
+        online = RedisOnlineStore.from_url(self.settings.redis_url.get_secret_value(), self.settings.redis_prefix)
         archive = store.read_archive()
         out = []
         for view in defs.views:
@@ -123,20 +124,17 @@ def feature_pipeline(
             FTI_REDIS_URL=redis_url,
             FTI_EVENTS_TOPIC=topic_factory("fs-raw", partitions),
             FTI_DLQ_TOPIC=topic_factory("fs-dlq", 1),
-            FTI_FEATURES_APP_ID=app_id,
-            FTI_FEATURES_REDIS_PREFIX=redis_prefix,
+            FTI_WORKER_APP_ID=app_id,
+            FTI_REDIS_PREFIX=redis_prefix,
             FTI_OFFLINE_STORE_URI=str(tmp_path / "offline"),
             FTI_DEFINITIONS_PATH=str(DEFS_PATH),
-            FTI_FEATURES_TOPIC_PARTITIONS=str(partitions),
-            FTI_FEATURES_SESSION_TIMEOUT_S="6",
-            FTI_FEATURES_HEARTBEAT_INTERVAL_S="1",
-            FTI_FEATURES_COMMIT_INTERVAL_S="0.5",
-            FTI_FEATURES_LOG_LEVEL="WARNING",
+            FTI_EVENTS_TOPIC_PARTITIONS=str(partitions),
+            FTI_WORKER_SESSION_TIMEOUT_S="6",
+            FTI_WORKER_HEARTBEAT_INTERVAL_S="1",
+            FTI_WORKER_COMMIT_INTERVAL_S="0.5",
+            FTI_WORKER_LOG_LEVEL="WARNING",
         )
-        fields = {
-            k.removeprefix("FTI_").lower(): v for k, v in env.items() if k.startswith("FTI_") and k != "FTI_CONFIG"
-        }
-        settings = FeatureStreamSettings.model_validate(fields)
+        settings = load_settings(FeatureStreamSettings, environ=env)  # what the worker processes will read
         logs = tmp_path / f"logs-{len(made)}"
         logs.mkdir()
         pipe = FeaturePipeline(env, settings, logs)
@@ -150,7 +148,7 @@ def feature_pipeline(
                 w.send_signal(signal.SIGKILL)
                 w.wait(timeout=10)
         admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
-        mine = [t for t in admin.list_topics(timeout=10).topics if t.startswith(pipe.settings.features_app_id)]
+        mine = [t for t in admin.list_topics(timeout=10).topics if t.startswith(pipe.settings.app_id)]
         if mine:
             for fut in admin.delete_topics(mine).values():
                 with contextlib.suppress(Exception):

@@ -61,7 +61,7 @@ def _produce(bootstrap: str, topic: str, messages: list[tuple[int, bytes]]) -> N
 
 
 def _env(kafka_bootstrap: str) -> dict[str, str]:
-    return {**os.environ, "FTI_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "FTI_FEATURES_COMMIT_INTERVAL_S": "0.2"}
+    return {**os.environ, "FTI_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "FTI_WORKER_COMMIT_INTERVAL_S": "0.2"}
 
 
 def test_each_fetch_reaches_the_handler_whole_in_offset_order_and_is_committed_once_acked(

@@ -51,7 +51,7 @@ def _read_dlq(pipe: FeaturePipeline, expected: int) -> list[tuple[str, bytes]]:
     consumer = Consumer(
         {
             "bootstrap.servers": pipe.settings.kafka_bootstrap_servers,
-            "group.id": pipe.settings.features_app_id + "-dlq-reader",
+            "group.id": pipe.settings.app_id + "-dlq-reader",
             "auto.offset.reset": "earliest",
         }
     )

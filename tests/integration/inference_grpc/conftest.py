@@ -33,6 +33,7 @@ def inference_settings(
         redis_url=redis_url,  # type: ignore[arg-type]
         redis_prefix=redis_prefix,
         models_topic=topic_factory("models", partitions=1),
+        models_topic_partitions=1,
         model=MODEL,
         host="127.0.0.1",
         port=0,
@@ -44,7 +45,7 @@ def inference_settings(
 @pytest.fixture
 def publisher(inference_settings: InferenceSettings) -> Iterator[ModelRegistry]:
     """The registry as the trainer / a person uses it: every change is emitted on Kafka."""
-    sink = KafkaModelEventSink(inference_settings, topic=inference_settings.models_topic, partitions=1)
+    sink = KafkaModelEventSink(inference_settings)
     yield ModelRegistry.from_uri(inference_settings.registry_root, events=sink)
     sink.close()
 

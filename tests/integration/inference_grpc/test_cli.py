@@ -72,7 +72,7 @@ def test_fti_serve_predict_promote_and_drain_on_sigterm(
         "FTI_MODELS_TOPIC": inference_settings.models_topic,
         "FTI_KAFKA_BOOTSTRAP_SERVERS": inference_settings.kafka_bootstrap_servers,
         "FTI_REDIS_URL": inference_settings.redis_url.get_secret_value(),
-        "FTI_HOST": "127.0.0.1",
+        "FTI_SERVE_HOST": "127.0.0.1",
     }
     fti = shutil.which("fti") or str(Path(sys.executable).parent / "fti")
     args = [fti, "serve", "--model", MODEL, "--port", str(port), "--metrics-port", "0"]

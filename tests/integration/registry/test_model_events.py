@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from confluent_kafka import Consumer
+from confluent_kafka.admin import AdminClient
 
 from fti.v1 import models_pb2
 from fti_core.settings import FtiSettings
@@ -50,8 +51,15 @@ def _consume_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 3
 def test_publish_promote_rollback_events_decode_with_a_plain_consumer(
     tmp_path: Path, kafka_bootstrap: str, unique: Callable[[str], str]
 ) -> None:
-    settings = FtiSettings(data_dir=tmp_path, kafka_bootstrap_servers=kafka_bootstrap, models_topic=unique("models"))
-    sink = KafkaModelEventSink(settings, partitions=2)  # creates the topic itself
+    settings = FtiSettings(
+        data_dir=tmp_path,
+        kafka_bootstrap_servers=kafka_bootstrap,
+        models_topic=unique("models"),
+        models_topic_partitions=2,
+    )
+    sink = KafkaModelEventSink(settings)  # creates the topic itself, as the topics table says
+    meta = AdminClient(settings.confluent_config()).list_topics(settings.models_topic, timeout=10)
+    assert len(meta.topics[settings.models_topic].partitions) == 2
     reg = ModelRegistry.from_uri(str(tmp_path / "registry"), events=sink)
     _publish(reg, b"model-1")
     _publish(reg, b"model-2")

@@ -132,7 +132,7 @@ def test_kafka_storage_format_takes_a_cluster_id_that_begins_with_a_dash(tmp_pat
     java = shutil.which("java")
     assert java is not None
     classpath = kafka.resolve_classpath(StackSettings(), lambda _msg: None)  # cached by `fti stack up`
-    settings = StackSettings(stack_dir=tmp_path)
+    settings = StackSettings(dir=tmp_path)
     cid = "-" + kafka.cluster_id()[1:]
     result = subprocess.run(
         kafka.format_command(java, classpath, kafka.write_config(settings), cid),

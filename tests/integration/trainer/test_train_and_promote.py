@@ -94,7 +94,7 @@ def env(tmp_path: Path, kafka_bootstrap: str, unique: Callable[[str], str]) -> d
         "FTI_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
         "FTI_MODELS_TOPIC": unique("models"),
         "FTI_DEFINITIONS_PATH": str(DEFS),
-        "FTI_CODE_VERSION": "itest",
+        "FTI_TRAIN_CODE_VERSION": "itest",
     }
 
 

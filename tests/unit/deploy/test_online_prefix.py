@@ -1,4 +1,4 @@
-"""The worker (writer) and the server (reader) agree on the online-store key prefix by default."""
+"""The worker (writer) and the server (reader) read the online-store key prefix from one setting."""
 
 from __future__ import annotations
 
@@ -18,15 +18,16 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_one_shared_setting_reaches_writer_and_reader(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert FeatureStreamSettings().online_prefix == InferenceSettings().online_prefix == "fti"
-    monkeypatch.setenv("FTI_ONLINE_STORE_PREFIX", "shop-a")
-    assert FeatureStreamSettings().online_prefix == InferenceSettings().online_prefix == "shop-a"
-    assert FeatureStreamSettings().state_prefix.startswith("shop-a:state:")
+    assert FeatureStreamSettings().redis_prefix == InferenceSettings().redis_prefix == "fti"
+    monkeypatch.setenv("FTI_REDIS_PREFIX", "shop-a")
+    assert FeatureStreamSettings().redis_prefix == InferenceSettings().redis_prefix == "shop-a"
+    assert FeatureStreamSettings().state_key_prefix == "shop-a:state:fti-features"
 
 
-def test_pipeline_specific_overrides_still_win(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_old_worker_override_still_reaches_only_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FTI_ONLINE_STORE_PREFIX", "shared")
     monkeypatch.setenv("FTI_FEATURES_REDIS_PREFIX", "worker-only")
-    monkeypatch.setenv("FTI_REDIS_PREFIX", "server-only")
-    assert FeatureStreamSettings().online_prefix == "worker-only"
-    assert InferenceSettings().online_prefix == "server-only"
+    assert FeatureStreamSettings().redis_prefix == "worker-only"
+    assert InferenceSettings().redis_prefix == "shared"
+    monkeypatch.setenv("FTI_REDIS_PREFIX", "new")  # the new name wins over both old ones
+    assert FeatureStreamSettings().redis_prefix == InferenceSettings().redis_prefix == "new"

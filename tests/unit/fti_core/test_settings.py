@@ -1,33 +1,327 @@
-"""Settings come from FTI_ variables and a TOML file, and never show their secrets."""
+"""One settings scheme: shared FTI_<NAME>, one FTI_<SECTION>_ per process, a TOML file, old names.
+
+Precedence (init > env > file), the unknown-name report, deprecated names, port 0, the topics
+table, no os.environ mutation and masked secrets.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import types
+import typing
 from pathlib import Path
+from typing import Any, ClassVar, Literal
 
+import click
 import pytest
 
-from fti_core.settings import FtiSettings, load_settings
+import fti_core.settings as settings_module
+from feature_stream import metrics as worker_metrics
+from feature_stream.settings import FeatureStreamSettings
+from fti_cli.stack.settings import StackSettings
+from fti_core.settings import CLICK_CONFIG_KEY, PROCESS_SECTIONS, FtiSettings, load_settings
+from fti_core.settings_renames import RENAMED, Renamed
+from inference_grpc.settings import InferenceSettings, PredictSettings
+from registry.models.settings import RegistrySettings
+from trainer.settings import TrainerSettings
+
+ROOT = Path(__file__).resolve().parents[3]
+BY_SECTION: dict[str, type[FtiSettings]] = {
+    "WORKER": FeatureStreamSettings,
+    "SERVE": InferenceSettings,
+    "PREDICT": PredictSettings,
+    "TRAIN": TrainerSettings,
+    "PROMOTER": RegistrySettings,
+    "STACK": StackSettings,
+}
 
 
 @pytest.fixture(autouse=True)
 def _no_ambient_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     """These tests are about defaults and precedence: the caller's FTI_ variables must not leak in."""
-    import os
-
     for key in list(os.environ):
         if key.startswith("FTI_"):
             monkeypatch.delenv(key)
+    # Each line is said once per process; every test starts as a fresh process would.
+    monkeypatch.setattr(settings_module, "_reported", set())
 
 
-def test_environment_overrides_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    cfg = tmp_path / "fti.toml"
-    cfg.write_text('[fti]\nkafka_bootstrap_servers = "file:9092"\nevents_topic = "from.file"\n')
-    monkeypatch.setenv("FTI_CONFIG", str(cfg))
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "fti_core.settings" and r.levelno == logging.WARNING]
+
+
+def _toml(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "fti.toml"
+    path.write_text(text)
+    return path
+
+
+# -- precedence and the file's shape -----------------------------------------------------------
+
+
+def test_init_beats_environment_beats_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = _toml(
+        tmp_path,
+        'kafka_bootstrap_servers = "file:9092"\nevents_topic = "from.file"\nredis_prefix = "file"\n'
+        "[serve]\nport = 1111\nmetrics_port = 2222\nalias = 'file-alias'\n",
+    )
     monkeypatch.setenv("FTI_KAFKA_BOOTSTRAP_SERVERS", "env:9092")
-    s = FtiSettings()
-    assert s.kafka_bootstrap_servers == "env:9092"
-    assert s.events_topic == "from.file"
+    monkeypatch.setenv("FTI_SERVE_PORT", "3333")
+    monkeypatch.setenv("FTI_REDIS_PREFIX", "env")
+    s = load_settings(InferenceSettings, cfg, port=4444, redis_prefix="init")
+    assert s.port == 4444 and s.redis_prefix == "init"  # init beats env
+    assert s.kafka_bootstrap_servers == "env:9092"  # env beats file
+    assert (s.metrics_port, s.alias, s.events_topic) == (2222, "file-alias", "from.file")  # file beats defaults
+
+
+def test_fti_config_variable_and_an_fti_table_still_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = _toml(tmp_path, '[fti]\nevents_topic = "wrapped"\n[fti.worker]\napp_id = "from-table"\n')
+    monkeypatch.setenv("FTI_CONFIG", str(cfg))
+    s = FeatureStreamSettings()
+    assert (s.events_topic, s.app_id) == ("wrapped", "from-table")
+
+
+def test_fti_config_option_reaches_the_settings_through_the_click_context(tmp_path: Path) -> None:
+    cfg = _toml(tmp_path, "[train]\nnum_threads = 3\n")
+    with click.Context(click.Command("fti")) as ctx:
+        ctx.meta[CLICK_CONFIG_KEY] = cfg
+        assert load_settings(TrainerSettings).num_threads == 3
+    assert load_settings(TrainerSettings).num_threads == 2  # outside the command: no file
+
+
+def test_loading_with_a_config_file_leaves_os_environ_alone(tmp_path: Path) -> None:
+    cfg = _toml(tmp_path, 'redis_prefix = "from-file"\n[worker]\nbatch_size = 10\n')
+    before = dict(os.environ)
+    s = load_settings(FeatureStreamSettings, config_file=cfg)
+    with click.Context(click.Command("fti")) as ctx:
+        ctx.meta[CLICK_CONFIG_KEY] = cfg
+        load_settings(InferenceSettings)
+    assert (s.redis_prefix, s.batch_size) == ("from-file", 10)
+    assert dict(os.environ) == before
+
+
+def test_an_explicit_environment_replaces_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FTI_EVENTS_TOPIC", "from-os-environ")
+    s = load_settings(FtiSettings, environ={"FTI_EVENTS_TOPIC": "child"})
+    assert s.events_topic == "child"
+
+
+def test_an_unreadable_config_file_fails_loudly(tmp_path: Path) -> None:
+    bad = _toml(tmp_path, "redis_prefix = \n")
+    with pytest.raises(ValueError, match="cannot read settings file"):
+        load_settings(FtiSettings, bad)
+
+
+def test_unknown_constructor_arguments_are_an_error() -> None:
+    with pytest.raises(ValueError, match="online_store_prefix"):
+        FtiSettings(online_store_prefix="x")  # type: ignore[call-arg]
+
+
+# -- one prefix per process ----------------------------------------------------------------------
+
+
+def test_every_process_reads_shared_names_and_its_own_section(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FTI_REDIS_PREFIX", "shop")
+    for name, value in [
+        ("FTI_WORKER_APP_ID", "w"),
+        ("FTI_SERVE_MODEL", "m"),
+        ("FTI_PREDICT_TARGET", "h:1"),
+        ("FTI_TRAIN_CODE_VERSION", "c"),
+        ("FTI_PROMOTER_ACTOR", "a"),
+        ("FTI_STACK_KAFKA_HEAP", "1g"),
+    ]:
+        monkeypatch.setenv(name, value)
+    assert FeatureStreamSettings().app_id == "w"
+    assert InferenceSettings().model == "m"
+    assert PredictSettings().target == "h:1"
+    assert TrainerSettings().code_version == "c"
+    assert RegistrySettings().actor == "a"
+    assert StackSettings().kafka_heap == "1g"
+    assert {cls().redis_prefix for cls in BY_SECTION.values()} == {"shop"}
+
+
+def test_a_settings_class_must_name_a_known_section() -> None:
+    with pytest.raises(TypeError, match="env_section"):
+
+        class _Bad(FtiSettings):
+            env_section: ClassVar[str] = "NOPE"
+
+
+# -- unknown names ---------------------------------------------------------------------------------
+
+
+def test_unknown_variables_are_reported_once_on_one_line_with_suggestions(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("FTI_KAFKA_BOOTSTRAP_SERVER", "typo:9092")
+    monkeypatch.setenv("FTI_SERVE_PROT", "1")
+    monkeypatch.setenv("FTI_WHATEVER", "x")
+    with caplog.at_level(logging.WARNING):
+        s = InferenceSettings()
+        InferenceSettings()  # built again: not said again
+    assert s.kafka_bootstrap_servers == "localhost:9092"
+    lines = _warnings(caplog)
+    assert len(lines) == 1, lines
+    assert "FTI_KAFKA_BOOTSTRAP_SERVER (did you mean FTI_KAFKA_BOOTSTRAP_SERVERS?)" in lines[0]
+    assert "FTI_SERVE_PROT (did you mean FTI_SERVE_PORT?)" in lines[0]
+    assert "FTI_WHATEVER" in lines[0] and "\n" not in lines[0]
+
+
+def test_known_names_of_other_processes_config_and_old_names_are_not_reported(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("FTI_CONFIG", str(_toml(tmp_path, "")))
+    monkeypatch.setenv("FTI_SERVE_PORT", "1")  # the server's business
+    monkeypatch.setenv("FTI_PORT", "1")  # an old name of the server's
+    monkeypatch.setenv("FTI_VENV", ".venv")  # scripts/ read it
+    with caplog.at_level(logging.WARNING):
+        FeatureStreamSettings()
+    assert _warnings(caplog) == []
+
+
+def test_unknown_config_file_keys_are_reported(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cfg = _toml(tmp_path, 'redis_prefx = "x"\n[serve]\nprot = 1\n[servee]\nport = 2\n')
+    with caplog.at_level(logging.WARNING):
+        load_settings(InferenceSettings, cfg)
+    lines = _warnings(caplog)
+    assert len(lines) == 1, lines
+    assert f"unknown keys in {cfg}" in lines[0]
+    assert "redis_prefx (did you mean redis_prefix?)" in lines[0]
+    assert "[serve] prot (did you mean [serve] port?)" in lines[0]
+    assert "[servee] port" in lines[0]
+
+
+# -- deprecated names ------------------------------------------------------------------------------
+
+
+def _owner(r: Renamed) -> type[FtiSettings]:
+    if r.only:
+        return BY_SECTION[r.only]
+    name = r.new.removeprefix("FTI_")
+    return next((cls for s, cls in BY_SECTION.items() if name.startswith(f"{s}_")), FtiSettings)
+
+
+def _sample(cls: type[FtiSettings], field: str) -> tuple[str, Any]:
+    """A valid value, different from the default, as an environment string and as parsed."""
+    info = cls.model_fields[field]
+    default = info.get_default(call_default_factory=True)
+    kind: Any = info.annotation
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        kind = next(a for a in typing.get_args(kind) if a is not type(None))
+    if typing.get_origin(kind) is Literal:
+        choice = next(a for a in typing.get_args(kind) if a != default)
+        return str(choice), choice
+    samples: dict[Any, tuple[str, Any]] = {
+        bool: (str(not default).lower(), not default),
+        int: ("7", 7),
+        float: ("2.5", 2.5),
+        str: ("renamed-value", "renamed-value"),
+        Path: ("/tmp/renamed.pem", Path("/tmp/renamed.pem")),
+    }
+    return samples[kind]
+
+
+@pytest.mark.parametrize("renamed", RENAMED, ids=[r.old for r in RENAMED])
+def test_each_old_name_sets_the_new_field_with_a_warning(
+    renamed: Renamed, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    cls = _owner(renamed)
+    field = cls.env_names()[renamed.new]
+    text, expected = _sample(cls, field)
+    monkeypatch.setenv(renamed.old, text)
+    with caplog.at_level(logging.WARNING):
+        s = cls()
+    assert getattr(s, field) == expected
+    lines = _warnings(caplog)
+    assert len(lines) == 1 and renamed.old in lines[0] and renamed.new in lines[0], lines
+
+
+def test_every_renamed_setting_is_listed_in_the_changelog() -> None:
+    unreleased = (ROOT / "CHANGELOG.md").read_text().split("## Unreleased", 1)[1].split("\n## ", 1)[0]
+    deprecated = unreleased.split("### Deprecated", 1)[1].split("\n### ", 1)[0]
+    for r in RENAMED:
+        assert f"`{r.old}` → `{r.new}`" in deprecated, r.old
+
+
+def test_a_new_name_wins_over_its_old_name_and_old_names_work_in_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("FTI_PORT", "1")
+    monkeypatch.setenv("FTI_SERVE_PORT", "2")
+    cfg = _toml(tmp_path, 'model = "old-key"\n')
+    with caplog.at_level(logging.WARNING):
+        s = load_settings(InferenceSettings, cfg)
+    assert (s.port, s.model) == (2, "old-key")
+    assert any(f"model in {cfg} is deprecated, use [serve] model" in line for line in _warnings(caplog))
+
+
+def test_the_worker_old_metrics_port_zero_means_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FTI_FEATURES_METRICS_PORT", "0")
+    s = FeatureStreamSettings()
+    assert (s.metrics_enabled, s.metrics_port) == (False, 0)
+    monkeypatch.setenv("FTI_FEATURES_METRICS_PORT", "9200")
+    s = FeatureStreamSettings()
+    assert (s.metrics_enabled, s.metrics_port) == (True, 9200)
+
+
+# -- ports -----------------------------------------------------------------------------------------
+
+
+def test_port_zero_is_accepted_and_disabling_is_a_separate_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FTI_WORKER_METRICS_PORT", "0")
+    monkeypatch.setenv("FTI_WORKER_WEB_PORT", "0")
+    monkeypatch.setenv("FTI_SERVE_METRICS_PORT", "0")
+    monkeypatch.setenv("FTI_SERVE_PORT", "0")
+    worker, server = FeatureStreamSettings(), InferenceSettings()
+    assert (worker.metrics_port, worker.web_port, server.metrics_port, server.port) == (0, 0, 0, 0)
+    assert (worker.metrics_enabled, worker.web_enabled, server.metrics_enabled) == (False, False, True)
+    monkeypatch.setenv("FTI_SERVE_METRICS_ENABLED", "false")
+    assert InferenceSettings().metrics_enabled is False
+    with pytest.raises(ValueError, match="kafka_controller_port"):
+        StackSettings(kafka_controller_port=0)  # written into the broker's config: must be fixed
+
+
+def test_worker_metrics_on_port_zero_bind_a_free_port_and_say_which(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        server = worker_metrics.serve_metrics(0)
+    try:
+        port = int(server.server_port)
+        assert port > 0
+        assert f"worker metrics on port {port}" in caplog.text
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# -- the topics table ------------------------------------------------------------------------------
+
+
+def test_one_topics_table_with_the_same_defaults_for_every_process() -> None:
+    tables = {cls().topics for cls in [FtiSettings, *BY_SECTION.values()]}
+    assert len(tables) == 1
+    table = tables.pop()
+    assert [(t.name, t.partitions, t.replication_factor) for t in table.pipeline()] == [
+        ("fti.events", 4, 1),
+        ("fti.events.dlq", 1, 1),
+        ("fti.models", 1, 1),
+    ]
+    assert table.rekeyed_partitions == 4
+    assert FtiSettings(events_topic_partitions=8).topics.rekeyed_partitions == 8
+    assert FtiSettings(rekeyed_topic_partitions=2).topics.rekeyed_partitions == 2
+
+
+def test_sections_are_the_documented_ones() -> None:
+    assert set(PROCESS_SECTIONS) == set(BY_SECTION)
+    for section, cls in BY_SECTION.items():
+        own = cls.model_fields.keys() - FtiSettings.model_fields.keys()
+        assert own and all(cls.env_name(f).startswith(f"FTI_{section}_") for f in own), cls
+
+
+# -- what was here before --------------------------------------------------------------------------
 
 
 def test_secrets_are_masked_in_str_repr_and_logs(caplog: pytest.LogCaptureFixture) -> None:

@@ -100,7 +100,7 @@ def defs() -> Definitions:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> TrainerSettings:
-    return TrainerSettings(data_dir=tmp_path, train_num_threads=2, code_version="test")
+    return TrainerSettings(data_dir=tmp_path, num_threads=2, code_version="test")
 
 
 def test_train_publishes_with_lineage_and_learns(settings: TrainerSettings, defs: Definitions) -> None:
