@@ -109,9 +109,10 @@ def _say_once(message: str) -> None:
         log.warning("%s", message)
 
 
-def _suggest(name: str, known: list[str]) -> str | None:
-    close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
-    return close[0] if close else None
+def _suggest(name: str, known: Mapping[str, str]) -> str | None:
+    """The closest known name; `known` maps each candidate spelling (old names too) to its current name."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.8)
+    return known[close[0]] if close else None
 
 
 class _NamedSource(PydanticBaseSettingsSource):
@@ -147,7 +148,8 @@ class _NamedSource(PydanticBaseSettingsSource):
                 " (the old name stops working in the next release)"
             )
         if resolved.unknown:
-            known = list(cls.env_names())
+            names = cls.env_names()
+            known = {n: n for n in names} | {r.old: r.new for r in RENAMED if r.new in names}
             items = []
             for name in sorted(resolved.unknown):
                 hint = _suggest(name, known)

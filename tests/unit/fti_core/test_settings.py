@@ -169,6 +169,15 @@ def test_unknown_variables_are_reported_once_on_one_line_with_suggestions(
     assert "FTI_WHATEVER" in lines[0] and "\n" not in lines[0]
 
 
+def test_a_misspelt_old_name_suggests_the_new_one(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("FTI_TARGT", "h:1")
+    with caplog.at_level(logging.WARNING):
+        PredictSettings()
+    assert "FTI_TARGT (did you mean FTI_PREDICT_TARGET?)" in _warnings(caplog)[0]
+
+
 def test_known_names_of_other_processes_config_and_old_names_are_not_reported(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
