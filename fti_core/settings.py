@@ -166,7 +166,9 @@ def _flatten_file(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
             raw = tomllib.load(fh)
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ValueError(f"cannot read settings file {path}: {exc}") from exc
-    root = raw["fti"] if isinstance(raw.get("fti"), dict) else raw
+    # An `[fti]` table may wrap the settings (a file shared with other tools); both places count.
+    wrapped = raw.pop("fti", None)
+    root = raw | wrapped if isinstance(wrapped, dict) else raw
     out: dict[str, Any] = {}
     written: dict[str, str] = {}
     for key, value in root.items():

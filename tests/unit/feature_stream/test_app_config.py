@@ -1,0 +1,38 @@
+"""The worker's Faust configuration follows its settings: endpoints, ports, the topics table."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import pytest
+
+from feature_stream.app import _app_config
+from feature_stream.settings import FeatureStreamSettings
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in list(os.environ):
+        if key.startswith("FTI_"):
+            monkeypatch.delenv(key)
+
+
+def test_web_views_are_off_unless_enabled() -> None:
+    conf = _app_config(FeatureStreamSettings(web_port=0))
+    assert conf["web_enabled"] is False
+
+
+def test_web_port_zero_picks_a_free_port_and_says_which(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        conf = _app_config(FeatureStreamSettings(web_enabled=True, web_port=0))
+    assert conf["web_enabled"] is True and conf["web_port"] > 0
+    assert f"web views on port {conf['web_port']}" in caplog.text
+    assert _app_config(FeatureStreamSettings(web_enabled=True, web_port=7001))["web_port"] == 7001
+
+
+def test_internal_topics_follow_the_topics_table() -> None:
+    conf = _app_config(FeatureStreamSettings(events_topic_partitions=6, events_topic_replication_factor=2))
+    assert (conf["topic_partitions"], conf["topic_replication_factor"]) == (6, 2)
+    conf = _app_config(FeatureStreamSettings(rekeyed_topic_partitions=3))
+    assert conf["topic_partitions"] == 3
