@@ -24,8 +24,10 @@ import redis.asyncio as aredis
 from faust.sensors.monitor import Monitor
 from faust.types import TP, EventT, Message, StreamT
 
-from feature_stream import metrics
+from feature_stream import log_limits, metrics
 from feature_stream.batch_consumer import BatchApp
+from feature_stream.faults import EXIT_OK, Fault, classify
+from feature_stream.health import Health, HealthServer
 from feature_stream.outbox import KafkaOutbox
 from feature_stream.processor import InMessage, Processor, ViewItem
 from feature_stream.settings import FeatureStreamSettings
@@ -38,7 +40,7 @@ from fti_core.topics import TopicSpec, create_missing_topics
 
 __all__ = ["build_app", "ensure_topics", "run_worker"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("fti.worker")
 
 # Longest time outputs, state and offsets stay buffered; offsets are committed this much later.
 FLUSH_INTERVAL_S = 0.5
@@ -145,15 +147,40 @@ def _app_config(settings: FeatureStreamSettings) -> dict[str, Any]:
     return conf
 
 
-def build_app(settings: FeatureStreamSettings, defs: Definitions) -> BatchApp:
+class Stop:
+    """Why the worker is stopping: the first fault a handler or the flush timer met."""
+
+    def __init__(self) -> None:
+        self.fault: Fault | None = None
+
+    def record(self, exc: BaseException) -> None:
+        if self.fault is None:
+            self.fault = classify(exc)
+
+
+def _redis(settings: FeatureStreamSettings) -> aredis.Redis:
+    # Explicit timeouts: a Redis that stops answering is a fault to report, not a hang.
+    return aredis.Redis.from_url(
+        settings.redis_url.get_secret_value(),
+        socket_timeout=settings.redis_timeout_s,
+        socket_connect_timeout=settings.redis_timeout_s,
+    )
+
+
+def build_app(
+    settings: FeatureStreamSettings, defs: Definitions, health: Health | None = None, stop: Stop | None = None
+) -> BatchApp:
+    health = health or Health(
+        live_after_s=settings.live_after_s, stall_after_s=settings.stall_after_s
+    )
+    stop = stop or Stop()
     app = BatchApp(settings.app_id, **_app_config(settings))
     raw = app.topic(settings.events_topic, key_type=bytes, value_type=bytes)
     rekeyed = app.topic(settings.repartition_topic, key_type=bytes, value_type=bytes)
-    redis_url = settings.redis_url.get_secret_value()
     processor = Processor(
         defs,
-        RedisStateStore(aredis.Redis.from_url(redis_url), settings.state_key_prefix),
-        AsyncRedisOnlineStore.from_url(redis_url, settings.redis_prefix),
+        RedisStateStore(_redis(settings), settings.state_key_prefix),
+        AsyncRedisOnlineStore(_redis(settings), settings.redis_prefix),
         OfflineStore(settings.offline_root),
         KafkaOutbox(settings),
         state_slack_ms=settings.state_slack_ms,
@@ -161,7 +188,7 @@ def build_app(settings: FeatureStreamSettings, defs: Definitions) -> BatchApp:
         flush_interval_s=FLUSH_INTERVAL_S,
     )
     size = settings.batch_size
-    _connect_flushing(app, processor)
+    _connect_flushing(app, processor, health, stop)
 
     @app.batch_handler(raw)
     async def ingest(messages: list[Message]) -> None:
@@ -170,10 +197,12 @@ def build_app(settings: FeatureStreamSettings, defs: Definitions) -> BatchApp:
             msgs = _to_messages(chunk)
             try:
                 await processor.ingest(msgs, _hold(chunk, app.consumer))
-            except Exception:
+            except Exception as exc:
                 processor.reset()  # the cache may be ahead of the saved state
+                stop.record(exc)
                 raise
             _record_lag(app, msgs)
+            health.progressed(len(msgs))
             # A chunk whose state is cached awaits nothing: let the online writes it queued,
             # the flush timer and other tasks run before the next one.
             await asyncio.sleep(0)
@@ -184,33 +213,102 @@ def build_app(settings: FeatureStreamSettings, defs: Definitions) -> BatchApp:
         try:
             items = [i for m in messages for i in ViewItem.decode_many(m.value or b"[]")]
             await processor.aggregate(items, _hold(messages, app.consumer))
-        except Exception:
+        except Exception as exc:
             processor.reset()
+            stop.record(exc)
             raise
         _record_lag(app, messages)
+        health.progressed()
 
     return app
 
 
-def _connect_flushing(app: faust.App, processor: Processor) -> None:
+def _connect_flushing(app: faust.App, processor: Processor, health: Health, stop: Stop) -> None:
     """Held batches are acked only by a flush: a loop bounds how long offsets wait (and lets
     Faust's wait for unacked messages finish during a rebalance); a revocation flushes at once,
-    and an assignment starts from the saved state."""
+    and an assignment starts from the saved state. A flush that fails stops the worker."""
 
     @app.task  # type: ignore[untyped-decorator]  # faust leaves it untyped
     async def _flush_due() -> None:
         # A plain loop rather than `app.timer`: a flush may outlast the tick, which is fine here.
         while not app.should_stop:
             await asyncio.sleep(FLUSH_INTERVAL_S / 5)
-            await processor.flush_if_due()
+            try:
+                await processor.flush_if_due()
+            except Exception as exc:  # noqa: BLE001 - recorded for the exit status, then the worker stops
+                stop.record(exc)
+                await app.crash(exc)
+                return
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def _heartbeat() -> None:
+        log_limits.install()  # Faust has set up its log handlers by now
+        summary = _Summary(health)
+        while not app.should_stop:
+            health.beat()
+            health.lag = _refresh_lag(app)
+            summary.maybe_log()
+            await asyncio.sleep(1.0)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode's signal typing is narrower than its calls
     async def _on_revoked(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
-        await processor.flush()
+        health.assigned = False
+        try:
+            await processor.flush()
+        except Exception as exc:
+            stop.record(exc)
+            raise
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def _on_assigned(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         processor.reset()
+        health.assigned = True
+        health.progressed()
+
+
+class _Summary:
+    """One INFO line a minute: events handled, lag; not a line per message."""
+
+    EVERY_S = 60.0
+
+    def __init__(self, health: Health) -> None:
+        self._health = health
+        self._at = asyncio.get_running_loop().time()
+        self._events = 0
+
+    def maybe_log(self) -> None:
+        now = asyncio.get_running_loop().time()
+        if now - self._at < self.EVERY_S:
+            return
+        events = self._health.events - self._events
+        log.info(
+            "%d events in the last %.0f s (%.0f/s), lag %d",
+            events,
+            now - self._at,
+            events / (now - self._at),
+            self._health.lag,
+        )
+        self._at, self._events = now, self._health.events
+
+
+def _refresh_lag(app: faust.App) -> int:
+    """Lag of every assigned partition from its committed offset, kept true while nothing moves."""
+    consumer = app.consumer
+    total = 0
+    try:
+        assigned = consumer.assignment()
+        committed = getattr(consumer, "_committed_offset", {})
+    except (AttributeError, KeyError, RuntimeError):
+        return 0
+    for tp in assigned:
+        high = consumer.highwater(tp)
+        if high is None:
+            continue
+        done = committed.get(tp)
+        lag = max(0, high - (done or 0))
+        metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lag)
+        total += lag
+    return total
 
 
 class _Positioned(Protocol):
@@ -258,15 +356,45 @@ def _use_event_loop(choice: str) -> None:
     mode.loop.use("uvloop")
 
 
-def run_worker(settings: FeatureStreamSettings) -> None:
-    """Blocking: prepare topics and the catalogue, then run the Faust worker until stopped."""
+def _start(settings: FeatureStreamSettings, health: Health) -> Definitions:
+    """What happens before the Faust worker runs; a fault here is classified like any other."""
     defs = load_definitions(settings.definitions_path)
     Catalogue(settings.offline_root).register(defs.views)
     ensure_topics(settings)
     if settings.metrics_enabled:
-        metrics.serve_metrics(settings.metrics_port)
+        HealthServer(health, settings.metrics_host, settings.metrics_port).start()
+    return defs
+
+
+def run_worker(settings: FeatureStreamSettings) -> int:
+    """Blocking: prepare topics and the catalogue, run the Faust worker until it stops, and
+    return the exit status (`feature_stream.faults`): 0 only for a requested stop."""
+    health = Health(live_after_s=settings.live_after_s, stall_after_s=settings.stall_after_s)
+    stop = Stop()
+    try:
+        defs = _start(settings, health)
+    except Exception as exc:  # noqa: BLE001 - classified into the exit status
+        stop.record(exc)
+        return _report(stop)
     _use_event_loop(settings.event_loop)
-    app = build_app(settings, defs)
+    app = build_app(settings, defs, health, stop)
     _tune_gc()
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        if exc.code not in (None, 0):
+            stop.record(RuntimeError(f"Faust worker exited with status {exc.code}"))
+    except BaseException as exc:  # noqa: BLE001 - classified and reported as the exit status
+        stop.record(exc)
+    crash = getattr(app, "crash_reason", None) or getattr(worker, "crash_reason", None)
+    if crash is not None:
+        stop.record(crash)
+    return _report(stop)
+
+
+def _report(stop: Stop) -> int:
+    if stop.fault is None:
+        return EXIT_OK
+    log.error("fti features worker: stopping: %s", stop.fault.line())
+    return stop.fault.exit_code

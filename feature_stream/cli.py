@@ -35,11 +35,31 @@ def features() -> None:
 
 
 @features.command()
-def worker() -> None:
-    """Run the streaming worker (Faust) until stopped."""
-    from feature_stream.app import run_worker
+@click.option(
+    "--supervise/--no-supervise",
+    default=True,
+    show_default=True,
+    help="Ride out Redis, Kafka and offline-store outages by restarting the worker process "
+    "(--no-supervise: one process that exits 75 on an outage).",
+)
+def worker(supervise: bool) -> None:
+    """Run the streaming worker (Faust) until stopped; exits non-zero when it cannot go on."""
+    settings = _settings()
+    config = click.get_current_context().find_root().params.get("config")
+    if not supervise:
+        from feature_stream.worker_process import main
 
-    run_worker(_settings())
+        raise SystemExit(main(["--config", str(config)] if config else []))
+    from feature_stream.probes import dependency_probe
+    from feature_stream.supervisor import Supervisor, child_argv
+
+    sup = Supervisor(
+        child_argv(str(config) if config else None),
+        dependency_probe(settings),
+        outage_limit_s=settings.outage_limit_s,
+        stop_grace_s=settings.stop_grace_s,
+    )
+    raise SystemExit(sup.run())
 
 
 @features.command()

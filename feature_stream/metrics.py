@@ -1,11 +1,8 @@
-"""Prometheus metrics of the feature worker, served on FTI_WORKER_METRICS_PORT when FTI_WORKER_METRICS_ENABLED."""
+"""Prometheus metrics of the feature worker, served with its health endpoints by `feature_stream.health`."""
 
 from __future__ import annotations
 
-import logging
-from wsgiref.simple_server import WSGIServer
-
-from prometheus_client import Counter, Gauge, start_http_server
+from prometheus_client import Counter, Gauge
 
 __all__ = [
     "BEYOND_HORIZON",
@@ -16,7 +13,6 @@ __all__ = [
     "FEATURES_WRITTEN",
     "LATE_EVENTS",
     "ONLINE_WRITES",
-    "serve_metrics",
 ]
 
 EVENTS_IN = Counter("fti_features_events_in", "Raw messages consumed")
@@ -28,17 +24,4 @@ ONLINE_WRITES = Counter("fti_features_online_writes", "Online values applied in 
 BEYOND_HORIZON = Counter(
     "fti_features_beyond_state_horizon", "Accepted events older than the retained state (inexact)", ["view"]
 )
-log = logging.getLogger(__name__)
-
 CONSUMER_LAG = Gauge("fti_features_consumer_lag", "Messages behind the high watermark", ["topic", "partition"])
-
-
-def serve_metrics(port: int) -> WSGIServer:
-    """Serve /metrics in a thread; port 0 picks a free one. The bound port is logged."""
-    server, _thread = start_http_server(port)
-    bound = int(server.server_port)
-    if port == 0:
-        log.warning("worker metrics on port %d (FTI_WORKER_METRICS_PORT=0 picked a free port)", bound)
-    else:
-        log.info("worker metrics on port %d", bound)
-    return server

@@ -28,8 +28,20 @@ class FeatureStreamSettings(FtiSettings):
     heartbeat_interval_s: float = Field(1.0, gt=0, description="Consumer group heartbeat interval.")
     web_enabled: bool = Field(False, description="Serve Faust's web views.")
     web_port: int = Field(6066, ge=0, le=65535, description="Faust web port; 0 picks a free one (logged).")
-    metrics_enabled: bool = Field(False, description="Serve Prometheus /metrics over HTTP.")
-    metrics_port: int = Field(9108, ge=0, le=65535, description="Prometheus port; 0 picks a free one (logged).")
+    metrics_enabled: bool = Field(True, description="Serve /metrics, /livez and /readyz over HTTP.")
+    metrics_host: str = Field("0.0.0.0", description="Address of the metrics and health endpoint.")  # noqa: S104
+    metrics_port: int = Field(9108, ge=0, le=65535, description="Metrics and health port; 0 picks a free one (logged).")
+    redis_timeout_s: float = Field(
+        30.0, gt=0, description="Cap on one Redis command or connect; past it Redis counts as unavailable."
+    )
+    outage_limit_s: float = Field(
+        300.0,
+        ge=0,
+        description="How long the worker waits for Redis, Kafka or the offline store before it exits non-zero.",
+    )
+    stop_grace_s: float = Field(30.0, gt=0, description="How long a stopping worker gets before it is killed.")
+    live_after_s: float = Field(60.0, gt=0, description="/livez fails when the worker's event loop has not run for this long.")
+    stall_after_s: float = Field(60.0, gt=0, description="Work waiting and no progress for this long: stalled (/readyz fails).")
     state_slack_ms: int = Field(
         3_600_000, ge=0, description="Extra state kept per entity beyond its longest window, for cross-key disorder."
     )

@@ -116,7 +116,7 @@ def feature_pipeline(
 ) -> Iterator[Callable[..., FeaturePipeline]]:
     made: list[FeaturePipeline] = []
 
-    def make(partitions: int = 4) -> FeaturePipeline:
+    def make(partitions: int = 4, **overrides: str) -> FeaturePipeline:
         app_id = unique("fs-app")
         env = dict(os.environ)
         env.update(
@@ -133,7 +133,9 @@ def feature_pipeline(
             FTI_WORKER_HEARTBEAT_INTERVAL_S="1",
             FTI_WORKER_COMMIT_INTERVAL_S="0.5",
             FTI_WORKER_LOG_LEVEL="WARNING",
+            FTI_WORKER_METRICS_PORT="0",  # several workers on one machine: each its own free port
         )
+        env.update(overrides)
         settings = load_settings(FeatureStreamSettings, environ=env)  # what the worker processes will read
         logs = tmp_path / f"logs-{len(made)}"
         logs.mkdir()

@@ -1,0 +1,181 @@
+"""Dependency outages: ridden out with nothing lost, or ended with a non-zero status and one line.
+
+Redis here is a private `redis-server` (append-only, fsync always) that the test kills and
+starts again, so the shared one the other tests use is never touched.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from fti_demo.simulate import SimConfig, generate
+
+from .conftest import FeaturePipeline
+
+
+class PrivateRedis:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        exe = shutil.which("redis-server")
+        assert exe, "redis-server is not installed"
+        args = [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.root), "--save", ""]
+        args += ["--appendonly", "yes", "--appendfsync", "always"]  # a kill -9 loses nothing acknowledged
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(self._answers, 30, "private redis to answer")
+
+    def _answers(self) -> bool:
+        try:
+            return bool(redis.Redis(port=self.port, socket_timeout=1).ping())
+        except redis.RedisError:
+            return False
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+
+def wait_for(cond: Callable[[], bool], timeout: float, what: str, logs: Callable[[], str] = str) -> None:
+    end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < end, f"timed out after {timeout}s waiting for {what}\n{logs()}"
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    root = tmp_path / "redis"
+    root.mkdir()
+    r = PrivateRedis(root)
+    r.start()
+    yield r
+    if r.proc is not None and r.proc.poll() is None:
+        r.kill()
+
+
+def _events(count: int, seed: int) -> list[tuple[bytes | None, bytes]]:
+    return [(e.key, e.value) for e in generate(count, SimConfig(seed=seed))]
+
+
+def _assert_exact(pipe: FeaturePipeline) -> None:
+    for skew in pipe.parity():
+        assert skew.mismatches == [], (skew.view, skew.mismatches[:10])
+
+
+def test_worker_rides_out_a_redis_outage_and_loses_nothing(
+    feature_pipeline: Callable[..., FeaturePipeline], private_redis: PrivateRedis
+) -> None:
+    pipe = feature_pipeline(partitions=2, FTI_REDIS_URL=private_redis.url, FTI_WORKER_REDIS_TIMEOUT_S="2")
+    worker = pipe.start_worker()
+    pipe.produce(_events(3_000, seed=5))
+    pipe.wait_caught_up(timeout=120)
+
+    private_redis.kill()
+    pipe.produce(_events(3_000, seed=6))  # Kafka keeps taking events while Redis is gone
+    wait_for(lambda: "redis does not answer" in pipe.logs(), 60, "the worker to notice the outage", pipe.logs)
+    assert worker.poll() is None, pipe.logs()  # riding it out, not exited
+
+    private_redis.start()
+    wait_for(lambda: "restarting the worker" in pipe.logs(), 60, "the worker to restart", pipe.logs)
+    pipe.wait_caught_up(timeout=120)
+    assert worker.poll() is None
+    _assert_exact(pipe)
+
+
+def test_worker_rides_out_an_unwritable_offline_store(feature_pipeline: Callable[..., FeaturePipeline]) -> None:
+    pipe = feature_pipeline(partitions=2)
+    worker = pipe.start_worker()
+    pipe.produce(_events(2_000, seed=7))
+    pipe.wait_caught_up(timeout=120)
+
+    root = Path(pipe.settings.offline_root)
+    aside = root.with_name(root.name + ".aside")
+    root.rename(aside)
+    root.write_bytes(b"")  # a file where the store's directory was: every write fails (even as root)
+    pipe.produce(_events(2_000, seed=8))
+    wait_for(lambda: "offline store" in pipe.logs(), 60, "the worker to notice the outage", pipe.logs)
+    assert worker.poll() is None, pipe.logs()
+
+    root.unlink()
+    aside.rename(root)
+    wait_for(lambda: "restarting the worker" in pipe.logs(), 60, "the worker to restart", pipe.logs)
+    pipe.wait_caught_up(timeout=120)
+    _assert_exact(pipe)
+
+
+def test_an_outage_longer_than_the_limit_ends_the_worker_non_zero(
+    feature_pipeline: Callable[..., FeaturePipeline], private_redis: PrivateRedis
+) -> None:
+    pipe = feature_pipeline(
+        partitions=1,
+        FTI_REDIS_URL=private_redis.url,
+        FTI_WORKER_REDIS_TIMEOUT_S="2",
+        FTI_WORKER_OUTAGE_LIMIT_S="3",
+    )
+    worker = pipe.start_worker()
+    pipe.produce(_events(500, seed=9))
+    pipe.wait_caught_up(timeout=120)
+    private_redis.kill()
+    pipe.produce(_events(500, seed=10))
+    assert worker.wait(timeout=120) == 75, pipe.logs()
+    assert "giving up: redis does not answer" in pipe.logs()
+
+
+def test_a_failure_that_is_no_outage_ends_the_worker_with_status_1(
+    feature_pipeline: Callable[..., FeaturePipeline], tmp_path: Path
+) -> None:
+    pipe = feature_pipeline(partitions=1, FTI_DEFINITIONS_PATH=str(tmp_path / "missing.yaml"))
+    worker = pipe.start_worker()
+    assert worker.wait(timeout=120) == 1, pipe.logs()
+    logs = pipe.logs()
+    assert "does not exist" in logs and "is not restarted" in logs
+    assert logs.count("Traceback") == 0
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def test_sigterm_stops_the_worker_with_status_0_and_kill_9_leaves_no_child(
+    feature_pipeline: Callable[..., FeaturePipeline],
+) -> None:
+    pipe = feature_pipeline(partitions=1)
+    first = pipe.start_worker()
+    pipe.produce(_events(200, seed=11))
+    pipe.wait_caught_up(timeout=120)
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=60) == 0, pipe.logs()
+
+    second = pipe.start_worker()
+    wait_for(lambda: bool(_children(second.pid)), 30, "the worker process", pipe.logs)
+    child = _children(second.pid)[0]
+    pipe.kill(second)
+    wait_for(lambda: _gone(child), 30, "the orphaned worker to die", pipe.logs)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "\nState:\tZ" in status  # dead, not yet reaped by whoever adopted it
