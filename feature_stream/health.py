@@ -118,7 +118,8 @@ class HealthServer:
     def __init__(self, health: Health, host: str, port: int) -> None:
         self._server = ThreadingHTTPServer((host, port), _handler(health))
         self._server.daemon_threads = True
-        REGISTRY.register(_StallCollector(health))
+        self._collector = _StallCollector(health)
+        REGISTRY.register(self._collector)
         self.port: int = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name="fti-health", daemon=True)
 
@@ -130,3 +131,4 @@ class HealthServer:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+        REGISTRY.unregister(self._collector)
