@@ -12,10 +12,11 @@ needed when partitions move; caches are dropped on every assignment.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 import faust
@@ -26,16 +27,20 @@ from faust.types import TP, EventT, Message, StreamT
 
 from feature_stream import log_limits, metrics
 from feature_stream.batch_consumer import BatchApp
+from feature_stream.codec import DeadLetter
 from feature_stream.faults import EXIT_OK, Fault, classify
 from feature_stream.health import Health, HealthServer
 from feature_stream.outbox import KafkaOutbox
 from feature_stream.processor import InMessage, Processor, ViewItem
 from feature_stream.settings import FeatureStreamSettings
+from feature_stream.skips import load_skips
 from feature_stream.state import RedisStateStore
 from featurestore.catalogue import Catalogue
 from featurestore.definitions import Definitions, load_definitions
 from featurestore.offline import OfflineStore
 from featurestore.online import AsyncRedisOnlineStore
+from fti.v1 import events_pb2
+from fti_core.errors import UnavailableError
 from fti_core.topics import TopicSpec, create_missing_topics
 
 __all__ = ["build_app", "ensure_topics", "run_worker"]
@@ -177,9 +182,10 @@ def build_app(
     app = BatchApp(settings.app_id, **_app_config(settings))
     raw = app.topic(settings.events_topic, key_type=bytes, value_type=bytes)
     rekeyed = app.topic(settings.repartition_topic, key_type=bytes, value_type=bytes)
+    state_client = _redis(settings)
     processor = Processor(
         defs,
-        RedisStateStore(_redis(settings), settings.state_key_prefix),
+        RedisStateStore(state_client, settings.state_key_prefix),
         AsyncRedisOnlineStore(_redis(settings), settings.redis_prefix),
         OfflineStore(settings.offline_root),
         KafkaOutbox(settings),
@@ -188,7 +194,7 @@ def build_app(
         flush_interval_s=FLUSH_INTERVAL_S,
     )
     size = settings.batch_size
-    _connect_flushing(app, processor, health, stop)
+    _connect_flushing(app, processor, health, stop, lambda: load_skips(state_client, settings.state_key_prefix))
 
     @app.batch_handler(raw)
     async def ingest(messages: list[Message]) -> None:
@@ -211,7 +217,7 @@ def build_app(
     async def aggregate(messages: list[Message]) -> None:
         # A re-keyed record packs up to hundreds of items: a fetch is a few records.
         try:
-            items = [i for m in messages for i in ViewItem.decode_many(m.value or b"[]")]
+            items = _rekeyed_items(processor, messages)
             await processor.aggregate(items, _hold(messages, app.consumer))
         except Exception as exc:
             processor.reset()
@@ -223,7 +229,30 @@ def build_app(
     return app
 
 
-def _connect_flushing(app: faust.App, processor: Processor, health: Health, stop: Stop) -> None:
+def _rekeyed_items(processor: Processor, messages: Sequence[Message]) -> list[ViewItem]:
+    """The items of re-keyed records; a record that cannot be read, or that an operator
+    dead-lettered by hand, goes to the dead-letter topic instead."""
+    items: list[ViewItem] = []
+    for m in messages:
+        msg = InMessage(m.topic, m.partition, m.offset, m.key, m.value)
+        if msg.position in processor.skip:
+            processor.dead_letter(msg, DeadLetter(events_pb2.DEAD_LETTER_REASON_MANUAL, processor.skip[msg.position]))
+            continue
+        try:
+            items.extend(ViewItem.decode_many(m.value or b"[]"))
+        except Exception as exc:  # noqa: BLE001 - one record never stops the worker: it is dead-lettered
+            letter = DeadLetter(events_pb2.DEAD_LETTER_REASON_PROCESSING_FAILED, f"{type(exc).__name__}: {exc}")
+            processor.dead_letter(msg, letter)
+    return items
+
+
+def _connect_flushing(
+    app: faust.App,
+    processor: Processor,
+    health: Health,
+    stop: Stop,
+    skips: Callable[[], Awaitable[dict[str, str]]],
+) -> None:
     """Held batches are acked only by a flush: a loop bounds how long offsets wait (and lets
     Faust's wait for unacked messages finish during a rebalance); a revocation flushes at once,
     and an assignment starts from the saved state. A flush that fails stops the worker."""
@@ -244,10 +273,15 @@ def _connect_flushing(app: faust.App, processor: Processor, health: Health, stop
     async def _heartbeat() -> None:
         log_limits.install()  # Faust has set up its log handlers by now
         summary = _Summary(health)
+        ticks = 0
         while not app.should_stop:
             health.beat()
             health.lag = _refresh_lag(app)
             summary.maybe_log()
+            ticks += 1
+            if ticks % 10 == 0:  # an operator's `fti features dead-letter` reaches a running worker
+                with contextlib.suppress(UnavailableError):  # a Redis outage shows in the batches
+                    processor.skip = await skips()
             await asyncio.sleep(1.0)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode's signal typing is narrower than its calls
@@ -262,6 +296,11 @@ def _connect_flushing(app: faust.App, processor: Processor, health: Health, stop
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def _on_assigned(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         processor.reset()
+        try:
+            processor.skip = await skips()
+        except Exception as exc:
+            stop.record(exc)
+            raise
         health.assigned = True
         health.progressed()
 

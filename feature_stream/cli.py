@@ -89,6 +89,42 @@ def verify(sample: int, view_refs: tuple[str, ...], seed: int) -> None:
         raise SystemExit(1)
 
 
+@features.command("dead-letter")
+@click.option("--topic", default=None, help="Topic of the message; default the raw events topic.")
+@click.option("--partition", type=int, required=True)
+@click.option("--offset", type=int, required=True)
+@click.option("--reason", required=True, help="Why, for whoever reads the dead-letter topic.")
+def dead_letter(topic: str | None, partition: int, offset: int, reason: str) -> None:
+    """Dead-letter one message by hand, for what nothing foresaw (a message that stops every worker).
+
+    Workers read the list when they are next assigned partitions (also when they restart) and
+    every 10 s, and send that message to the dead-letter topic (reason MANUAL) instead of
+    processing it."""
+    import redis
+    from confluent_kafka import Consumer, TopicPartition
+
+    from feature_stream.skips import add_skip, position
+
+    settings = _settings()
+    topic = topic or settings.events_topic
+    conf = {**settings.confluent_config(), "group.id": "fti-dead-letter-cli", "enable.auto.commit": False}
+    consumer = Consumer(conf)
+    try:
+        consumer.assign([TopicPartition(topic, partition, offset)])
+        msg = consumer.poll(10.0)
+    finally:
+        consumer.close()
+    if msg is None or msg.error() is not None or msg.offset() != offset:
+        raise click.ClickException(f"no message at {position(topic, partition, offset)}")
+    client = redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=10)
+    add_skip(client, settings.state_key_prefix, position(topic, partition, offset), reason)
+    click.echo(
+        json.dumps(
+            {"dead_lettered": position(topic, partition, offset), "reason": reason, "bytes": len(msg.value() or b"")}
+        )
+    )
+
+
 @features.command()
 @click.option(
     "--min-files", default=16, show_default=True, help="Compact a partition directory holding at least this many files."

@@ -8,6 +8,7 @@ processor waits on before it saves state and acks offsets.
 from __future__ import annotations
 
 import asyncio
+import time
 import zlib
 from collections.abc import Sequence
 from typing import Any
@@ -17,11 +18,21 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from feature_stream.codec import DLQ_REASON_HEADER, DeadLetter
 from feature_stream.processor import InMessage, Outbox, ViewItem
 from feature_stream.settings import FeatureStreamSettings
+from featurestore.offline import OfflineStore, date_of
 from fti_core.errors import UnavailableError
 
-__all__ = ["KafkaOutbox"]
+__all__ = ["MAX_INLINE_DEAD_LETTER", "ORIGINAL_URI_HEADER", "KafkaOutbox"]
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
 
 _PACK = 500  # items per re-keyed record, keeping records far below the broker's 1 MB limit
+_MAX_MESSAGE_BYTES = 1_000_000  # the producer's and the broker's default limit on one record
+# A dead letter larger than this keeps its original bytes in the offline store instead.
+MAX_INLINE_DEAD_LETTER = _MAX_MESSAGE_BYTES - 64 * 1024
+ORIGINAL_URI_HEADER = "fti-dlq-original-uri"
 
 
 class KafkaOutbox(Outbox):
@@ -31,12 +42,14 @@ class KafkaOutbox(Outbox):
             "acks": "all",
             "enable.idempotence": True,
             "linger.ms": 5,
+            "message.max.bytes": _MAX_MESSAGE_BYTES,
         }
         self._producer = Producer(conf)
         self._dlq = settings.dlq_topic
         self._rekeyed = settings.repartition_topic
         self._error: KafkaError | None = None
         self._n: int | None = None
+        self._offline_root = settings.offline_root
 
     def _on_delivery(self, err: KafkaError | None, _msg: Any) -> None:
         if err is not None and self._error is None:
@@ -65,7 +78,15 @@ class KafkaOutbox(Outbox):
             ("fti-dlq-detail", letter.detail.encode()[:512]),
             ("fti-dlq-source", msg.position.encode()),
         ]
-        self._produce(self._dlq, msg.key, msg.value or b"", headers)
+        value, key = msg.value or b"", msg.key
+        if len(value) + len(key or b"") > MAX_INLINE_DEAD_LETTER:
+            # Too large to send whole: the original bytes go to the offline store first
+            # (synchronously, so they are durable before the offset is), the record points there.
+            name = f"{msg.topic}-{msg.partition}-{msg.offset}.bin"
+            uri = OfflineStore(self._offline_root).write_bytes(f"dead_letters/date={date_of(_now_ms())}/{name}", value)
+            headers += [(ORIGINAL_URI_HEADER, uri.encode()), ("fti-dlq-original-bytes", str(len(value)).encode())]
+            value, key = b"", (key or b"")[:1024]
+        self._produce(self._dlq, key, value, headers)
 
     def forward(self, items: Sequence[ViewItem]) -> None:
         # Items are packed per partition, so the re-keyed handler gets a few records per batch

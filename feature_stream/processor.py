@@ -27,6 +27,7 @@ from featurestore.definitions import Definitions, FeatureViewDef
 from featurestore.offline import ArchiveRow, FeatureRow, OfflineStore
 from featurestore.online import AsyncOnlineStore, OnlineRow
 from featurestore.values import Scalar
+from fti.v1 import events_pb2
 
 __all__ = ["InMessage", "Outbox", "Processor", "ViewItem"]
 
@@ -158,6 +159,8 @@ class Processor:
         # Both batch handlers and the flush timer share caches and the buffer; one at a time keeps them coherent.
         self._lock = asyncio.Lock()
         self._flush_lock = asyncio.Lock()  # flushes save state in batch order
+        # Messages an operator dead-lettered by hand: position -> reason (`feature_stream.skips`).
+        self.skip: dict[str, str] = {}
 
     def reset(self) -> None:
         """Forget cached state and unflushed work, as a crash would: their offsets were not acked,
@@ -253,13 +256,22 @@ class Processor:
             await self._after_batch(on_durable)
         await self._flush_if_full()
 
+    def dead_letter(self, msg: InMessage, letter: DeadLetter) -> None:
+        """Send one message to the dead-letter topic; it is acked with its batch after the flush."""
+        metrics.DEAD_LETTERS.labels(letter.reason_name).inc()
+        self.outbox.dead_letter(msg, letter)
+
     def _decode(self, msgs: Sequence[InMessage]) -> list[tuple[InMessage, RawEvent]]:
         decoded: list[tuple[InMessage, RawEvent]] = []
         for msg in msgs:
-            ev = decode_event(msg.value, self.defs)
+            try:
+                ev = decode_event(msg.value, self.defs)
+            except Exception as exc:  # noqa: BLE001 - one message never stops the worker: it is dead-lettered
+                ev = DeadLetter(events_pb2.DEAD_LETTER_REASON_PROCESSING_FAILED, f"{type(exc).__name__}: {exc}")
+            if isinstance(ev, RawEvent) and msg.position in self.skip:
+                ev = DeadLetter(events_pb2.DEAD_LETTER_REASON_MANUAL, self.skip[msg.position])
             if isinstance(ev, DeadLetter):
-                metrics.DEAD_LETTERS.labels(ev.reason_name).inc()
-                self.outbox.dead_letter(msg, ev)
+                self.dead_letter(msg, ev)
             else:
                 decoded.append((msg, ev))
         return decoded

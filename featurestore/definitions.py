@@ -21,6 +21,7 @@ import yaml
 from google.protobuf.duration_pb2 import Duration
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
+from featurestore.event_schema import EventTypeDef, FieldRule, FieldType, label_rule
 from fti.v1 import features_pb2
 from fti_core.errors import InvalidArgumentError
 from fti_core.tasks import Metric, Task
@@ -29,6 +30,7 @@ __all__ = [
     "AggregationFunction",
     "DefinitionError",
     "Definitions",
+    "EventTypeDef",
     "FeatureDef",
     "FeatureViewDef",
     "LabelDef",
@@ -284,10 +286,41 @@ class ModelDef(_Strict):
         return self
 
 
+# What a field must hold for each aggregation that reads it (when its event type declares nothing).
+_IMPLIED_TYPE = {
+    AggregationFunction.SUM: FieldType.FLOAT,
+    AggregationFunction.MEAN: FieldType.FLOAT,
+    AggregationFunction.MIN: FieldType.FLOAT,
+    AggregationFunction.MAX: FieldType.FLOAT,
+    AggregationFunction.LAST: FieldType.FLOAT,
+    AggregationFunction.DISTINCT_COUNT: FieldType.ANY,
+}
+
+
 class Definitions(_Strict):
     views: tuple[FeatureViewDef, ...]
     labels: tuple[LabelDef, ...] = ()
     models: tuple[ModelDef, ...] = ()
+    events: tuple[EventTypeDef, ...] = ()
+
+    def value_rules(self) -> dict[str, dict[str, FieldRule]]:
+        """Per event type, the rule of each field something reads or the file declares.
+
+        Implied by the views (a numeric aggregate needs a number), replaced by a declaration,
+        and a label's field always gets its models' domain (a binary label is 0 or 1)."""
+        rules: dict[str, dict[str, FieldRule]] = {}
+        for view in self.views:
+            for f in view.features:
+                if f.field and f.agg in _IMPLIED_TYPE:
+                    mine = rules.setdefault(view.source, {})
+                    if mine.get(f.field, FieldRule(FieldType.ANY)).type is FieldType.ANY:
+                        mine[f.field] = FieldRule(_IMPLIED_TYPE[f.agg])
+        for ev in self.events:
+            rules.setdefault(ev.name, {}).update({name: FieldRule.of(decl) for name, decl in ev.fields.items()})
+        for lbl in self.labels:
+            tasks = [m.task for m in self.models if m.label == lbl.name]
+            rules.setdefault(lbl.event_type, {})[lbl.field] = label_rule(tasks)
+        return rules
 
     def view(self, name: str, version: int | None = None) -> FeatureViewDef:
         matches = [v for v in self.views if v.name == name and (version is None or v.version == version)]
@@ -342,22 +375,27 @@ def _validate_section(kind: str, items: Iterable[Any], model: type[BaseModel]) -
 def parse_definitions(doc: Any) -> Definitions:
     if not isinstance(doc, dict):
         raise DefinitionError("a definitions file is a mapping with views, labels and models")
-    unknown = set(doc) - {"views", "labels", "models"}
+    unknown = set(doc) - {"views", "labels", "models", "events"}
     if unknown:
         raise DefinitionError(f"unknown top-level fields {sorted(unknown)}")
     views = _validate_section("view", doc.get("views") or [], FeatureViewDef)
     labels = _validate_section("label", doc.get("labels") or [], LabelDef)
     models = _validate_section("model", doc.get("models") or [], ModelDef)
+    events = _validate_section("event", doc.get("events") or [], EventTypeDef)
     seen: set[str] = set()
     for v in views:
         if v.ref in seen:
             raise DefinitionError(f"view {v.ref}: defined twice")
         seen.add(v.ref)
-    for kind, names in (("label", [x.name for x in labels]), ("model", [x.name for x in models])):
+    for kind, names in (
+        ("label", [x.name for x in labels]),
+        ("model", [x.name for x in models]),
+        ("event", [x.name for x in events]),
+    ):
         for n in names:
             if names.count(n) > 1:
                 raise DefinitionError(f"{kind} {n}: defined twice")
-    defs = Definitions(views=tuple(views), labels=tuple(labels), models=tuple(models))
+    defs = Definitions(views=tuple(views), labels=tuple(labels), models=tuple(models), events=tuple(events))
     for m in models:
         defs.label(m.label)
         try:

@@ -3,6 +3,8 @@
 Layout under the root (the contract the snapshot store and backfill read):
   features/<view>/v<version>/date=<YYYY-MM-DD>/part-<uuid>.parquet
       entity_key, event_id, event_time_ms, late, ingest_ns, then one float64 column per feature
+  dead_letters/date=<YYYY-MM-DD>/<topic>-<partition>-<offset>.bin
+      the original bytes of a dead letter too large to send whole to the dead-letter topic
   archive/event_type=<type>/date=<YYYY-MM-DD>/part-<uuid>.parquet
       event_id, event_type, event_time_ms, entities_json, values_json, source, schema_version,
       msg_key, watermark_ms (-1: none), late, ingest_ns
@@ -158,6 +160,20 @@ class OfflineStore:
             with self.fs.open(tmp, "wb") as fh:
                 fh.write(buf.getvalue())
             # A rename is atomic on a local filesystem; object stores publish on close/copy.
+            self.fs.mv(tmp, final)
+        except OSError as exc:
+            raise UnavailableError(f"offline store write to {final} failed: {exc}") from exc
+        return final
+
+    def write_bytes(self, rel_path: str, data: bytes) -> str:
+        """Write one opaque file (a dead letter's original bytes) atomically; returns its URI."""
+        tmp = self.path("_tmp", f"blob-{uuid.uuid4().hex}")
+        final = self.path(rel_path)
+        try:
+            self.fs.makedirs(self.path("_tmp"), exist_ok=True)
+            self.fs.makedirs(final.rsplit("/", 1)[0], exist_ok=True)
+            with self.fs.open(tmp, "wb") as fh:
+                fh.write(data)
             self.fs.mv(tmp, final)
         except OSError as exc:
             raise UnavailableError(f"offline store write to {final} failed: {exc}") from exc

@@ -35,6 +35,20 @@ class _DeadLetterReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Dead
     DEAD_LETTER_REASON_NON_FINITE_VALUE: _DeadLetterReason.ValueType  # 5
     DEAD_LETTER_REASON_MISSING_EVENT_ID: _DeadLetterReason.ValueType  # 6
     DEAD_LETTER_REASON_MISSING_EVENT_TIME: _DeadLetterReason.ValueType  # 7
+    DEAD_LETTER_REASON_WRONG_TYPE: _DeadLetterReason.ValueType  # 8
+    """A value of another type than its field's (declared, or implied by the views reading it)."""
+    DEAD_LETTER_REASON_VALUE_OUT_OF_RANGE: _DeadLetterReason.ValueType  # 9
+    """A number outside its field's range (declared, or +-1e15 so no window aggregate overflows)."""
+    DEAD_LETTER_REASON_LABEL_OUT_OF_DOMAIN: _DeadLetterReason.ValueType  # 10
+    """A label value outside its model task's domain (a binary label is 0 or 1), or missing."""
+    DEAD_LETTER_REASON_EVENT_TIME_OUT_OF_RANGE: _DeadLetterReason.ValueType  # 11
+    """An event time outside the years 1900 to 2200."""
+    DEAD_LETTER_REASON_INVALID_KEY: _DeadLetterReason.ValueType  # 12
+    """An entity key or event id that is too long to be a key."""
+    DEAD_LETTER_REASON_MANUAL: _DeadLetterReason.ValueType  # 13
+    """Dead-lettered by hand (`fti features dead-letter`): something nothing else foresaw."""
+    DEAD_LETTER_REASON_PROCESSING_FAILED: _DeadLetterReason.ValueType  # 14
+    """Processing this one message raised; the worker went on without it."""
 
 class DeadLetterReason(_DeadLetterReason, metaclass=_DeadLetterReasonEnumTypeWrapper):
     """Dead-letter reason, also sent as the `fti-dlq-reason` header beside the original bytes."""
@@ -47,6 +61,20 @@ DEAD_LETTER_REASON_UNKNOWN_SCHEMA_VERSION: DeadLetterReason.ValueType  # 4
 DEAD_LETTER_REASON_NON_FINITE_VALUE: DeadLetterReason.ValueType  # 5
 DEAD_LETTER_REASON_MISSING_EVENT_ID: DeadLetterReason.ValueType  # 6
 DEAD_LETTER_REASON_MISSING_EVENT_TIME: DeadLetterReason.ValueType  # 7
+DEAD_LETTER_REASON_WRONG_TYPE: DeadLetterReason.ValueType  # 8
+"""A value of another type than its field's (declared, or implied by the views reading it)."""
+DEAD_LETTER_REASON_VALUE_OUT_OF_RANGE: DeadLetterReason.ValueType  # 9
+"""A number outside its field's range (declared, or +-1e15 so no window aggregate overflows)."""
+DEAD_LETTER_REASON_LABEL_OUT_OF_DOMAIN: DeadLetterReason.ValueType  # 10
+"""A label value outside its model task's domain (a binary label is 0 or 1), or missing."""
+DEAD_LETTER_REASON_EVENT_TIME_OUT_OF_RANGE: DeadLetterReason.ValueType  # 11
+"""An event time outside the years 1900 to 2200."""
+DEAD_LETTER_REASON_INVALID_KEY: DeadLetterReason.ValueType  # 12
+"""An entity key or event id that is too long to be a key."""
+DEAD_LETTER_REASON_MANUAL: DeadLetterReason.ValueType  # 13
+"""Dead-lettered by hand (`fti features dead-letter`): something nothing else foresaw."""
+DEAD_LETTER_REASON_PROCESSING_FAILED: DeadLetterReason.ValueType  # 14
+"""Processing this one message raised; the worker went on without it."""
 Global___DeadLetterReason: _TypeAlias = DeadLetterReason  # noqa: Y015
 
 @_typing.final
