@@ -14,6 +14,7 @@ exists so that a two-minute Redis restart is not a crash loop in anyone's alerti
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -160,5 +161,5 @@ class Supervisor:
 
 def child_argv(config: str | None) -> list[str]:
     """The command that runs one worker process (`feature_stream.worker_process`)."""
-    argv = [sys.executable, "-m", "feature_stream.worker_process"]
+    argv = [sys.executable, "-m", "feature_stream.worker_process", "--parent", str(os.getpid())]
     return [*argv, "--config", config] if config else argv

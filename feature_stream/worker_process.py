@@ -20,17 +20,22 @@ __all__ = ["main"]
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
-    """SIGKILL this process when its parent dies (Linux), else poll the parent from a thread."""
-    parent = os.getppid()
+def _die_with_parent(parent: int | None) -> None:
+    """SIGKILL this process when its supervisor dies (Linux), else poll the parent from a thread.
+
+    `parent` is the supervisor's pid as it passed it: read here, `getppid()` would already name
+    whoever adopted this process if the supervisor died while it started."""
+    if parent is None:
+        return
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) == 0:
-            if os.getppid() != parent:  # the parent died before prctl took effect
-                os._exit(1)
-            return
+        armed = libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) == 0
     except OSError:
-        pass
+        armed = False
+    if os.getppid() != parent:  # the supervisor died before (or while) the signal was armed
+        os._exit(1)
+    if armed:
+        return
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -53,8 +58,9 @@ def _own_log() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="feature_stream.worker_process")
     parser.add_argument("--config", type=Path, default=None)
+    parser.add_argument("--parent", type=int, default=None, help="The supervisor's pid: die with it.")
     args = parser.parse_args(argv)
-    _die_with_parent()
+    _die_with_parent(args.parent)
     _own_log()
     from feature_stream.app import run_worker
     from feature_stream.settings import FeatureStreamSettings
