@@ -175,9 +175,7 @@ def _redis(settings: FeatureStreamSettings) -> aredis.Redis:
 def build_app(
     settings: FeatureStreamSettings, defs: Definitions, health: Health | None = None, stop: Stop | None = None
 ) -> BatchApp:
-    health = health or Health(
-        live_after_s=settings.live_after_s, stall_after_s=settings.stall_after_s
-    )
+    health = health or Health(live_after_s=settings.live_after_s, stall_after_s=settings.stall_after_s)
     stop = stop or Stop()
     app = BatchApp(settings.app_id, **_app_config(settings))
     raw = app.topic(settings.events_topic, key_type=bytes, value_type=bytes)

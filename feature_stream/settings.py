@@ -40,8 +40,12 @@ class FeatureStreamSettings(FtiSettings):
         description="How long the worker waits for Redis, Kafka or the offline store before it exits non-zero.",
     )
     stop_grace_s: float = Field(30.0, gt=0, description="How long a stopping worker gets before it is killed.")
-    live_after_s: float = Field(60.0, gt=0, description="/livez fails when the worker's event loop has not run for this long.")
-    stall_after_s: float = Field(60.0, gt=0, description="Work waiting and no progress for this long: stalled (/readyz fails).")
+    live_after_s: float = Field(
+        60.0, gt=0, description="/livez fails when the worker's event loop has not run for this long."
+    )
+    stall_after_s: float = Field(
+        60.0, gt=0, description="Work waiting and no progress for this long: stalled (/readyz fails)."
+    )
     state_slack_ms: int = Field(
         3_600_000, ge=0, description="Extra state kept per entity beyond its longest window, for cross-key disorder."
     )

@@ -18,7 +18,7 @@ import click
 import pytest
 
 import fti_core.settings as settings_module
-from feature_stream import metrics as worker_metrics
+from feature_stream.health import Health, HealthServer
 from feature_stream.settings import FeatureStreamSettings
 from fti_cli.stack.settings import StackSettings
 from fti_core.settings import CLICK_CONFIG_KEY, PROCESS_SECTIONS, FtiSettings, load_settings
@@ -285,7 +285,7 @@ def test_port_zero_is_accepted_and_disabling_is_a_separate_switch(monkeypatch: p
     monkeypatch.setenv("FTI_SERVE_PORT", "0")
     worker, server = FeatureStreamSettings(), InferenceSettings()
     assert (worker.metrics_port, worker.web_port, server.metrics_port, server.port) == (0, 0, 0, 0)
-    assert (worker.metrics_enabled, worker.web_enabled, server.metrics_enabled) == (False, False, True)
+    assert (worker.metrics_enabled, worker.web_enabled, server.metrics_enabled) == (True, False, True)
     monkeypatch.setenv("FTI_SERVE_METRICS_ENABLED", "false")
     assert InferenceSettings().metrics_enabled is False
     with pytest.raises(ValueError, match="kafka_controller_port"):
@@ -293,17 +293,16 @@ def test_port_zero_is_accepted_and_disabling_is_a_separate_switch(monkeypatch: p
 
 
 def test_worker_metrics_on_port_zero_bind_a_free_port_and_say_which(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING):
-        server = worker_metrics.serve_metrics(0)
+    health = Health(live_after_s=60, stall_after_s=60)
+    with caplog.at_level(logging.INFO, logger="fti.worker"):
+        server = HealthServer(health, "127.0.0.1", 0).start()
     try:
-        port = int(server.server_port)
-        assert port > 0
-        assert f"worker metrics on port {port}" in caplog.text
-        with socket.create_connection(("127.0.0.1", port), timeout=5):
+        assert server.port > 0
+        assert f"metrics and health on port {server.port}" in caplog.text
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5):
             pass
     finally:
-        server.shutdown()
-        server.server_close()
+        server.stop()
 
 
 # -- the topics table ------------------------------------------------------------------------------
