@@ -140,6 +140,9 @@ class Promoter:
         holder = self.registry.resolve(model, alias)
         if holder is not None and holder.version == version:
             return None
+        # A candidate that no server could load is refused before it is scored: no verdict is
+        # recorded or emitted, so a repaired artefact is decided on at the next start.
+        self.registry.verify_version(model, version)
         metric = self.policy.metric_for(candidate.task)
         verdict = self._judge(candidate, holder, metric)
         if verdict.promote:

@@ -38,6 +38,7 @@ from registry.models.records import (
     PromotionDecisionRecord,
 )
 from registry.models.storage import BlobStore, open_store
+from registry.models.verify import verify_loadable
 
 __all__ = ["ModelRegistry", "sha256_hex"]
 
@@ -216,6 +217,16 @@ class ModelRegistry:
         data = self.store.read(safe_key(record.artefact_uri))
         return load_predictor(record.flavor, data, sha256=record.sha256, num_threads=num_threads, what=what)
 
+    def verify_version(self, model: str, version: int) -> ModelVersionRecord:
+        """The version's record, once its artefact matches its SHA-256 and loads as its flavor's model.
+
+        Raises IntegrityError (bytes changed, or not a model), InvalidArgumentError (the model
+        disagrees with its record) or NotFoundError (no such version or artefact).
+        """
+        record = self.get(model, version)
+        verify_loadable(record, self.load_predictor(model, version, num_threads=1))
+        return record
+
     def load_holdout(self, model: str, version: int) -> bytes | None:
         """The held-out rows (parquet) the version was validated on, verified; None if none were stored."""
         record = self.get(model, version)
@@ -276,11 +287,15 @@ class ModelRegistry:
 
         `expected_from` (default: don't care) makes the move conditional on the current
         holder, so a promoter never overrides a move it did not see.
+
+        The target must be loadable (`verify_version`): a corrupt or unparsable artefact is
+        refused with nothing moved and nothing emitted, since every server started after the
+        move would refuse it and stay NOT_SERVING.
         """
         if kind not in ALIAS_MOVE_KINDS:
             raise InvalidArgumentError(f"alias move kind {kind!r} is not one of {sorted(ALIAS_MOVE_KINDS)}")
-        self.get(model, version)  # NotFoundError for an unknown version
         folder = self._alias_folder(model, alias)
+        self._check_target(model, alias, version)
 
         def build(sequence: int) -> AliasMoveRecord:
             # A longer history means another mover took `sequence`; the exclusive create fails and retries.
@@ -307,15 +322,37 @@ class ModelRegistry:
         self._emit(new_event(alias_moved=move.to_proto()))
         return move
 
+    def _check_target(self, model: str, alias: str, version: int) -> None:
+        self.get(model, version)  # an unknown version: the plain NotFoundError
+        try:
+            self.verify_version(model, version)
+        except (IntegrityError, InvalidArgumentError, NotFoundError) as exc:
+            raise type(exc)(f"{model}@{alias} not moved to v{version}: {exc}") from exc
+
     def rollback(self, model: str, alias: str, *, actor: str, reason: str = "") -> AliasMoveRecord:
-        """Move the alias back to the holder it had before the current one."""
+        """Move the alias back to the holder it had before the current one.
+
+        A previous holder whose artefact no longer loads is refused, not skipped: walking
+        further back would silently serve a version nobody chose. Nothing moves; the error
+        names the version, and a person promotes a known-good one explicitly.
+        """
         history = self.alias_history(model, alias)
         target = rollback_target(history)
         if target is None:
             raise ConflictError(f"{model}@{alias} has no earlier holder to roll back to")
-        return self.move_alias(
-            model, alias, target, kind="rolled_back", actor=actor, reason=reason, expected_from=current_holder(history)
-        )
+        try:
+            return self.move_alias(
+                model,
+                alias,
+                target,
+                kind="rolled_back",
+                actor=actor,
+                reason=reason,
+                expected_from=current_holder(history),
+            )
+        except (IntegrityError, InvalidArgumentError, NotFoundError) as exc:
+            hint = f"promote a known-good version instead: fti registry promote {model} VERSION --alias {alias}"
+            raise type(exc)(f"rollback refused, {exc}; {hint}") from exc
 
     # ---- promotion decisions --------------------------------------------------------------
 

@@ -15,12 +15,17 @@ from fti_core.settings import FtiSettings
 from registry.events import KafkaModelEventSink, KafkaModelEventSource
 from registry.models import FeatureRef, ModelRegistry
 
+from ...unit.inference_grpc.models_helper import train_model_text
+
 
 def _publish(reg: ModelRegistry, artefact: bytes) -> int:
     return reg.publish(
         "fraud",
         artefact,
-        features=[FeatureRef("card_activity", 1, "txn_count_10m", "card_id")],
+        features=[
+            FeatureRef("card_activity", 1, "txn_count_10m", "card_id"),
+            FeatureRef("card_activity", 1, "amount_sum_10m", "card_id"),
+        ],
         entities=["card_id"],
         snapshot_id="snap",
         code_version="test",
@@ -61,8 +66,9 @@ def test_publish_promote_rollback_events_decode_with_a_plain_consumer(
     meta = AdminClient(settings.confluent_config()).list_topics(settings.models_topic, timeout=10)
     assert len(meta.topics[settings.models_topic].partitions) == 2
     reg = ModelRegistry.from_uri(str(tmp_path / "registry"), events=sink)
-    _publish(reg, b"model-1")
-    _publish(reg, b"model-2")
+    # Real models: an alias only moves to a version that loads.
+    _publish(reg, train_model_text(1, n_features=2).encode())
+    _publish(reg, train_model_text(2, n_features=2).encode())
     reg.move_alias("fraud", "production", 1, actor="alice")
     reg.move_alias("fraud", "production", 2, kind="promoted", actor="bob", evidence={"auc": 0.9})
     reg.rollback("fraud", "production", actor="carol", reason="regression seen")

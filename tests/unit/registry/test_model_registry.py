@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import multiprocessing
 import os
@@ -17,11 +18,19 @@ from registry.events import InMemoryModelEventSink
 from registry.flavors import UnknownFlavorError
 from registry.models import FeatureRef, InvalidNameError, LabelRef, ModelRegistry, ModelVersionRecord, safe_key
 
+from ..inference_grpc.models_helper import train_model_text
+
 FEATURES = (
     FeatureRef("card_activity", 1, "txn_count_10m", "card_id"),
     FeatureRef("merchant_activity", 2, "amount_mean_1h", "merchant_id"),
 )
 LABEL = LabelRef(name="is_fraud", event_type="fraud_label", entity="card_id", field="is_fraud")
+
+
+@functools.cache
+def model_bytes(seed: int) -> bytes:
+    """A real LightGBM text model over FEATURES: an alias only moves to a loadable version."""
+    return train_model_text(seed, n_features=len(FEATURES)).encode()
 
 
 def publish(reg: ModelRegistry, model: str = "fraud", artefact: bytes = b"tree\n", **kw: object) -> ModelVersionRecord:
@@ -179,7 +188,7 @@ def test_artefact_uri_pointing_outside_the_root_is_refused(reg: ModelRegistry, t
 
 def test_alias_moves_history_rollback_and_time_travel(reg: ModelRegistry, sink: InMemoryModelEventSink) -> None:
     for i in range(3):
-        publish(reg, artefact=f"m{i}".encode())
+        publish(reg, artefact=model_bytes(i + 1))
     assert reg.resolve("fraud", "production") is None
     m1 = reg.move_alias("fraud", "production", 1, actor="alice")
     m2 = reg.move_alias("fraud", "production", 2, kind="promoted", actor="promoter", evidence={"auc": 0.91})
@@ -205,7 +214,7 @@ def test_alias_moves_history_rollback_and_time_travel(reg: ModelRegistry, sink: 
 
 
 def test_moving_an_alias_to_an_unknown_version_fails(reg: ModelRegistry) -> None:
-    publish(reg)
+    publish(reg, artefact=model_bytes(1))
     with pytest.raises(NotFoundError):
         reg.move_alias("fraud", "production", 7, actor="a")
     with pytest.raises(InvalidArgumentError):
@@ -214,7 +223,7 @@ def test_moving_an_alias_to_an_unknown_version_fails(reg: ModelRegistry) -> None
 
 def test_concurrent_alias_moves_keep_a_gapless_history(reg: ModelRegistry) -> None:
     for i in range(2):
-        publish(reg, artefact=f"m{i}".encode())
+        publish(reg, artefact=model_bytes(i + 1))
 
     def mover(v: int) -> None:
         mine = ModelRegistry.from_uri(reg.store.root)
@@ -234,8 +243,8 @@ def test_concurrent_alias_moves_keep_a_gapless_history(reg: ModelRegistry) -> No
 
 def test_fsspec_uri_store_works_like_a_directory(unique: object) -> None:
     reg = ModelRegistry.from_uri(f"memory://registry-{os.getpid()}-{id(unique)}")
-    rec = publish(reg)
-    assert reg.load_artefact("fraud", rec.version) == b"tree\n"
+    rec = publish(reg, artefact=model_bytes(1))
+    assert reg.load_artefact("fraud", rec.version) == model_bytes(1)
     reg.move_alias("fraud", "production", 1, actor="a")
     assert reg.alias_history("fraud", "production")[0].to_version == 1
 
