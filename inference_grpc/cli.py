@@ -9,13 +9,17 @@ import logging
 import signal
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
+from fti_core.errors import FtiError
 from fti_core.settings import load_settings
 
 from .settings import EventLoop, InferenceSettings, PredictSettings
+
+if TYPE_CHECKING:
+    from .server import InferenceServer
 
 __all__ = ["predict", "run_event_loop", "serve"]
 
@@ -68,8 +72,11 @@ def run_event_loop(main: Coroutine[Any, Any, None], choice: EventLoop) -> None:
 async def _serve(settings: InferenceSettings) -> None:
     from .server import create_server
 
-    server, port = create_server(settings)
-    await server.start()
+    try:
+        server, port = create_server(settings)
+        await server.start()
+    except FtiError as exc:  # a busy port, Kafka unreachable: one line and exit 1, no traceback
+        raise click.ClickException(f"fti serve: {exc}") from exc
     _freeze_startup_heap()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -78,9 +85,26 @@ async def _serve(settings: InferenceSettings) -> None:
     click.echo(f"fti serve: model {settings.model!r} alias {settings.alias!r} on port {port}", err=True)
     if server.metrics_port is not None:
         click.echo(f"fti serve: metrics on http://localhost:{server.metrics_port}/metrics", err=True)
+    announce = asyncio.create_task(_announce_readiness(server)) if not server.ready.is_set() else None
     await stopping.wait()
+    if announce is not None:
+        announce.cancel()
     click.echo(f"fti serve: draining (up to {settings.shutdown_grace_s:.0f}s)", err=True)
     await server.stop()
+
+
+async def _announce_readiness(server: InferenceServer) -> None:
+    """Started without a model: say once what the server waits for, and again when it has it."""
+    holder = server.holder
+    if holder.follow_latest:
+        awaited = f"model {holder.model!r} to have a published version"
+    else:
+        awaited = f"model {holder.model!r} alias {holder.alias!r} to have a version"
+    click.echo(f"fti serve: waiting for {awaited}; NOT_SERVING until then", err=True)
+    await server.ready.wait()
+    loaded = holder.current
+    version = f" v{loaded.version}" if loaded is not None else ""
+    click.echo(f"fti serve: model {holder.model!r}{version} loaded; SERVING", err=True)
 
 
 def _freeze_startup_heap() -> None:

@@ -12,12 +12,18 @@ __all__ = [
     "InvalidRequestError",
     "ModelNotLoadedError",
     "OnlineStoreUnavailableError",
+    "ServerStartError",
+    "UndecodableRequestError",
     "UnknownModelError",
 ]
 
 
 class InvalidRequestError(InvalidArgumentError):
     """The request itself is wrong: a missing entity key, a wrong type, a NaN."""
+
+
+class UndecodableRequestError(InvalidRequestError):
+    """The request bytes are not the method's Protobuf message (a client bug, or not gRPC+proto)."""
 
 
 class UnknownModelError(NotFoundError):
@@ -40,3 +46,10 @@ class ModelNotLoadedError(UnavailableError):
 
 class OnlineStoreUnavailableError(UnavailableError):
     """Redis could not be read; the next request tries again, so the server recovers by itself."""
+
+
+class ServerStartError(FtiError):
+    """The server cannot start (a port in use, say); `fti serve` prints it on one line and exits 1.
+
+    Never answers a call, so its gRPC status is never used.
+    """

@@ -11,6 +11,8 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from .errors import ServerStartError
+
 __all__ = ["Metrics"]
 
 # Sub-millisecond resolution at the low end: a local Predict takes a few hundred microseconds.
@@ -52,8 +54,14 @@ class Metrics:
         self._http: tuple[WSGIServer, threading.Thread] | None = None
 
     def serve_http(self, port: int, addr: str = "0.0.0.0") -> int:  # noqa: S104 - scraped from outside
-        """Expose /metrics; returns the bound port (useful with port 0)."""
-        self._http = start_http_server(port, addr=addr, registry=self.registry)
+        """Expose /metrics; returns the bound port (useful with port 0). ServerStartError if it cannot."""
+        try:
+            self._http = start_http_server(port, addr=addr, registry=self.registry)
+        except OSError as exc:
+            raise ServerStartError(
+                f"cannot serve metrics on port {port}: {exc.strerror or exc} "
+                "(choose another with --metrics-port; 0 picks a free one)"
+            ) from exc
         return int(self._http[0].server_port)
 
     def close(self) -> None:

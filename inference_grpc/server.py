@@ -18,10 +18,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from featurestore.online import AsyncOnlineStore, AsyncRedisOnlineStore
-from fti.v1 import inference_pb2, inference_pb2_grpc
+from fti.v1 import inference_pb2
+from fti_core.errors import FtiError
 from registry.events import ModelEventSource
 
 from .coalesce import CoalescingOnlineStore
+from .errors import ServerStartError
 from .holder import ModelHolder
 from .interceptor import ErrorMappingInterceptor
 from .listener import ModelEventListener, refresh_periodically
@@ -52,9 +54,22 @@ class InferenceServer:
     store: AsyncOnlineStore
     events: ModelEventSource | None
     metrics_port: int | None = None
+    # Set once a model is loaded (the first swap); `fti serve` says so when it started without one.
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
+        """Start serving. A typed error (a busy port, Kafka unreachable) leaves everything closed."""
+        try:
+            await self._start()
+        except FtiError:
+            await self.stop(grace=0)
+            raise
+
+    async def _start(self) -> None:
+        if self.settings.metrics_enabled:
+            # First: a busy port fails the start before anything else runs.
+            self.metrics_port = self.metrics.serve_http(self.settings.metrics_port)
         for name in ("", SERVICE_NAME):
             await self.health.set(name, _NOT_SERVING)
         await self.grpc_server.start()
@@ -62,8 +77,6 @@ class InferenceServer:
             # Fix the event position first, then resolve: an alias move in between is not lost.
             await self.events.start()
         await self.holder.refresh(reason="startup")
-        if self.settings.metrics_enabled:
-            self.metrics_port = self.metrics.serve_http(self.settings.metrics_port)
         if self.events is not None:
             listener = ModelEventListener(self.events, self.holder, metrics=self.metrics)
             self._tasks.append(asyncio.create_task(listener.run(), name="fti-model-events"))
@@ -75,6 +88,7 @@ class InferenceServer:
         # A model is loaded, and a swap never unloads one: from here on the server is ready.
         for name in ("", SERVICE_NAME):
             await self.health.set(name, _SERVING)
+        self.ready.set()
 
     async def stop(self, grace: float | None = None) -> None:
         """Drain: say NOT_SERVING, refuse new RPCs, let in-flight ones finish within `grace`."""
@@ -128,6 +142,20 @@ def _default_store(settings: InferenceSettings) -> AsyncOnlineStore:
     return CoalescingOnlineStore(redis_store, timeout_s=timeout) if settings.redis_coalesce else redis_store
 
 
+def _bind(grpc_server: aio.Server, settings: InferenceSettings) -> int:
+    address = f"{settings.host}:{settings.port}"
+    credentials = _credentials(settings)
+    try:
+        if credentials is None:
+            return int(grpc_server.add_insecure_port(address))
+        return int(grpc_server.add_secure_port(address, credentials))
+    except RuntimeError as exc:  # grpc says only "Failed to bind to address ..."
+        raise ServerStartError(
+            f"cannot listen for gRPC on {address}: the port is in use or the address is not local "
+            "(choose another with --port; 0 picks a free one)"
+        ) from exc
+
+
 def _credentials(settings: InferenceSettings) -> grpc.ServerCredentials | None:
     if settings.tls_cert_file is None or settings.tls_key_file is None:
         return None
@@ -150,15 +178,16 @@ def create_server(
     metrics = Metrics()
     size = settings.max_message_bytes
     grpc_server = aio.server(
-        options=[("grpc.max_receive_message_length", size), ("grpc.max_send_message_length", size)],
+        options=[
+            ("grpc.max_receive_message_length", size),
+            ("grpc.max_send_message_length", size),
+            # Without this a second server binds a port another gRPC server holds, and the two
+            # silently share its connections; a port in use must be an error.
+            ("grpc.so_reuseport", 0),
+        ],
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
-    address = f"{settings.host}:{settings.port}"
-    credentials = _credentials(settings)
-    if credentials is None:
-        port = grpc_server.add_insecure_port(address)
-    else:
-        port = grpc_server.add_secure_port(address, credentials)
+    port = _bind(grpc_server, settings)
     if events is None and use_kafka_events:
         events = _default_events(settings)
     holder = ModelHolder(
@@ -175,9 +204,7 @@ def create_server(
     holder.set_on_change(app.on_model_change)
     servicer = InferenceServicer(holder, app.store, settings, metrics)
     service = inference_pb2.DESCRIPTOR.services_by_name["InferenceService"]
-    inference_pb2_grpc.add_InferenceServiceServicer_to_server(
-        ErrorMappingInterceptor(metrics).intercept(servicer, service), grpc_server
-    )
+    ErrorMappingInterceptor(metrics).register(servicer, service, grpc_server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), grpc_server)
     return app, port

@@ -101,15 +101,17 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         # Redis) should not fail a request whose caller is still willing to wait. A refused
         # connection is not retried: Redis is down and the caller should hear it at once.
         for attempt in range(2):
-            timeout = self._read_budget(context)
+            timeout, deadline_bound = self._read_budget(context)
             try:
                 # asyncio.timeout, not wait_for: no extra task per request on the hot path.
                 async with asyncio.timeout(timeout):
                     return await self._store.read(keys)
             except TimeoutError as exc:
-                remaining = context.time_remaining()
-                if remaining is not None and remaining <= 0:
+                # The read was cut at the caller's deadline, not at the store's cap: the
+                # caller's time is up, whatever time_remaining() says a moment later.
+                if deadline_bound:
                     raise DeadlineExceededError("deadline exceeded while reading the online store") from exc
+                remaining = context.time_remaining()
                 if attempt == 0 and (remaining is None or remaining > _MIN_USEFUL_S):
                     self._metrics.store_retries.inc()
                     continue
@@ -120,16 +122,17 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                 return self._store_failed(error, len(keys))
         raise AssertionError("unreachable: the loop returns or raises")
 
-    def _read_budget(self, context: _Context) -> float:
-        """How long one read may take: the configured cap, shortened to the caller's deadline."""
+    def _read_budget(self, context: _Context) -> tuple[float, bool]:
+        """How long one read may take (the configured cap, shortened to the caller's
+        deadline), and whether the deadline is what limits it."""
         timeout = self._settings.redis_timeout_ms / 1000
         remaining = context.time_remaining()
         if remaining is None:
-            return timeout
+            return timeout, False
         # No Redis call once the caller has given up: the answer could not reach anyone.
         if remaining <= _MIN_USEFUL_S:
             raise DeadlineExceededError("deadline exceeded (or too close) before the online store was read")
-        return min(timeout, remaining)
+        return (remaining, True) if remaining <= timeout else (timeout, False)
 
     def _store_failed(self, error: OnlineStoreUnavailableError, size: int) -> list[OnlineValue | None]:
         self._metrics.store_errors.inc()

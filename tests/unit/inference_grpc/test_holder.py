@@ -65,8 +65,9 @@ async def test_tampered_artefact_is_refused_and_the_old_version_keeps_serving(tm
     registry.move_alias("fraud", "production", v1.version, actor="test")
     holder = _holder(registry)
     await holder.refresh(reason="start")
-    artefact_path(tmp_path, v2).write_text(train_model_text(99))  # valid LightGBM, wrong bytes
     registry.move_alias("fraud", "production", v2.version, actor="test")
+    # Corrupted after it was promoted (the registry checks it at the move): valid LightGBM, wrong bytes.
+    artefact_path(tmp_path, v2).write_text(train_model_text(99))
     assert await holder.refresh(reason="event") == "refused"
     assert holder.require().version == 1
     assert await holder.refresh(reason="periodic", retry_refused=False) == "refused"
