@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import redis
 
@@ -14,6 +13,8 @@ from featurestore.online import (
     RedisOnlineStore,
     online_key,
 )
+
+from ...waits import wait_for
 
 
 def test_write_then_read_many_keys_in_one_round_trip(redis_url: str, redis_prefix: str) -> None:
@@ -46,10 +47,7 @@ def test_keys_expire_after_the_view_ttl(redis_url: str, redis_prefix: str) -> No
     store.write([OnlineRow("v", 3, "e", 5, {"x": 1.0}, ttl_ms=300)])
     client = redis.Redis.from_url(redis_url)
     assert 0 < client.pttl(online_key(redis_prefix, OnlineKey("v", 3, "e"))) <= 300
-    deadline = time.monotonic() + 5
-    while store.read([OnlineKey("v", 3, "e")])[0] is not None:
-        assert time.monotonic() < deadline, "key did not expire"
-        time.sleep(0.05)
+    wait_for(lambda: store.read([OnlineKey("v", 3, "e")])[0] is None, what="the key to expire after its 300 ms TTL")
 
 
 def test_async_store_reads_what_the_sync_store_wrote(redis_url: str, redis_prefix: str) -> None:

@@ -19,6 +19,7 @@ from featurestore.online import OnlineRow, RedisOnlineStore
 from registry.models import ModelRegistry
 
 from ...unit.inference_grpc.models_helper import publish_model
+from ...waits import wait_for
 from .test_readme_examples import example
 
 
@@ -77,11 +78,12 @@ def test_predict_example_prints_a_score_from_the_served_version(
         stderr=subprocess.PIPE,
     )
     try:
-        deadline = time.monotonic() + 60
-        while not _serving(f"localhost:{port}"):
+
+        def serving() -> bool:
             assert server.poll() is None, server.stderr.read().decode() if server.stderr else "server exited"
-            assert time.monotonic() < deadline, "fti serve did not become SERVING"
-            time.sleep(0.2)
+            return _serving(f"localhost:{port}")
+
+        wait_for(serving, what="fti serve to become SERVING", poll_s=0.2)
         out = io.StringIO()
         code = example("predict").replace('"localhost:50051"', repr(f"localhost:{port}"))
         with contextlib.redirect_stdout(out):

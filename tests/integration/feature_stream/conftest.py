@@ -24,6 +24,8 @@ from featurestore.offline import OfflineStore
 from featurestore.online import OnlineKey, RedisOnlineStore
 from fti_core.settings import load_settings
 
+from ...waits import wait_for
+
 ROOT = Path(__file__).parents[3]
 DEFS_PATH = ROOT / "examples/fraud/features.yaml"
 
@@ -74,17 +76,19 @@ class FeaturePipeline:
         finally:
             consumer.close()
 
-    def wait_caught_up(self, timeout: float = 120.0) -> float:
-        t0 = time.monotonic()
-        stable = 0
-        while time.monotonic() - t0 < timeout:
+    def wait_caught_up(self, timeout: float = 120.0) -> None:
+        """Wait until the group has committed every offset of the raw and re-keyed topics,
+        seen on two consecutive checks (re-keyed messages are produced while raw ones are read)."""
+        consecutive = 0
+
+        def check() -> bool:
+            nonlocal consecutive
             for w in self.workers:
                 assert w.poll() is None or w.returncode == -signal.SIGKILL, self.logs()
-            stable = stable + 1 if self.caught_up() else 0
-            if stable >= 2:
-                return time.monotonic() - t0
-            time.sleep(0.5)
-        raise AssertionError(f"worker did not catch up in {timeout}s\n{self.logs()}")
+            consecutive = consecutive + 1 if self.caught_up() else 0
+            return consecutive >= 2
+
+        wait_for(check, what="the workers to catch up", timeout_s=timeout, poll_s=0.5, details=self.logs)
 
     def logs(self) -> str:
         return "\n".join(p.read_text(errors="replace")[-3000:] for p in sorted(self.log_dir.glob("worker-*.log")))

@@ -28,9 +28,10 @@ def test_worker_online_and_offline_values_equal_the_backfill(feature_pipeline: C
     assert all(s.offline_rows == distinct_txns for s in skews)
     print(f"\nparity: {n} messages, {distinct_txns} distinct transactions, caught up in {elapsed:.1f}s")
     # Compacting the worker's many small files (with the worker still running) changes nothing read.
+    # (How many files the worker's timed flushes wrote depends on timing, so it is not asserted;
+    # merging many files into one is proven in tests/unit/featurestore/test_offline_compaction.py.)
     store = OfflineStore(pipe.settings.offline_root)
     parts = store.partitions()
-    assert max(len(f) for f in parts.values()) > 1
     for d, files in parts.items():
         store.compact(d, files)
     assert all(len(f) == 1 for f in store.partitions().values())

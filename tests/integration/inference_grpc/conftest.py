@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -19,6 +18,8 @@ from inference_grpc.server import InferenceServer, create_server
 from inference_grpc.settings import InferenceSettings
 from registry.events import KafkaModelEventSink
 from registry.models import ModelRegistry
+
+from ...waits import async_wait_for
 
 MODEL = "fraud"
 
@@ -104,11 +105,6 @@ async def serve(inference_settings: InferenceSettings) -> AsyncIterator[ServerFa
         await run.server.stop(grace=1.0)
 
 
-async def wait_until(check: Callable[[], Awaitable[bool]], within_s: float = 20.0, what: str = "condition") -> float:
-    """Polls `check`; returns the seconds it took, fails the test on timeout."""
-    started = time.monotonic()
-    while not await check():
-        if time.monotonic() - started > within_s:
-            pytest.fail(f"timed out after {within_s}s waiting for {what}")
-        await asyncio.sleep(0.02)
-    return time.monotonic() - started
+async def wait_until(check: Callable[[], Awaitable[bool]], within_s: float = 60.0, what: str = "condition") -> None:
+    """Polls `check` until it holds; fails the test naming `what` on timeout (see tests/waits.py)."""
+    await async_wait_for(check, what=what, timeout_s=within_s)

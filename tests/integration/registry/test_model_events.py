@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from pathlib import Path
 
-from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient
 
 from fti.v1 import models_pb2
@@ -16,6 +14,7 @@ from registry.events import KafkaModelEventSink, KafkaModelEventSource
 from registry.models import FeatureRef, ModelRegistry
 
 from ...unit.inference_grpc.models_helper import train_model_text
+from ...waits import consume_until
 
 
 def _publish(reg: ModelRegistry, artefact: bytes) -> int:
@@ -35,22 +34,8 @@ def _publish(reg: ModelRegistry, artefact: bytes) -> int:
     ).version
 
 
-def _consume_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 30.0) -> list[tuple[bytes, bytes]]:
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": f"{topic}-reader", "auto.offset.reset": "earliest"}
-    )
-    consumer.subscribe([topic])
-    out: list[tuple[bytes, bytes]] = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while len(out) < expected and time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is None or msg.error():
-                continue
-            out.append((msg.key(), msg.value()))
-    finally:
-        consumer.close()
-    return out
+def _consume_all(bootstrap: str, topic: str, expected: int) -> list[tuple[bytes | None, bytes]]:
+    return consume_until(bootstrap, topic, lambda got: len(got) >= expected, what=f"{expected} model events")
 
 
 def test_publish_promote_rollback_events_decode_with_a_plain_consumer(

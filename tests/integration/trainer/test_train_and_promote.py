@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import lightgbm as lgb
 import pytest
 from click.testing import CliRunner
-from confluent_kafka import Consumer
 
 from feature_stream.aggregate import Rec, compute_entity_rows
 from featurestore.definitions import load_definitions
@@ -29,6 +27,8 @@ from registry.events import KafkaModelEventSink, KafkaModelEventSource
 from registry.models import ModelRegistry
 from registry.promotion import Promoter, PromotionPolicy
 from trainer.cli import train
+
+from ...waits import async_wait_for, consume_until
 
 DEFS = Path(__file__).resolve().parents[3] / "examples/fraud/features.yaml"
 END_MS = 1_760_000_000_000
@@ -75,16 +75,8 @@ def _write_demo_offline_store(root: str, count: int) -> str:
 
 
 def _consume(bootstrap: str, topic: str, expected: int) -> list[models_pb2.ModelEvent]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{topic}-r", "auto.offset.reset": "earliest"})
-    consumer.subscribe([topic])
-    out: list[models_pb2.ModelEvent] = []
-    deadline = time.monotonic() + 30
-    while len(out) < expected and time.monotonic() < deadline:
-        msg = consumer.poll(0.5)
-        if msg is not None and not msg.error():
-            out.append(models_pb2.ModelEvent.FromString(msg.value()))
-    consumer.close()
-    return out
+    raw = consume_until(bootstrap, topic, lambda got: len(got) >= expected, what=f"{expected} model events")
+    return [models_pb2.ModelEvent.FromString(value) for _, value in raw]
 
 
 @pytest.fixture
@@ -117,12 +109,11 @@ async def test_train_on_demo_snapshot_then_promoter_promotes_better_and_declines
         return json.loads(result.stdout.strip().splitlines()[-1])
 
     async def holder_becomes(version: int | None) -> None:
-        for _ in range(200):
+        def check() -> bool:
             holder = registry.resolve("fraud", "production")
-            if (holder.version if holder else None) == version:
-                return
-            await asyncio.sleep(0.1)
-        raise AssertionError(f"production never became v{version}")
+            return (holder.version if holder else None) == version
+
+        await async_wait_for(check, what=f"production to become v{version}")
 
     first = await asyncio.to_thread(run_train, "--snapshot", snapshot_id, "--seed", "1")
     assert first["metrics"]["auc"] > 0.85  # type: ignore[index]
@@ -138,10 +129,7 @@ async def test_train_on_demo_snapshot_then_promoter_promotes_better_and_declines
     )  # fmt: skip
     second = await asyncio.to_thread(run_train, "--snapshot", snapshot_id, "--seed", "1")
     assert second["sha256"] == first["sha256"]  # same snapshot + seed -> byte-identical model
-    for _ in range(200):
-        if registry.decision("fraud", "production", 3) is not None:
-            break
-        await asyncio.sleep(0.1)
+    await async_wait_for(lambda: registry.decision("fraud", "production", 3), what="a verdict on v3")
     runner.cancel()
     await source.close()
 

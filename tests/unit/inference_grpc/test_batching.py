@@ -18,6 +18,7 @@ from inference_grpc.features import FeatureStatus, FeatureUse, layout_for
 from inference_grpc.model import LoadedModel
 from registry.flavors import LightGBMPredictor
 
+from ...waits import async_wait_for
 from .models_helper import ENTITIES, FEATURES, train_model_text
 
 ROWS = [[1.0, 2.0, 3.0], [math.nan, -1.0, 0.5], [0.0, math.nan, math.nan], [4.0, 4.0, 4.0]]
@@ -129,26 +130,43 @@ def _keys(i: int) -> list[OnlineKey]:
     return [OnlineKey("card_activity", 1, f"c{i}"), OnlineKey("merchant_activity", 1, f"m{i}")]
 
 
+class GatedStore(AsyncInMemoryOnlineStore):
+    """Each round trip waits for `gate`: a read stays in flight exactly as long as the test wants."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.trips: list[int] = []
+
+    async def read(self, keys: Sequence[OnlineKey]) -> list[OnlineValue | None]:
+        self.trips.append(len(keys))
+        await self.gate.wait()
+        return await super().read(keys)
+
+
 async def test_requests_arriving_during_a_round_trip_share_the_next_one() -> None:
-    inner = SlowStore(delay_s=0.05)
+    inner = GatedStore()
     store = CoalescingOnlineStore(inner)
     first = asyncio.create_task(store.read(_keys(0)))
-    await asyncio.sleep(0.01)  # the first read is in flight; these three queue behind it, one per turn
+    await async_wait_for(lambda: inner.trips == [2], what="the first round trip to be in flight")
     later = []
-    for i in range(1, 4):
+    for i in range(1, 4):  # these three queue behind it, one per turn
         later.append(asyncio.create_task(store.read(_keys(i))))
         await asyncio.sleep(0)
+    assert inner.trips == [2]
+    inner.gate.set()
     assert [len(r) for r in await asyncio.gather(first, *later)] == [2, 2, 2, 2]
     assert inner.trips == [2, 6]
 
 
 async def test_a_hung_round_trip_is_cut_at_the_timeout_for_everyone_waiting() -> None:
-    store = CoalescingOnlineStore(SlowStore(delay_s=10), timeout_s=0.05)
+    store = CoalescingOnlineStore(GatedStore(), timeout_s=0.05)  # never opened: hung for good
+    # The outer timeout only bounds a broken run; the 50 ms cap is what must end both reads.
     results = await asyncio.wait_for(
-        asyncio.gather(store.read(_keys(0)), store.read(_keys(1)), return_exceptions=True), timeout=2
+        asyncio.gather(store.read(_keys(0)), store.read(_keys(1)), return_exceptions=True), timeout=60
     )
     assert all(isinstance(r, TimeoutError) for r in results)
-    assert await asyncio.wait_for(CoalescingOnlineStore(SlowStore(0)).read(_keys(2)), 1) == [None, None]
+    assert await asyncio.wait_for(CoalescingOnlineStore(SlowStore(0)).read(_keys(2)), 60) == [None, None]
 
 
 @pytest.mark.parametrize("in_flight", [1, 2])
