@@ -8,9 +8,9 @@ from pathlib import Path
 
 from featurestore.online import RedisOnlineStore
 from fti.v1 import inference_pb2
-from registry.models import ModelRegistry, ModelVersionRecord
+from registry.models import ModelRegistry
 
-from ...unit.inference_grpc.models_helper import artefact_path, publish_model, train_model_text
+from ...unit.inference_grpc.models_helper import UncheckedRegistry, artefact_path, publish_model, train_model_text
 from .conftest import MODEL, ServerFactory, wait_until, write_features
 from .load import Load, Sample
 
@@ -64,13 +64,6 @@ async def test_ten_alias_moves_under_load_fail_no_request(
     )
 
 
-class _UncheckedRegistry(ModelRegistry):
-    """Moves aliases without checking the target, as registries before the check did."""
-
-    def verify_version(self, model: str, version: int) -> ModelVersionRecord:
-        return self.get(model, version)
-
-
 async def _latest_is(load: Load, version: int) -> bool:
     return load.latest_version() == version
 
@@ -93,7 +86,7 @@ async def test_tampered_artefact_is_refused_and_the_old_version_keeps_serving(
     artefact_path(Path(root), v2).write_text(train_model_text(42))  # valid LightGBM, wrong bytes
     # Today's registry refuses that move; a registry written before the check, or edited by
     # hand, did not. The server must refuse it too.
-    unchecked = _UncheckedRegistry(publisher.store, publisher.events)
+    unchecked = UncheckedRegistry.over(publisher)
     await asyncio.to_thread(unchecked.move_alias, MODEL, "production", v2.version, actor="test")
     metrics = run.server.metrics.registry
 
