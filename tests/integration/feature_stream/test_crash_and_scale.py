@@ -33,7 +33,7 @@ def _acked(pipe: FeaturePipeline) -> int:
     """Offsets of the raw topic the worker group has committed, over all partitions."""
     settings = pipe.settings
     return sum(
-        committed_offsets(settings.kafka_bootstrap_servers, settings.features_app_id, settings.events_topic).values()
+        committed_offsets(settings.kafka_bootstrap_servers, settings.app_id, settings.events_topic).values()
     )
 
 
@@ -77,7 +77,7 @@ def test_two_workers_one_added_and_one_killed_mid_stream(feature_pipeline: Calla
     first = pipe.start_worker()
     _wait_acked(pipe, add_after)
     pipe.start_worker()
-    bootstrap, group = pipe.settings.kafka_bootstrap_servers, pipe.settings.features_app_id
+    bootstrap, group = pipe.settings.kafka_bootstrap_servers, pipe.settings.app_id
 
     def both_assigned() -> bool:
         members = group_members(bootstrap, group)
