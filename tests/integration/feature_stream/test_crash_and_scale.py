@@ -32,9 +32,7 @@ def _produce_in_background(
 def _acked(pipe: FeaturePipeline) -> int:
     """Offsets of the raw topic the worker group has committed, over all partitions."""
     settings = pipe.settings
-    return sum(
-        committed_offsets(settings.kafka_bootstrap_servers, settings.app_id, settings.events_topic).values()
-    )
+    return sum(committed_offsets(settings.kafka_bootstrap_servers, settings.app_id, settings.events_topic).values())
 
 
 def _wait_acked(pipe: FeaturePipeline, at_least: int) -> int:

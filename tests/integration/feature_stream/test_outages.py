@@ -10,7 +10,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import redis
 
 from fti_demo.simulate import SimConfig, generate
 
+from ...waits import wait_for
 from .conftest import FeaturePipeline
 
 
@@ -40,7 +40,7 @@ class PrivateRedis:
         args = [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.root), "--save", ""]
         args += ["--appendonly", "yes", "--appendfsync", "always"]  # a kill -9 loses nothing acknowledged
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(self._answers, 30, "private redis to answer")
+        wait_for(self._answers, what="private redis to answer", timeout_s=30)
 
     def _answers(self) -> bool:
         try:
@@ -52,13 +52,6 @@ class PrivateRedis:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=10)
-
-
-def wait_for(cond: Callable[[], bool], timeout: float, what: str, logs: Callable[[], str] = str) -> None:
-    end = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < end, f"timed out after {timeout}s waiting for {what}\n{logs()}"
-        time.sleep(0.2)
 
 
 @pytest.fixture
@@ -91,11 +84,18 @@ def test_worker_rides_out_a_redis_outage_and_loses_nothing(
 
     private_redis.kill()
     pipe.produce(_events(3_000, seed=6))  # Kafka keeps taking events while Redis is gone
-    wait_for(lambda: "redis does not answer" in pipe.logs(), 60, "the worker to notice the outage", pipe.logs)
+    wait_for(
+        lambda: "redis does not answer" in pipe.logs(),
+        what="the worker to notice the outage",
+        timeout_s=60,
+        details=pipe.logs,
+    )
     assert worker.poll() is None, pipe.logs()  # riding it out, not exited
 
     private_redis.start()
-    wait_for(lambda: "restarting the worker" in pipe.logs(), 60, "the worker to restart", pipe.logs)
+    wait_for(
+        lambda: "restarting the worker" in pipe.logs(), what="the worker to restart", timeout_s=60, details=pipe.logs
+    )
     pipe.wait_caught_up(timeout=120)
     assert worker.poll() is None
     _assert_exact(pipe)
@@ -112,12 +112,16 @@ def test_worker_rides_out_an_unwritable_offline_store(feature_pipeline: Callable
     root.rename(aside)
     root.write_bytes(b"")  # a file where the store's directory was: every write fails (even as root)
     pipe.produce(_events(2_000, seed=8))
-    wait_for(lambda: "offline store" in pipe.logs(), 60, "the worker to notice the outage", pipe.logs)
+    wait_for(
+        lambda: "offline store" in pipe.logs(), what="the worker to notice the outage", timeout_s=60, details=pipe.logs
+    )
     assert worker.poll() is None, pipe.logs()
 
     root.unlink()
     aside.rename(root)
-    wait_for(lambda: "restarting the worker" in pipe.logs(), 60, "the worker to restart", pipe.logs)
+    wait_for(
+        lambda: "restarting the worker" in pipe.logs(), what="the worker to restart", timeout_s=60, details=pipe.logs
+    )
     pipe.wait_caught_up(timeout=120)
     _assert_exact(pipe)
 
@@ -167,10 +171,10 @@ def test_sigterm_stops_the_worker_with_status_0_and_kill_9_leaves_no_child(
     assert first.wait(timeout=60) == 0, pipe.logs()
 
     second = pipe.start_worker()
-    wait_for(lambda: bool(_children(second.pid)), 30, "the worker process", pipe.logs)
+    wait_for(lambda: bool(_children(second.pid)), what="the worker process", timeout_s=30, details=pipe.logs)
     child = _children(second.pid)[0]
     pipe.kill(second)
-    wait_for(lambda: _gone(child), 30, "the orphaned worker to die", pipe.logs)
+    wait_for(lambda: _gone(child), what="the orphaned worker to die", timeout_s=30, details=pipe.logs)
 
 
 def _gone(pid: int) -> bool:
