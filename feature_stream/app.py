@@ -433,5 +433,5 @@ def run_worker(settings: FeatureStreamSettings) -> int:
 def _report(stop: Stop) -> int:
     if stop.fault is None:
         return EXIT_OK
-    log.error("fti features worker: stopping: %s", stop.fault.line())
+    log.error("fti features worker: stopping (exit %d): %s", stop.fault.exit_code, stop.fault.line())
     return stop.fault.exit_code

@@ -105,24 +105,30 @@ def dead_letter(topic: str | None, partition: int, offset: int, reason: str) -> 
 
     from feature_stream.skips import add_skip, position
 
+    if not reason.strip():
+        raise click.BadParameter("say why: whoever reads the dead-letter topic needs it", param_hint="--reason")
     settings = _settings()
     topic = topic or settings.events_topic
-    conf = {**settings.confluent_config(), "group.id": "fti-dead-letter-cli", "enable.auto.commit": False}
+    where = position(topic, partition, offset)
+    # Reading the workers' committed offset needs their group id; nothing is committed for it here.
+    conf = {**settings.confluent_config(), "group.id": settings.app_id, "enable.auto.commit": False}
     consumer = Consumer(conf)
     try:
+        done = consumer.committed([TopicPartition(topic, partition)], timeout=10)[0].offset
         consumer.assign([TopicPartition(topic, partition, offset)])
         msg = consumer.poll(10.0)
     finally:
         consumer.close()
     if msg is None or msg.error() is not None or msg.offset() != offset:
-        raise click.ClickException(f"no message at {position(topic, partition, offset)}")
-    client = redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=10)
-    add_skip(client, settings.state_key_prefix, position(topic, partition, offset), reason)
-    click.echo(
-        json.dumps(
-            {"dead_lettered": position(topic, partition, offset), "reason": reason, "bytes": len(msg.value() or b"")}
+        raise click.ClickException(f"no message at {where}")
+    if done is not None and done > offset:
+        raise click.ClickException(
+            f"{where} is already processed (group {settings.app_id} committed offset {done}): "
+            "dead-lettering it now would change nothing"
         )
-    )
+    client = redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=10)
+    add_skip(client, settings.state_key_prefix, where, reason)
+    click.echo(json.dumps({"dead_lettered": where, "reason": reason, "bytes": len(msg.value() or b"")}))
 
 
 @features.command()
@@ -159,6 +165,7 @@ def snapshot() -> None:
 @snapshot.command("create")
 @click.option("--upto", default=None, help="Latest event time to include (ISO-8601 or epoch ms).")
 def snapshot_create(upto: str | None) -> None:
+    """Freeze the offline store as it is now (immutable, hashed copies); prints the snapshot id."""
     from featurestore.snapshots import SnapshotStore
 
     snap = SnapshotStore(_settings().offline_root).create(upto_ms=_parse_time(upto))
@@ -167,6 +174,7 @@ def snapshot_create(upto: str | None) -> None:
 
 @snapshot.command("list")
 def snapshot_list() -> None:
+    """One line per snapshot: id, rows, views."""
     from featurestore.snapshots import SnapshotStore
 
     for s in SnapshotStore(_settings().offline_root).list():
@@ -178,6 +186,7 @@ def snapshot_list() -> None:
 @snapshot.command("show")
 @click.argument("snapshot_id")
 def snapshot_show(snapshot_id: str) -> None:
+    """A snapshot's manifest: its files, their hashes and row counts, and the views it holds."""
     from featurestore.snapshots import SnapshotStore
 
     snap = SnapshotStore(_settings().offline_root).get(snapshot_id)

@@ -10,6 +10,7 @@ from google.protobuf.message import DecodeError
 
 from featurestore.definitions import Definitions
 from featurestore.event_schema import FieldRule, check_values
+from featurestore.keys import MAX_ENTITY_KEY_CHARS, MAX_EVENT_ID_CHARS
 from featurestore.values import Scalar, from_value
 from fti.v1 import events_pb2
 
@@ -20,7 +21,6 @@ SUPPORTED_SCHEMA_VERSIONS = frozenset({1})
 # Event times a worker accepts: parquet dates, pandas timestamps and Redis scores all hold them.
 MIN_EVENT_TIME_MS = -2_208_988_800_000  # 1900-01-01T00:00:00Z
 MAX_EVENT_TIME_MS = 7_258_118_400_000  # 2200-01-01T00:00:00Z
-MAX_KEY_CHARS = 1024  # entity keys and event ids become Redis keys and parquet strings
 _VIOLATIONS = {
     "wrong_type": events_pb2.DEAD_LETTER_REASON_WRONG_TYPE,
     "out_of_range": events_pb2.DEAD_LETTER_REASON_VALUE_OUT_OF_RANGE,
@@ -126,10 +126,16 @@ def decode_event(data: bytes | None, defs: Definitions) -> RawEvent | DeadLetter
     missing = [e for e in rules.entities if not entities.get(e)]
     if missing:
         return DeadLetter(events_pb2.DEAD_LETTER_REASON_MISSING_ENTITY_KEY, f"missing entities {missing}")
-    long = [k for k in (ev.event_id, *(entities[e] for e in rules.entities)) if len(k) > MAX_KEY_CHARS]
+    if len(ev.event_id) > MAX_EVENT_ID_CHARS:
+        return DeadLetter(
+            events_pb2.DEAD_LETTER_REASON_INVALID_KEY,
+            f"an event_id of {len(ev.event_id)} characters (at most {MAX_EVENT_ID_CHARS})",
+        )
+    long = [e for e in rules.entities if len(entities[e]) > MAX_ENTITY_KEY_CHARS]
     if long:
         return DeadLetter(
-            events_pb2.DEAD_LETTER_REASON_INVALID_KEY, f"a key of {len(long[0])} characters (at most {MAX_KEY_CHARS})"
+            events_pb2.DEAD_LETTER_REASON_INVALID_KEY,
+            f"entity key {long[0]} of {len(entities[long[0]])} characters (at most {MAX_ENTITY_KEY_CHARS})",
         )
     values = _values(ev)
     if isinstance(values, DeadLetter):

@@ -98,10 +98,9 @@ class Supervisor:
             if self._stopping:
                 return EXIT_OK if code in (EXIT_OK, -signal.SIGTERM, -signal.SIGKILL) else code
             if code != EXIT_DEPENDENCY:
-                reason = f"exit status {code}" if code >= 0 else f"signal {-code}"
-                log.error(
-                    "fti features worker: the worker stopped (%s) and is not restarted; see its log above", reason
-                )
+                if code < 0 or code not in (EXIT_FAILED,):  # exit 1 has said why itself, on one line
+                    how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
+                    log.error("fti features worker: the worker process %s; not restarted", how)
                 return code if code > 0 else EXIT_FAILED
             quick = time.monotonic() - started < self.healthy_after_s
             if outage_since is None or not quick:

@@ -61,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parent", type=int, default=None, help="The supervisor's pid: die with it.")
     args = parser.parse_args(argv)
     _die_with_parent(args.parent)
+    if args.parent is not None:
+        from fti_core.settings import quiet_reports
+
+        quiet_reports()  # the supervisor said its settings warnings once; each restart would repeat them
     _own_log()
     from feature_stream.app import run_worker
     from feature_stream.settings import FeatureStreamSettings

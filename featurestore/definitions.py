@@ -361,13 +361,20 @@ def _entry_name(raw: Any, index: int) -> str:
     return f"#{index + 1}"
 
 
+def _problem(loc: tuple[int | str, ...], msg: str) -> str:
+    """`features.0.window: bad duration` for a field, `bad duration` for the entry as a whole."""
+    msg = msg.removeprefix("Value error, ")
+    where = ".".join(str(p) for p in loc)
+    return f"{where}: {msg}" if where else msg
+
+
 def _validate_section(kind: str, items: Iterable[Any], model: type[BaseModel]) -> list[Any]:
     out = []
     for i, raw in enumerate(items):
         try:
             out.append(model.model_validate(raw))
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '-'}: {e['msg']}" for e in exc.errors())
+            problems = "; ".join(_problem(e["loc"], e["msg"]) for e in exc.errors())
             raise DefinitionError(f"{kind} {_entry_name(raw, i)}: {problems}") from exc
     return out
 

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import importlib
 import logging
+import sys
 from pathlib import Path
 
 import click
+
+from fti_core.errors import FtiError
 
 __all__ = ["cli", "main"]
 
@@ -80,4 +83,10 @@ def cli(ctx: click.Context, config: Path | None, verbose: int) -> None:
 
 
 def main() -> None:
-    cli(prog_name="fti")
+    """`fti`: a failure the project foresaw (bad settings, a store that does not answer) is one
+    line and exit 1, not a traceback; anything else keeps its traceback, because it is a bug."""
+    try:
+        cli(prog_name="fti")
+    except FtiError as exc:
+        click.echo(f"Error: {type(exc).__name__}: {exc}", err=True)
+        sys.exit(1)

@@ -30,9 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar, cast
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from fti_core.errors import InvalidArgumentError
 from fti_core.settings_renames import RENAMED, Renamed
 from fti_core.topics import TopicSpec, TopicTable
 
@@ -41,8 +42,10 @@ __all__ = [
     "CONFIG_ENV",
     "PROCESS_SECTIONS",
     "FtiSettings",
+    "SettingsError",
     "file_key",
     "load_settings",
+    "quiet_reports",
 ]
 
 log = logging.getLogger(__name__)
@@ -59,6 +62,18 @@ _RENAMED = {r.old: r for r in RENAMED}
 _config_file: ContextVar[Path | None] = ContextVar("fti_config_file", default=None)
 _environ: ContextVar[Mapping[str, str] | None] = ContextVar("fti_environ", default=None)
 _reported: set[str] = set()  # lines already logged by this process: each is said once
+_quiet = False  # a child process whose parent already said them: say nothing
+
+
+class SettingsError(InvalidArgumentError, ValueError):
+    """A setting whose value cannot be used, or a config file that cannot be read."""
+
+
+def quiet_reports() -> None:
+    """Say no deprecation or unknown-name lines: the process that started this one has said them."""
+    global _quiet
+    _quiet = True
+
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
@@ -104,7 +119,7 @@ def _resolve(cls: type[FtiSettings], named: Mapping[str, Any]) -> _Resolved:
 
 
 def _say_once(message: str) -> None:
-    if message not in _reported:
+    if not _quiet and message not in _reported:
         _reported.add(message)
         log.warning("%s", message)
 
@@ -165,10 +180,14 @@ def _flatten_file(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
         with path.open("rb") as fh:
             raw = tomllib.load(fh)
     except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ValueError(f"cannot read settings file {path}: {exc}") from exc
-    # An `[fti]` table may wrap the settings (a file shared with other tools); both places count.
+        raise SettingsError(f"cannot read settings file {path}: {exc}") from exc
+    # An `[fti]` table may wrap the settings (a file shared with other tools); both places
+    # count, a section's table merged key by key (the top level wins a key set in both).
     wrapped = raw.pop("fti", None)
-    root = raw | wrapped if isinstance(wrapped, dict) else raw
+    root = dict(wrapped) if isinstance(wrapped, dict) else {}
+    for key, value in raw.items():
+        inner = root.get(key)
+        root[key] = inner | value if isinstance(inner, dict) and isinstance(value, dict) else value
     out: dict[str, Any] = {}
     written: dict[str, str] = {}
     for key, value in root.items():
@@ -242,6 +261,12 @@ class FtiSettings(BaseSettings):
     rekeyed_topic_partitions: int | None = Field(
         None, ge=1, description="Partitions of the worker's re-keyed topic; default: the events topic's."
     )
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise SettingsError(_explain(type(self), exc)) from None
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
@@ -353,6 +378,20 @@ class FtiSettings(BaseSettings):
 
 
 _S = TypeVar("_S", bound=FtiSettings)
+
+
+def _explain(cls: type[FtiSettings], exc: ValidationError) -> str:
+    """One line naming each bad variable as a person sets it, not the field as the code names it."""
+    parts = []
+    for err in exc.errors():
+        field_name = str(err["loc"][0]) if err["loc"] else ""
+        info = cls.model_fields.get(field_name)
+        name = cls.env_name(field_name) if info is not None else field_name or "settings"
+        secret = info is not None and "SecretStr" in str(info.annotation)
+        show = "input" in err and not isinstance(err["input"], dict) and not secret
+        shown = f"{name}={err['input']!r}" if show else name
+        parts.append(f"{shown}: {err['msg']}")
+    return "; ".join(parts)
 
 
 def load_settings(

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import NamedTuple, Protocol
 
+from featurestore.keys import MAX_ENTITY_KEY_CHARS
 from featurestore.online import OnlineKey, OnlineValue
 from fti.v1 import values_pb2
 from fti_core.errors import InvalidArgumentError
@@ -46,7 +47,6 @@ __all__ = [
     "view_entities",
 ]
 
-MAX_ENTITY_KEY_CHARS = 512
 NAN = float("nan")
 
 

@@ -169,3 +169,20 @@ def test_dead_lettering_a_message_that_does_not_exist_is_refused(
     done = subprocess.run([sys.executable, "-c", cli, *args], env=pipe.env, capture_output=True, check=False)
     assert done.returncode != 0
     assert b"no message at" in done.stderr
+
+
+def test_dead_lettering_a_processed_message_or_without_a_reason_is_refused(
+    feature_pipeline: Callable[..., FeaturePipeline],
+) -> None:
+    pipe = feature_pipeline(partitions=1)
+    pipe.produce([(e.key, e.value) for e in generate(50, SimConfig(seed=12))])
+    cli = "from feature_stream.cli import features; features()"
+    blank = ["dead-letter", "--partition", "0", "--offset", "3", "--reason", "  "]
+    done = subprocess.run([sys.executable, "-c", cli, *blank], env=pipe.env, capture_output=True, check=False)
+    assert done.returncode != 0 and b"say why" in done.stderr
+    pipe.start_worker()
+    pipe.wait_caught_up()
+    late = ["dead-letter", "--partition", "0", "--offset", "3", "--reason", "too late"]
+    done = subprocess.run([sys.executable, "-c", cli, *late], env=pipe.env, capture_output=True, check=False)
+    assert done.returncode != 0
+    assert b"already processed" in done.stderr and b"would change nothing" in done.stderr

@@ -9,6 +9,7 @@ import pytest
 from feature_stream.codec import DeadLetter, RawEvent, decode_event
 from featurestore.definitions import DefinitionError, Definitions, parse_definitions
 from featurestore.event_schema import MAX_MAGNITUDE, FieldType
+from featurestore.keys import MAX_ENTITY_KEY_CHARS
 from featurestore.values import Scalar, to_value
 from fti.v1 import events_pb2
 
@@ -116,9 +117,11 @@ def test_event_times_outside_1900_to_2200_are_dead_lettered(seconds: int, reason
     assert _reason(decode_event(_encode("txn", {"amount": 1.0}, seconds=seconds), _defs())) == reason
 
 
-def test_an_entity_key_too_long_to_be_a_key_is_dead_lettered() -> None:
-    data = _encode("txn", {"amount": 1.0}, card="c" * 1025)
-    assert _reason(decode_event(data, _defs())) == "DEAD_LETTER_REASON_INVALID_KEY"
+def test_an_entity_key_the_server_would_refuse_is_dead_lettered() -> None:
+    longest = _encode("txn", {"amount": 1.0}, card="c" * MAX_ENTITY_KEY_CHARS)
+    assert _reason(decode_event(longest, _defs())) == "accepted"
+    too_long = _encode("txn", {"amount": 1.0}, card="c" * (MAX_ENTITY_KEY_CHARS + 1))
+    assert _reason(decode_event(too_long, _defs())) == "DEAD_LETTER_REASON_INVALID_KEY"
 
 
 @pytest.mark.parametrize(

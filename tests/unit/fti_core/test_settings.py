@@ -288,7 +288,7 @@ def test_port_zero_is_accepted_and_disabling_is_a_separate_switch(monkeypatch: p
     assert (worker.metrics_enabled, worker.web_enabled, server.metrics_enabled) == (True, False, True)
     monkeypatch.setenv("FTI_SERVE_METRICS_ENABLED", "false")
     assert InferenceSettings().metrics_enabled is False
-    with pytest.raises(ValueError, match="kafka_controller_port"):
+    with pytest.raises(ValueError, match="FTI_STACK_KAFKA_CONTROLLER_PORT=0"):
         StackSettings(kafka_controller_port=0)  # written into the broker's config: must be fixed
 
 
@@ -370,3 +370,53 @@ def test_store_locations_default_under_the_data_dir(tmp_path: Path) -> None:
     assert s.offline_root == str(tmp_path / "offline")
     assert s.registry_root == str(tmp_path / "registry")
     assert FtiSettings(registry_uri="s3://bucket/models").registry_root == "s3://bucket/models"
+
+
+# -- errors a person can act on --------------------------------------------------------------------
+
+
+def test_a_bad_value_names_the_variable_as_it_was_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FTI_WORKER_BATCH_SIZE", "abc")
+    with pytest.raises(settings_module.SettingsError) as info:
+        FeatureStreamSettings()
+    assert str(info.value).startswith("FTI_WORKER_BATCH_SIZE='abc': Input should be a valid integer")
+    assert "\n" not in str(info.value)
+
+
+def test_a_bad_secret_is_named_but_never_shown() -> None:
+    with pytest.raises(settings_module.SettingsError) as info:
+        FtiSettings(kafka_sasl_password=["hunter2"])  # type: ignore[arg-type]
+    assert "FTI_KAFKA_SASL_PASSWORD" in str(info.value) and "hunter2" not in str(info.value)
+
+
+def test_fti_says_a_bad_setting_in_one_line_and_exits_1(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("FTI_")}, "FTI_SERVE_MAX_BATCH_SIZE": "abc"}
+    code = "from fti_cli.main import main; main()"
+    done = subprocess.run(
+        [sys.executable, "-c", code, "serve", "--model", "m"], env=env, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "Error: SettingsError: FTI_SERVE_MAX_BATCH_SIZE='abc': Input should be a valid integer, "
+        "unable to parse string as an integer"
+    ]
+
+
+def test_an_fti_table_and_a_top_level_table_of_one_section_are_merged(tmp_path: Path) -> None:
+    path = _toml(tmp_path, '[fti.serve]\nport = 6000\nalias = "x"\n\n[serve]\nport = 7000\n')
+    s = load_settings(InferenceSettings, path)
+    assert (s.port, s.alias) == (7000, "x")  # the top level wins a key set in both; nothing is dropped
+
+
+def test_a_child_process_told_its_parent_reported_says_nothing(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(settings_module, "_quiet", False)
+    monkeypatch.setenv("FTI_WORKER_BATCH_SIZ", "3")
+    settings_module.quiet_reports()
+    with caplog.at_level(logging.WARNING):
+        FeatureStreamSettings()
+    assert _warnings(caplog) == []
