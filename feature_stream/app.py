@@ -38,7 +38,7 @@ from feature_stream.state import RedisStateStore
 from featurestore.catalogue import Catalogue
 from featurestore.definitions import Definitions, load_definitions
 from featurestore.offline import OfflineStore
-from featurestore.online import AsyncRedisOnlineStore
+from featurestore.online import AsyncRedisOnlineStore, RedisOnlineStore
 from fti.v1 import events_pb2
 from fti_core.errors import UnavailableError
 from fti_core.topics import TopicSpec, create_missing_topics
@@ -187,7 +187,7 @@ def build_app(
         AsyncRedisOnlineStore(_redis(settings), settings.redis_prefix),
         OfflineStore(settings.offline_root),
         KafkaOutbox(settings),
-        state_slack_ms=settings.state_slack_ms,
+        future_skew_ms=settings.future_skew_ms,
         dedup_retention_ms=settings.dedup_retention_ms,
         flush_interval_s=FLUSH_INTERVAL_S,
     )
@@ -397,6 +397,10 @@ def _start(settings: FeatureStreamSettings, health: Health) -> Definitions:
     """What happens before the Faust worker runs; a fault here is classified like any other."""
     defs = load_definitions(settings.definitions_path)
     Catalogue(settings.offline_root).register(defs.views)
+    # Readers evaluate tiles with the view's definition: publish it before any tile is written.
+    RedisOnlineStore.from_url(settings.redis_url.get_secret_value(), settings.redis_prefix).register_views(defs.views)
+    if settings.state_slack_ms != 3_600_000:
+        log.warning("FTI_WORKER_STATE_SLACK_MS is ignored: the worker keeps what reads at the newest time can see")
     ensure_topics(settings)
     if settings.metrics_enabled:
         HealthServer(health, settings.metrics_host, settings.metrics_port).start()

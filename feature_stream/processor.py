@@ -1,8 +1,8 @@
 """The worker's batch logic, apart from Faust: ingest (validate, dedup, watermark, archive, route)
-and aggregate (per view entity: rows, online value, offline rows).
+and aggregate (per view entity: its tiles, written to the online store).
 
-Each batch sends its online values at once (freshness; without waiting for Redis to apply
-them) and buffers the rest: parquet rows, Kafka sends and state changes. `flush` waits for
+Each batch sends its online tiles at once (freshness; without waiting for Redis to apply
+them) and buffers the rest: archive rows, Kafka sends and state changes. `flush` waits for
 the online writes, writes the rest in the order outputs, then state, then calls the batches'
 `on_durable` callbacks, which ack their offsets; see `feature_stream.state`
 for why that order makes `kill -9` at any point safe. Buffering across batches turns many
@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from feature_stream import metrics
-from feature_stream.aggregate import EntityState, Rec, is_late, retention_ms
+from feature_stream.aggregate import EntityState, Rec, is_late
 from feature_stream.codec import DeadLetter, RawEvent, decode_event
 from feature_stream.state import EntityChanges, EntityRef, KeyState, Seen, StateStore
-from featurestore.definitions import Definitions, FeatureViewDef
-from featurestore.offline import ArchiveRow, FeatureRow, OfflineStore
-from featurestore.online import AsyncOnlineStore, OnlineRow
+from featurestore.definitions import Definitions
+from featurestore.offline import ArchiveRow, OfflineStore
+from featurestore.online import AsyncOnlineStore, TileWrite
 from featurestore.values import Scalar
 from fti.v1 import events_pb2
 
@@ -104,9 +104,6 @@ class _Pending:
     """Everything written since the last flush except the online values."""
 
     archive: list[ArchiveRow] = field(default_factory=list)
-    # Per view, the newest version of each (entity, event) row: an out-of-order event rewrites
-    # the rows after it, often several times between flushes, and readers keep only the newest.
-    features: dict[str, dict[tuple[str, str], FeatureRow]] = field(default_factory=dict)
     keys: dict[str, KeyState] = field(default_factory=dict)
     entities: EntityChanges = field(default_factory=EntityChanges)
     # Online writes already sent: a flush waits for them (and fails with them) before acking.
@@ -128,7 +125,7 @@ class Processor:
         offline: OfflineStore,
         outbox: Outbox,
         *,
-        state_slack_ms: int = 3_600_000,
+        future_skew_ms: int = 300_000,
         dedup_retention_ms: int = 86_400_000,
         flush_rows: int = 100_000,
         flush_interval_s: float = 0.5,
@@ -139,7 +136,7 @@ class Processor:
         self.online = online
         self.offline = offline
         self.outbox = outbox
-        self.slack_ms = state_slack_ms
+        self.future_skew_ms = future_skew_ms
         self.dedup_retention_ms = dedup_retention_ms
         self.flush_rows = flush_rows
         self.flush_interval_s = flush_interval_s
@@ -151,7 +148,6 @@ class Processor:
         self._least_lateness = {
             t: min((v.allowed_lateness_ms for v, _ in routes), default=None) for t, routes in self._routes.items()
         }
-        self._retention = {v.ref: retention_ms(v, state_slack_ms) for v in defs.views}
         self._keys: dict[str, KeyState] = {}
         self._entities: dict[EntityRef, EntityState] = {}
         self._pending = _Pending()
@@ -205,10 +201,6 @@ class Processor:
     def _write_offline(self, pending: _Pending) -> None:
         if pending.archive:
             self.offline.write_archive(pending.archive)
-        for ref, rows in pending.features.items():
-            view = self.views[ref]
-            self.offline.write_features(view.name, view.version, view.feature_names, list(rows.values()))
-            metrics.FEATURES_WRITTEN.labels(ref).inc(len(rows))
 
     async def _after_batch(self, on_durable: Callable[[], None] | None) -> None:
         if on_durable is not None:
@@ -216,9 +208,9 @@ class Processor:
 
     async def _flush_if_full(self) -> None:
         # Waited for by the handler (outside the processing lock): back-pressure when the timer's
-        # flushes lag. Set well above what one interval buffers (about 5 rows an event in the
-        # demo): at 30k rows every flush ran inline here, and batches idled on parquet, Kafka
-        # and Redis instead of going on while the timer's flush wrote (5.5k -> 13k events/s).
+        # flushes lag. Set well above what one interval buffers: at 30k rows every flush ran
+        # inline here, and batches idled on parquet, Kafka and Redis instead of going on while
+        # the timer's flush wrote (5.5k -> 13k events/s).
         if self._pending.rows >= self.flush_rows:
             await self.flush()
 
@@ -315,15 +307,7 @@ class Processor:
         missing = sorted(r for r in refs if r not in self._entities)
         if missing:
             loaded = await self.state.load_entities(missing)
-            self._entities.update({r: EntityState(recs) for r, recs in loaded.items()})
-
-    def _accept(self, view: FeatureViewDef, st: EntityState, item: ViewItem) -> Rec:
-        rec = Rec(item.time_ms, item.event_id, item.values)
-        newest = st.newest()
-        if newest is not None and rec.time_ms < newest.time_ms - self._retention[view.ref]:
-            metrics.BEYOND_HORIZON.labels(view.ref).inc()
-        st.add(rec)
-        return rec
+            self._entities.update({r: EntityState(self.views[r[0]], recs) for r, recs in loaded.items()})
 
     async def aggregate(self, items: Sequence[ViewItem], on_durable: Callable[[], None] | None = None) -> None:
         """Process re-keyed items; `on_durable` is called once their effects are flushed."""
@@ -332,69 +316,53 @@ class Processor:
             await self._after_batch(on_durable)
         await self._flush_if_full()
 
-    def _late_row(self, view: FeatureViewDef, item: ViewItem, now_ns: int) -> FeatureRow:
-        metrics.LATE_EVENTS.labels(view.ref).inc()
-        return FeatureRow(item.entity_key, item.event_id, item.time_ms, dict.fromkeys(view.feature_names), True, now_ns)
-
     async def _aggregate(self, items: Sequence[ViewItem]) -> None:
         if not items:
             return
         await self._entity_states({(i.view_ref, i.entity_key) for i in items})
-        now_ns = time.time_ns()
-        rows = self._pending.features
-        changes = self._pending.entities
-        added: dict[EntityRef, tuple[Rec, Rec]] = {}  # per entity: the earliest and newest accepted
+        accepted: dict[EntityRef, list[Rec]] = {}
         for item in items:
             view = self.views[item.view_ref]
+            # Lateness is judged in the event's own message key's order (the watermark it carries),
+            # so disorder between partitions or keys is never lateness.
             if is_late(item.time_ms, item.watermark_ms, view.allowed_lateness_ms):
-                rows.setdefault(view.ref, {})[(item.entity_key, item.event_id)] = self._late_row(view, item, now_ns)
+                metrics.LATE_EVENTS.labels(view.ref).inc()
                 continue
-            ref = (item.view_ref, item.entity_key)
-            rec = self._accept(view, self._entities[ref], item)
-            changes.add(ref, rec)
-            span = added.get(ref)
-            if span is None:
-                added[ref] = (rec, rec)
-            elif rec.order < span[0].order:
-                added[ref] = (rec, span[1])
-            elif rec.order > span[1].order:
-                added[ref] = (span[0], rec)
-        online: list[OnlineRow] = []
-        held = sum(len(out) for out in rows.values())
-        for ref, (earliest, newest_added) in added.items():
-            view, st = self.views[ref[0]], self._entities[ref]
-            newest = st.newest()
-            out = rows.setdefault(view.ref, {})
-            for r, values in st.rows_from(view, earliest, newest_added):
-                out[(ref[1], r.event_id)] = FeatureRow(ref[1], r.event_id, r.time_ms, values, False, now_ns)
-                if r is newest:
-                    online.append(OnlineRow(view.name, view.version, ref[1], r.time_ms, values, view.ttl_ms))
-            if newest is not None:
-                changes.drop(ref, st.prune(newest.time_ms - self._retention[view.ref]))
-        # Rows buffered, not rows computed: a rewrite replaces the buffered version of its row
-        # (a hot entity's out-of-order events rewrite hundreds, which filled the buffer early).
-        self._pending.rows += sum(len(out) for out in rows.values()) - held + len(items)
-        if online:
-            await self._send_online(online)
+            accepted.setdefault((item.view_ref, item.entity_key), []).append(
+                Rec(item.time_ms, item.event_id, item.values)
+            )
+        writes: list[TileWrite] = []
+        changes = self._pending.entities
+        for ref, recs in accepted.items():
+            update = self._entities[ref].apply(recs, ref[1], self.future_skew_ms)
+            for rec in update.added:
+                changes.add(ref, rec)
+            changes.drop(ref, update.dropped)
+            if update.beyond_horizon:
+                metrics.BEYOND_HORIZON.labels(ref[0]).inc(update.beyond_horizon)
+            if update.write is not None:
+                writes.append(update.write)
+        self._pending.rows += len(items)
+        if writes:
+            await self._send_online(writes)
 
-    async def _send_online(self, rows: list[OnlineRow]) -> None:
-        """Send online values now without waiting for Redis to apply them; a flush awaits them.
+    async def _send_online(self, writes: list[TileWrite]) -> None:
+        """Send tile writes now without waiting for Redis to apply them; a flush awaits them.
 
-        Each write starts when the previous one is done: a rewritten row (an out-of-order event
-        entered its windows) keeps its event time, and Redis applies an equal time, so a
-        reordered pair could leave the older values. Past `MAX_ONLINE_IN_FLIGHT` unfinished
+        Each write starts when the previous one is done: a tile is written whole, so a
+        reordered pair could leave the older tile. Past `MAX_ONLINE_IN_FLIGHT` unfinished
         writes the batch waits for the oldest (back-pressure when Redis falls behind)."""
         inflight = [t for t in self._online_inflight if not t.done()]
         if len(inflight) >= MAX_ONLINE_IN_FLIGHT:
             await asyncio.wait(inflight[:1])
             inflight = [t for t in inflight if not t.done()]
-        task = asyncio.ensure_future(self._write_online(rows, inflight[-1] if inflight else None))
+        task = asyncio.ensure_future(self._write_online(writes, inflight[-1] if inflight else None))
         self._online_inflight = [*inflight, task]
         self._pending.online.append(task)
 
-    async def _write_online(self, rows: list[OnlineRow], after: asyncio.Task[int] | None) -> int:
+    async def _write_online(self, writes: list[TileWrite], after: asyncio.Task[int] | None) -> int:
         if after is not None:
             await asyncio.wait([after])  # only its order matters here; its error is the flush's
-        applied = await self.online.write(rows)
+        applied = await self.online.write_tiles(writes)
         metrics.ONLINE_WRITES.labels("all").inc(applied)
         return applied

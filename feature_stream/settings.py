@@ -47,7 +47,10 @@ class FeatureStreamSettings(FtiSettings):
         60.0, gt=0, description="Work waiting and no progress for this long: stalled (/readyz fails)."
     )
     state_slack_ms: int = Field(
-        3_600_000, ge=0, description="Extra state kept per entity beyond its longest window, for cross-key disorder."
+        3_600_000, ge=0, description="Ignored since read-time windows (state follows the read horizon); drop it."
+    )
+    future_skew_ms: int = Field(
+        300_000, ge=0, description="Events stamped further ahead of their record's timestamp are dead-lettered."
     )
     dedup_retention_ms: int = Field(86_400_000, ge=0, description="How long event ids are remembered per key.")
     log_level: str = Field("WARNING", description="Faust worker log level.")

@@ -1,36 +1,53 @@
-"""Skew check: recompute entities from the raw archive and compare with Redis and the offline rows.
+"""Skew check: the online store evaluated at probe times against the recomputation from the archive.
 
-Comparison is exact (bit-equal floats, missing == missing), because both engines share the
-same maths; any difference is a bug or lost data, not noise.
+For each chosen entity, both sides are read at the same times t — the entity's newest event,
+the event times within the future skew before it, just after it, when its shortest window has
+moved past it (counts decay to 0), when every window has, and now — with the one definition
+(`featurestore.tiles`): the expected side folds the archive's accepted events
+(`featurestore.accepted`), the online side merges what Redis holds, as the server does.
+Comparison is exact (bit-equal floats, missing == missing). Mismatches are grouped by cause
+and come with the command that repairs them.
 """
 
 from __future__ import annotations
 
 import math
 import random
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-import pandas as pd
-
-from feature_stream.backfill import ViewResult, compute_view, parse_view_ref
+from feature_stream.backfill import compute_view, parse_view_ref
 from feature_stream.settings import FeatureStreamSettings
+from featurestore.accepted import EntityEvents
 from featurestore.definitions import FeatureViewDef, load_definitions
 from featurestore.offline import OfflineStore
-from featurestore.online import OnlineKey, OnlineValue, RedisOnlineStore
+from featurestore.online import OnlineKey, OnlineState, RedisOnlineStore
+from featurestore.tiles import evaluate_events
 
-__all__ = ["SkewReport", "ViewSkew", "compare_view", "run_verify"]
+__all__ = ["SkewReport", "ViewSkew", "compare_view", "probe_times", "run_verify"]
+
+# Causes, in the order a report lists them.
+MISSING_ONLINE = "online state missing (entity has events, Redis has none)"
+EXTRA_ONLINE = "online state without archived events (no recomputation produces it)"
+NEWEST_DIFFERS = "newest event time differs (events lost or not yet processed)"
+VALUE_DIFFERS = "value differs at a probe time"
+NO_SPEC = "view spec missing in Redis (the worker never ran for it)"
 
 
 @dataclass
 class ViewSkew:
     view: str
     entities: int = 0
-    offline_rows: int = 0
-    online_values: int = 0
+    probes: int = 0
     mismatches: list[str] = field(default_factory=list)
     by_feature: Counter[str] = field(default_factory=Counter)
+    by_cause: Counter[str] = field(default_factory=Counter)
+
+    def add(self, cause: str, detail: str) -> None:
+        self.by_cause[cause] += 1
+        self.mismatches.append(detail)
 
 
 @dataclass
@@ -42,14 +59,16 @@ class SkewReport:
         return sum(len(v.mismatches) for v in self.views)
 
     def render(self, limit: int = 20) -> str:
-        lines = ["view                     entities  offline_rows  online  mismatches"]
+        lines = ["view                     entities  probes  mismatches"]
         for v in self.views:
-            lines.append(
-                f"{v.view:<24} {v.entities:>8} {v.offline_rows:>13} {v.online_values:>7} {len(v.mismatches):>11}"
-            )
+            lines.append(f"{v.view:<24} {v.entities:>8} {v.probes:>7} {len(v.mismatches):>11}")
+            for cause, n in v.by_cause.most_common():
+                lines.append(f"    cause: {cause}: {n}")
             for feat, n in v.by_feature.most_common():
-                lines.append(f"    {feat}: {n}")
+                lines.append(f"    feature {feat}: {n}")
             lines.extend(f"    ! {m}" for m in v.mismatches[:limit])
+            if v.mismatches:
+                lines.append(f"    repair: fti features backfill --view {v.view} --online")
         lines.append("OK: no mismatches" if not self.mismatches else f"FAILED: {self.mismatches} mismatches")
         return "\n".join(lines)
 
@@ -59,59 +78,47 @@ def _same(a: object, b: object) -> bool:
     fb = None if b is None or (isinstance(b, float) and math.isnan(b)) else b
     if fa is None or fb is None:
         return fa is fb
-    return float(fa) == float(fb)  # type: ignore[arg-type]
+    return float(fa) == float(fb) and math.copysign(1, float(fa)) == math.copysign(1, float(fb))  # type: ignore[arg-type]
 
 
-def _compare_rows(view: FeatureViewDef, expected: pd.DataFrame, actual: pd.DataFrame, skew: ViewSkew) -> None:
-    exp = {(r["entity_key"], r["event_id"]): r for r in expected.to_dict("records")}
-    act = {(r["entity_key"], r["event_id"]): r for r in actual.to_dict("records")}
-    skew.offline_rows += len(exp)
-    for key in sorted(exp.keys() - act.keys()):
-        skew.mismatches.append(f"offline row missing {key}")
-    for key in sorted(act.keys() - exp.keys()):
-        skew.mismatches.append(f"unexpected offline row {key}")
-    for key in sorted(exp.keys() & act.keys()):
-        e, a = exp[key], act[key]
-        if bool(e["late"]) != bool(a["late"]) or int(e["event_time_ms"]) != int(a["event_time_ms"]):
-            skew.mismatches.append(
-                f"offline row {key}: late/time {e['late']}/{e['event_time_ms']} vs {a['late']}/{a['event_time_ms']}"
-            )
-        for f in view.feature_names:
-            if not _same(e[f], a[f]):
-                skew.by_feature[f] += 1
-                skew.mismatches.append(f"offline {key} {f}: expected {e[f]!r}, found {a[f]!r}")
-
-
-def _compare_online(
-    view: FeatureViewDef,
-    expected: Mapping[str, tuple[int, Mapping[str, float | None]]],
-    actual: Mapping[str, OnlineValue | None],
-    skew: ViewSkew,
-) -> None:
-    skew.online_values += len(expected)
-    for ent, (t, values) in sorted(expected.items()):
-        got = actual.get(ent)
-        if got is None:
-            skew.mismatches.append(f"online value missing for {ent}")
-            continue
-        if got.event_time_ms != t:
-            skew.mismatches.append(f"online {ent}: as of {got.event_time_ms}, expected {t}")
-        for f in view.feature_names:
-            if not _same(values.get(f), got.values.get(f)):
-                skew.by_feature[f"online:{f}"] += 1
-                skew.mismatches.append(f"online {ent} {f}: expected {values.get(f)!r}, found {got.values.get(f)!r}")
+def probe_times(view: FeatureViewDef, events: EntityEvents, future_skew_ms: int, now_ms: int) -> list[int]:
+    """Read times the online store must answer exactly for this entity (see the module docstring)."""
+    if not events.events:
+        return [now_ms]
+    newest = events.events[-1].time_ms
+    shortest = min(f.window.size_ms + f.window.step_ms for f in view.features)
+    longest = max(f.window.size_ms + f.window.step_ms for f in view.features)
+    recent = [e.time_ms for e in events.events if e.time_ms >= newest - future_skew_ms]
+    return sorted(
+        {*recent[-5:], newest - future_skew_ms, newest, newest + 1, newest + shortest, newest + longest, now_ms}
+    )
 
 
 def compare_view(
     view: FeatureViewDef,
-    expected: ViewResult,
-    actual_rows: pd.DataFrame,
-    actual_online: Mapping[str, OnlineValue | None],
+    expected: Mapping[str, EntityEvents],
+    online: Mapping[str, OnlineState | None],
+    future_skew_ms: int,
+    now_ms: int,
 ) -> ViewSkew:
-    """Exact comparison of one view's recomputation with what the worker stored."""
-    skew = ViewSkew(view.ref, entities=len(set(expected.rows["entity_key"])))
-    _compare_rows(view, expected.rows, actual_rows, skew)
-    _compare_online(view, expected.online, actual_online, skew)
+    """Exact comparison of one view's recomputation with the online store, entity by entity."""
+    skew = ViewSkew(view.ref, entities=len(online))
+    for entity in sorted(online):
+        got, want = online[entity], expected.get(entity, EntityEvents())
+        if got is None:
+            skew.add(NO_SPEC, f"{entity}: no spec for {view.ref}")
+            continue
+        newest = want.events[-1].time_ms if want.events else -1
+        if got.newest_ms != newest:
+            cause = MISSING_ONLINE if got.newest_ms < 0 else EXTRA_ONLINE if newest < 0 else NEWEST_DIFFERS
+            skew.add(cause, f"{entity}: online newest event {got.newest_ms}, archive {newest}")
+        for t in probe_times(view, want, future_skew_ms, now_ms):
+            skew.probes += 1
+            exp, act = evaluate_events(view, want.events, t), got.at(t)
+            for f in view.feature_names:
+                if not _same(exp[f], act[f]):
+                    skew.by_feature[f] += 1
+                    skew.add(VALUE_DIFFERS, f"{entity} at {t} {f}: expected {exp[f]!r}, online {act[f]!r}")
     return skew
 
 
@@ -123,21 +130,13 @@ def run_verify(
     store = OfflineStore(settings.offline_root)
     online = RedisOnlineStore.from_url(settings.redis_url.get_secret_value(), settings.redis_prefix)
     archive = store.read_archive(sorted({v.source for v in views}))
+    now = int(time.time() * 1000)
     report = []
     for view in views:
-        full = compute_view(view, archive.iloc[:0]) if archive.empty else None
-        stored = store.read_features(view.name, view.version, view.feature_names)
-        keys = sorted(set(stored["entity_key"]) | _archive_entities(view, archive))
+        expected = compute_view(view, archive)
+        keys = sorted(expected)
         chosen = keys if sample <= 0 or sample >= len(keys) else random.Random(seed).sample(keys, sample)
-        expected = full or compute_view(view, archive, entities=chosen)
-        actual_rows = stored[stored["entity_key"].isin(set(chosen))]
-        values = online.read([OnlineKey(view.name, view.version, e) for e in chosen])
-        report.append(compare_view(view, expected, actual_rows, dict(zip(chosen, values, strict=True))))
+        states = online.read_state([OnlineKey(view.name, view.version, e) for e in chosen])
+        got = dict(zip(chosen, states, strict=True))
+        report.append(compare_view(view, expected, got, settings.future_skew_ms, now))
     return SkewReport(report)
-
-
-def _archive_entities(view: FeatureViewDef, archive: pd.DataFrame) -> set[str]:
-    import json
-
-    df = archive[archive["event_type"] == view.source]
-    return {e[view.entity] for e in (json.loads(x) for x in df["entities_json"]) if view.entity in e}

@@ -266,11 +266,11 @@ class OfflineStore:
         return self._files(f"archive/event_type={event_type}")
 
     def read_archive(self, event_types: Sequence[str] | None = None) -> pd.DataFrame:
-        """Raw archive rows, one per event_id (replayed copies are identical), in event-time order."""
+        """Raw archive rows, one per (event_type, event_id) — the first ingested copy — in event-time order."""
         types = self.archive_event_types() if event_types is None else list(event_types)
         df = self._read(lambda: [f for t in types for f in self.archive_files(t)], _ARCHIVE_SCHEMA)
         if len(df):
-            df = df.sort_values("ingest_ns", kind="stable").drop_duplicates("event_id", keep="first")
+            df = df.sort_values("ingest_ns", kind="stable").drop_duplicates(["event_type", "event_id"], keep="first")
         return df.sort_values(["event_time_ms", "event_id"], kind="stable").reset_index(drop=True)
 
     # -- compaction ------------------------------------------------------------------------

@@ -1,8 +1,11 @@
 """Snapshots: immutable, hashed copies of the offline store that the trainer reads by id.
 
-`SnapshotStore.create()` materialises, for every view version and every archived event type,
-one deduplicated parquet file (newest ingest per feature row, one row per event id in the
-archive), cut at `upto_ms` when given, under `snapshots/<id>/`. The manifest (id, files with
+`SnapshotStore.create()` materialises, for every archived event type, one deduplicated
+parquet file (one row per (event_type, event_id): the first ingested copy), cut at `upto_ms`
+when given, under `snapshots/<id>/`, with the view definitions of the catalogue. The trainer
+evaluates every window at its label times from those events (`featurestore.tiles`), so
+there are no per-event feature rows to copy; snapshots made before read-time windows hold
+feature files too, and `Snapshot.feature_rows` still reads them. The manifest (id, files with
 row counts and SHA-256, time range, view definitions) is written last and atomically, so a
 snapshot either exists whole or not at all, and later writes by the worker never change it.
 """
@@ -212,6 +215,13 @@ class Snapshot:
             out[name] = table[name].to_numpy(zero_copy_only=False).astype("float64", copy=False)
         return out
 
+    def archive(self, event_type: str) -> pd.DataFrame:
+        """Archive rows of one event type with the offline archive columns, in (time, id) order."""
+        table = self._event_table(event_type, list(OfflineStore.archive_schema().names))
+        if table is None:
+            return OfflineStore.archive_schema().empty_table().to_pandas()
+        return table.to_pandas()
+
     def event_types(self) -> list[str]:
         return sorted(f.name for f in self.files if f.kind == "events")
 
@@ -294,17 +304,6 @@ class SnapshotStore:
         snap_id = f"snap-{stamp}-{uuid.uuid4().hex[:8]}"
         files: list[SnapshotFile] = []
         times: list[int] = []
-        for v in chosen:
-            df = self._store.read_features(v.name, v.version, v.feature_names)
-            if upto_ms is not None:
-                df = df[df["event_time_ms"] <= upto_ms]
-            table = pa.Table.from_pandas(
-                df, schema=OfflineStore.schema_for_features(v.feature_names), preserve_index=False
-            )
-            rel = f"features/{v.name}/v{v.version}.parquet"
-            rows, sha = self._write(snap_id, rel, table)
-            files.append(SnapshotFile("features", v.name, v.version, rel, rows, sha))
-            times.extend(df["event_time_ms"].agg(["min", "max"]).tolist() if len(df) else [])
         for event_type in self._store.archive_event_types():
             df = self._store.read_archive([event_type])
             if upto_ms is not None:

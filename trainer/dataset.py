@@ -10,10 +10,11 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from featurestore.accepted import accepted_events
 from featurestore.definitions import Definitions, FeatureViewDef, LabelDef, ModelDef
 from registry.models import FeatureRef
 from trainer.errors import TrainingDataError
-from trainer.pit import LABEL_TIME, TARGET, JoinStats, ViewRows, event_fields, join_point_in_time, labels_from_fields
+from trainer.pit import LABEL_TIME, TARGET, JoinStats, ViewEvents, event_fields, join_point_in_time, labels_from_fields
 
 __all__ = ["SnapshotReader", "TrainingSet", "build_training_set", "time_split"]
 
@@ -26,7 +27,8 @@ class SnapshotReader(Protocol):
     @property
     def id(self) -> str: ...
 
-    def feature_rows(self, view: str, version: int) -> pd.DataFrame: ...
+    def archive(self, event_type: str) -> pd.DataFrame:
+        """Archive rows of one event type (offline archive columns), for `featurestore.accepted`."""
 
     def events(self, event_type: str) -> pd.DataFrame: ...
 
@@ -72,6 +74,7 @@ def build_training_set(
     model_name: str,
     *,
     allow_exact_matches: bool = True,
+    as_served: bool = False,
     progress: Progress = lambda _msg: None,
 ) -> TrainingSet:
     model = definitions.model(model_name)
@@ -85,20 +88,25 @@ def build_training_set(
             f"snapshot {snapshot.id} has no usable {label.event_type!r} label events for model {model_name}"
         )
     progress(f"labels: {len(labels)} {label.event_type} events with a {label.field!r} target")
-    view_rows = []
+    view_events = []
+    archives: dict[str, pd.DataFrame] = {}
     for v in views:
-        rows = snapshot.feature_rows(v.name, v.version)
-        progress(f"view {v.ref}: {len(rows)} feature rows")
-        view_rows.append(ViewRows(v, rows))
-    features, stats = join_point_in_time(labels, view_rows, allow_exact_matches=allow_exact_matches)
-    if np.isnan(features.to_numpy(dtype=np.float64)).all():
+        if v.source not in archives:
+            archives[v.source] = snapshot.archive(v.source)
+        events = accepted_events(v, archives[v.source])
+        progress(f"view {v.ref}: {sum(len(e.events) for e in events.values())} accepted events, {len(events)} entities")
+        view_events.append(ViewEvents(v, events))
+    features, stats = join_point_in_time(
+        labels, view_events, allow_exact_matches=allow_exact_matches, as_served=as_served
+    )
+    if not any(stats.matched.values()):
         raise TrainingDataError(
-            f"snapshot {snapshot.id}: none of the {len(labels)} labels has a feature value at or before its time "
-            f"(views {', '.join(v.ref for v in views)}); are the feature rows and labels for the same entities?"
+            f"snapshot {snapshot.id}: none of the {len(labels)} labels has an accepted event of its entities at or "
+            f"before its time (views {', '.join(v.ref for v in views)}); are events and labels for the same entities?"
         )
     for v in views:
         progress(
-            f"join {v.ref}: {stats.matched[v.name]} rows matched, {stats.stale[v.name]} stale (TTL), "
+            f"join {v.ref}: {stats.matched[v.name]} labels with events at or before them, "
             f"{stats.missing_entity[v.entity]} labels without {v.entity}"
         )
     # Each feature names its view's entity: the published version is all a server needs to key it.

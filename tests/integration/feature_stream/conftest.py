@@ -93,19 +93,20 @@ class FeaturePipeline:
     def logs(self) -> str:
         return "\n".join(p.read_text(errors="replace")[-3000:] for p in sorted(self.log_dir.glob("worker-*.log")))
 
-    def parity(self) -> list[ViewSkew]:
-        """Every entity of every view: the worker's offline rows and Redis values vs the backfill."""
-        defs = load_definitions(DEFS_PATH)
+    def parity(self, defs_path: Path = DEFS_PATH) -> list[ViewSkew]:
+        """Every entity of every view: Redis evaluated at the probe times vs the archive's recomputation."""
+        defs = load_definitions(defs_path)
         store = OfflineStore(self.settings.offline_root)
         online = RedisOnlineStore.from_url(self.settings.redis_url.get_secret_value(), self.settings.redis_prefix)
         archive = store.read_archive()
+        now = int(time.time() * 1000)
         out = []
         for view in defs.views:
             expected = compute_view(view, archive)
-            actual = store.read_features(view.name, view.version, view.feature_names)
-            ents = sorted(set(expected.online) | set(actual["entity_key"]))
-            values = online.read([OnlineKey(view.name, view.version, e) for e in ents])
-            out.append(compare_view(view, expected, actual, dict(zip(ents, values, strict=True))))
+            ents = sorted(expected)
+            states = online.read_state([OnlineKey(view.name, view.version, e) for e in ents])
+            skew = self.settings.future_skew_ms
+            out.append(compare_view(view, expected, dict(zip(ents, states, strict=True)), skew, now))
         return out
 
 

@@ -119,7 +119,7 @@ def test_each_malformed_kind_is_dead_lettered_and_valid_events_stay_exact(
     assert sorted(dead) == sorted(bad)
     for s in pipe.parity():
         assert s.mismatches == [], (s.view, s.mismatches[:10])
-        assert s.offline_rows > 0
+        assert s.probes > 0
 
 
 def test_a_dead_letter_too_large_to_send_keeps_its_bytes_in_the_offline_store(

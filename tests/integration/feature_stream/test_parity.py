@@ -1,4 +1,4 @@
-"""Stream == backfill exactly on the real broker and Redis (>= 20,000 events, out of order, duplicates)."""
+"""Stream == archive recomputation at the same read times, on the real broker and Redis (>= 20,000 events)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def test_worker_online_and_offline_values_equal_the_backfill(feature_pipeline: C
     txns = sum(e.event_type == "transaction" for e in sim)
     distinct_txns = len({e.event_id for e in sim if e.event_type == "transaction"})
     assert txns >= 20_000 and distinct_txns == 20_000
-    assert all(s.offline_rows == distinct_txns for s in skews)
+    assert all(s.probes > 5 * s.entities > 0 for s in skews)
     print(f"\nparity: {n} messages, {distinct_txns} distinct transactions, caught up in {elapsed:.1f}s")
     # Compacting the worker's many small files (with the worker still running) changes nothing read.
     # (How many files the worker's timed flushes wrote depends on timing, so it is not asserted;
@@ -36,4 +36,4 @@ def test_worker_online_and_offline_values_equal_the_backfill(feature_pipeline: C
         store.compact(d, files)
     assert all(len(f) == 1 for f in store.partitions().values())
     after = pipe.parity()
-    assert [(s.view, s.mismatches, s.offline_rows) for s in after] == [(s.view, [], s.offline_rows) for s in skews]
+    assert [(s.view, s.mismatches, s.probes) for s in after] == [(s.view, [], s.probes) for s in skews]

@@ -1,7 +1,7 @@
 """The demo domain end to end through the real snapshot store, `fti train`, and the promoter on real Kafka.
 
-Offline rows are computed here with the feature pipeline's batch engine over simulated
-events, written with the offline-store writer, and frozen with SnapshotStore.create().
+The archive of simulated events is written with the offline-store writer and frozen with
+SnapshotStore.create(); `fti train` evaluates every window at its label times from it.
 """
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ import lightgbm as lgb
 import pytest
 from click.testing import CliRunner
 
-from feature_stream.aggregate import Rec, compute_entity_rows
 from featurestore.definitions import load_definitions
-from featurestore.offline import ArchiveRow, FeatureRow, OfflineStore
+from featurestore.offline import ArchiveRow, OfflineStore
 from featurestore.snapshots import SnapshotStore
 from featurestore.values import from_value_map
 from fti.v1 import events_pb2, models_pb2
@@ -58,19 +57,6 @@ def _write_demo_offline_store(root: str, count: int) -> str:
         for ev in seen.values()
     ]
     store.write_archive(archive)
-    for view in defs.views:
-        by_key: dict[str, list[Rec]] = {}
-        for row in archive:
-            if row.event_type == view.source and view.entity in row.entities:
-                by_key.setdefault(row.entities[view.entity], []).append(
-                    Rec(row.event_time_ms, row.event_id, row.values)
-                )
-        rows = [
-            FeatureRow(key, rec.event_id, rec.time_ms, values, late=False, ingest_ns=0)
-            for key, recs in by_key.items()
-            for rec, values in compute_entity_rows(view, recs)
-        ]
-        store.write_features(view.name, view.version, view.feature_names, rows)
     return SnapshotStore(root).create(views=defs.views).id
 
 

@@ -12,16 +12,28 @@ from feature_stream.backfill import compute_view
 from feature_stream.codec import DeadLetter
 from feature_stream.processor import InMessage, Outbox, Processor, ViewItem
 from feature_stream.state import InMemoryStateStore
-from feature_stream.verify import compare_view
-from featurestore.definitions import load_definitions
+from feature_stream.verify import ViewSkew, compare_view
+from featurestore.definitions import Definitions, load_definitions
 from featurestore.offline import OfflineStore
-from featurestore.online import AsyncInMemoryOnlineStore, OnlineKey, OnlineRow
+from featurestore.online import AsyncInMemoryOnlineStore, OnlineKey, TileWrite
 from featurestore.values import to_value
 from fti.v1 import events_pb2
 from fti_core.errors import UnavailableError
 from fti_demo.simulate import SimConfig, generate
 
 DEFS = load_definitions(Path(__file__).parents[3] / "examples/fraud/features.yaml")
+SKEW = 300_000
+
+
+def _skews(defs: Definitions, offline: OfflineStore, online: AsyncInMemoryOnlineStore) -> list[ViewSkew]:
+    """Every entity of every view: the online store at the probe times vs the archive."""
+    archive = offline.read_archive()
+    out = []
+    for view in defs.views:
+        expected = compute_view(view, archive)
+        states = online.store.read_state([OnlineKey(view.name, view.version, e) for e in expected])
+        out.append(compare_view(view, expected, dict(zip(expected, states, strict=True)), SKEW, 2_000_000_000_000))
+    return out
 
 
 class ListOutbox(Outbox):
@@ -49,6 +61,7 @@ async def _run(proc: Processor, outbox: ListOutbox, msgs: list[InMessage], batch
 async def test_stream_equals_backfill_with_duplicates_out_of_order_late_and_replays(tmp_path: Path) -> None:
     offline = OfflineStore(str(tmp_path))
     online = AsyncInMemoryOnlineStore()
+    await online.register_views(DEFS.views)
     outbox = ListOutbox()
     proc = Processor(DEFS, InMemoryStateStore(), online, offline, outbox)
     sim = list(generate(4000, SimConfig(seed=3, cards=200, merchants=40)))
@@ -68,13 +81,9 @@ async def test_stream_equals_backfill_with_duplicates_out_of_order_late_and_repl
     archive = offline.read_archive()
     assert len(archive) == len({e.event_id for e in sim})
     assert archive["late"].any()
-    for view in DEFS.views:
-        expected = compute_view(view, archive)
-        actual = offline.read_features(view.name, view.version, view.feature_names)
-        stored = await online.read([OnlineKey(view.name, view.version, e) for e in expected.online])
-        skew = compare_view(view, expected, actual, dict(zip(expected.online, stored, strict=True)))
+    for skew in _skews(DEFS, offline, online):
         assert skew.mismatches == [], skew.mismatches[:5]
-        assert skew.offline_rows == sum(archive["event_type"] == view.source)
+        assert skew.entities > 10 and skew.probes > 5 * skew.entities
 
 
 async def test_batches_are_acked_only_after_their_outputs_and_state_are_flushed(tmp_path: Path) -> None:
@@ -100,7 +109,7 @@ async def test_batches_are_acked_only_after_their_outputs_and_state_are_flushed(
 
 
 class FailingOnlineStore(AsyncInMemoryOnlineStore):
-    async def write(self, rows: Sequence[OnlineRow]) -> int:
+    async def write_tiles(self, writes: Sequence[TileWrite]) -> int:
         raise UnavailableError("redis down")
 
 
@@ -123,9 +132,9 @@ class SlowFirstOnlineStore(AsyncInMemoryOnlineStore):
         super().__init__()
         self.delays = [0.05]
 
-    async def write(self, rows: Sequence[OnlineRow]) -> int:
+    async def write_tiles(self, writes: Sequence[TileWrite]) -> int:
         await asyncio.sleep(self.delays.pop() if self.delays else 0)
-        return await super().write(rows)
+        return await super().write_tiles(writes)
 
 
 def _txn(offset: int, event_id: str, seconds: int, amount: float) -> InMessage:
@@ -140,47 +149,29 @@ def _txn(offset: int, event_id: str, seconds: int, amount: float) -> InMessage:
     return InMessage("raw", 0, offset, b"c1", ev.SerializeToString())
 
 
-async def test_a_rewritten_online_row_is_not_overtaken_by_the_older_write_of_the_same_row(tmp_path: Path) -> None:
+async def test_a_rewritten_tile_is_not_overtaken_by_the_older_write_of_the_same_tile(tmp_path: Path) -> None:
     online = SlowFirstOnlineStore()
+    await online.register_views(DEFS.views)
     proc = Processor(DEFS, InMemoryStateStore(), online, OfflineStore(str(tmp_path)), ListOutbox())
-    await proc.ingest([_txn(0, "a", 0, 10.0), _txn(1, "b", 60, 20.0)])
-    # Out of order but allowed: it enters the windows of "b", whose row (same event time) is rewritten.
-    await proc.ingest([_txn(2, "c", 30, 5.0)])
+    await proc.ingest([_txn(0, "a", 0, 10.0), _txn(1, "b", 20, 20.0)])
+    # Out of order but allowed: it enters the same one-minute tile, which is written again whole.
+    await proc.ingest([_txn(2, "c", 10, 5.0)])
     await proc.flush()
-    value = online.store.read([OnlineKey("card_activity", 1, "c1")])[0]
-    assert value is not None and value.values["txn_count_10m"] == 3.0
+    value = online.store.read_at([OnlineKey("card_activity", 1, "c1")], 1_800_000_000_000 + 30_000)[0]
+    assert value is not None and value.values["txn_count_10m"] == 3.0 and value.values["amount_sum_10m"] == 35.0
 
 
-SHORT_WINDOW_VIEW = """
-views:
-  - name: recent
-    version: 1
-    source: transaction
-    entity: card_id
-    allowed_lateness: 1m
-    ttl: 1d
-    features:
-      - {name: n_2m, agg: count, window: {size: 2m}}
-      - {name: amount_sum_2m, agg: sum, field: amount, window: {kind: hopping, size: 2m, step: 1m}}
-"""
-
-
-async def test_one_batch_spanning_more_than_the_longest_window_still_rows_every_event(tmp_path: Path) -> None:
-    # A fresh entity's first batch (a backlog, or a quiet producer catching up) can hold
-    # events further apart than any window reaches: each still gets its row, and the online
-    # value is the newest event's.
-    path = tmp_path / "defs.yaml"
-    path.write_text(SHORT_WINDOW_VIEW)
-    defs = load_definitions(path)
-    offline, online = OfflineStore(str(tmp_path / "offline")), AsyncInMemoryOnlineStore()
-    proc = Processor(defs, InMemoryStateStore(), online, offline, ListOutbox())
-    await proc.ingest([_txn(i, f"e{i:03d}", 30 * i, float(i)) for i in range(60)])  # 30 min, one batch
+async def test_counts_read_long_after_the_last_event_are_zero_online(tmp_path: Path) -> None:
+    online = AsyncInMemoryOnlineStore()
+    await online.register_views(DEFS.views)
+    proc = Processor(DEFS, InMemoryStateStore(), online, OfflineStore(str(tmp_path)), ListOutbox())
+    await proc.ingest([_txn(i, f"e{i}", 10 * i, 7.0) for i in range(5)])
     await proc.flush()
-    view = defs.views[0]
-    archive = offline.read_archive()
-    expected = compute_view(view, archive)
-    actual = offline.read_features(view.name, view.version, view.feature_names)
-    stored = await online.read([OnlineKey(view.name, view.version, e) for e in expected.online])
-    skew = compare_view(view, expected, actual, dict(zip(expected.online, stored, strict=True)))
-    assert skew.mismatches == [], skew.mismatches[:5]
-    assert len(actual) == 60
+    key = [OnlineKey("card_activity", 1, "c1")]
+    at_last = (await online.read_at(key, 1_800_000_040_000))[0]
+    assert at_last is not None and at_last.values["txn_count_10m"] == 5.0 and at_last.event_time_ms == 1_800_000_040_000
+    later = (await online.read_at(key, 1_800_000_000_000 + 3 * 3_600_000))[0]  # three hours on
+    assert later is not None and later.values["txn_count_10m"] == 0.0 and later.values["amount_sum_10m"] == 0.0
+    assert later.values["amount_max_1h"] is None and later.age_ms(later.as_of_ms) == 3 * 3_600_000 - 40_000
+    unseen = (await online.read_at([OnlineKey("card_activity", 1, "nobody")], 1_800_000_000_000))[0]
+    assert unseen is not None and unseen.values["txn_count_10m"] == 0.0 and unseen.age_ms(0) == -1

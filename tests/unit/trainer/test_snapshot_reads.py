@@ -108,18 +108,11 @@ def test_events_equal_a_row_by_row_parse(snapshot: Snapshot, tmp_path: Path) -> 
     assert list(snapshot.events("absent").columns) == list(expected.columns)
 
 
-def test_feature_rows_equal_a_sorted_pandas_read(snapshot: Snapshot, tmp_path: Path) -> None:
-    raw = _file(snapshot, tmp_path, "features")
-    raw = raw[~raw["late"]].sort_values(["entity_key", "event_time_ms", "event_id"], kind="stable")
-    expected = pd.DataFrame(
-        {
-            "entity_key": raw["entity_key"].astype(str).to_numpy(),
-            "event_time": pd.to_datetime(raw["event_time_ms"].to_numpy(), unit="ms", utc=True).as_unit("ms"),
-            "n": raw["n"].to_numpy(),
-            "s": raw["s"].to_numpy(),
-        }
-    )
-    pd.testing.assert_frame_equal(snapshot.feature_rows("card", 2), expected, check_exact=True)
+def test_archive_equals_the_offline_store_read_of_the_same_type(snapshot: Snapshot, tmp_path: Path) -> None:
+    # The trainer evaluates windows from these rows: they are the offline store's, frozen.
+    expected = OfflineStore(str(tmp_path)).read_archive(["outcome"])
+    pd.testing.assert_frame_equal(snapshot.archive("outcome"), expected, check_exact=True)
+    assert snapshot.archive("absent").empty and not [f for f in snapshot.files if f.kind == "features"]
 
 
 def test_event_fields_equal_the_keys_of_events(snapshot: Snapshot) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,9 +58,22 @@ class FakeSnapshot:
     labels: pd.DataFrame
     calls: list[str] = field(default_factory=list)
 
-    def feature_rows(self, view: str, version: int) -> pd.DataFrame:
-        self.calls.append(f"{view}:{version}")
-        return self.rows
+    def archive(self, event_type: str) -> pd.DataFrame:
+        """The transactions as archive rows (the labels are read through `events`)."""
+        self.calls.append(event_type)
+        r = self.rows if event_type == "txn" else self.rows.iloc[0:0]
+        times = r["event_time"].astype("int64").to_numpy()
+        return pd.DataFrame(
+            {
+                "event_id": [f"t{i}" for i in range(len(r))],
+                "event_type": event_type,
+                "event_time_ms": times,
+                "entities_json": [json.dumps({"card_id": c}) for c in r["entity_key"]],
+                "values_json": [json.dumps({"r": a, "n": b}) for a, b in zip(r["risk"], r["noise"], strict=True)],
+                "watermark_ms": -1,
+                "ingest_ns": times * 1_000_000,
+            }
+        )
 
     def events(self, event_type: str) -> pd.DataFrame:
         return self.labels if event_type == "outcome" else self.labels.iloc[0:0]
@@ -157,7 +171,7 @@ def test_empty_snapshot_fails_clearly(settings: TrainerSettings, defs: Definitio
 def test_labels_with_no_features_fail_clearly(settings: TrainerSettings, defs: Definitions) -> None:
     snap = make_snapshot()
     snap.rows = snap.rows.assign(entity_key="someone-else")
-    with pytest.raises(TrainingDataError, match="none of the 3000 labels has a feature value"):
+    with pytest.raises(TrainingDataError, match="none of the 3000 labels has an accepted event"):
         run_training(settings, "risk", snapshot=snap, definitions=defs)
 
 

@@ -1,0 +1,263 @@
+"""Aggregation kinds, one home each: definition, streaming form (tile partials) and batch form.
+
+Every kind is a commutative monoid over *exact* partials: `add` folds one event in, `merge`
+joins two partials, `finish` turns a partial into the feature value. Because partials are
+exact (integers, sets, a total order), the value of a set of events does not depend on the
+order they arrived in nor on how they were split into tiles, so the streaming worker (tiles
+merged at read time) and the batch engines (one fold over the window's events) agree bit
+for bit. `KINDS` registers them; the unit tests are parametrised over it, so a new kind is
+tested by adding it here.
+
+Definitions (what a feature means over the accepted events of its window):
+
+* count: the number of events;
+* sum: the exact sum of the field's numeric values, rounded once to the nearest double
+  (0.0 when there are none or the exact sum is zero; None when it is beyond the double range);
+* mean: the exact sum divided by how many values there are, rounded once; None without values;
+* min / max: the smallest / largest numeric value, -0.0 ordered below 0.0; None without values;
+* last: the value of the newest event (by time, then event id) that carries a numeric field;
+* distinct_count: how many distinct values (as text) the field takes.
+
+Numeric values are ints, floats and bools (as 0/1); strings and absent fields are skipped.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping
+from typing import Any, Generic, NamedTuple, TypeVar
+
+from featurestore.definitions import AggregationFunction
+from featurestore.values import Scalar
+
+__all__ = ["KINDS", "ExactSum", "Kind", "LastValue", "kind_of", "numeric"]
+
+P = TypeVar("P")
+Json = Any
+
+
+def numeric(x: Scalar | None) -> float | None:
+    """The number a field value contributes; None for strings and absent values."""
+    if x is None or isinstance(x, str):
+        return None
+    return float(x)
+
+
+class Kind(ABC, Generic[P]):
+    """One aggregation kind: its mergeable partial and the value it finishes to."""
+
+    agg: AggregationFunction
+
+    @abstractmethod
+    def empty(self) -> P: ...
+
+    @abstractmethod
+    def add(self, p: P, time_ms: int, event_id: str, value: Scalar | None) -> P:
+        """Fold in one event whose field holds `value` (None when absent)."""
+
+    @abstractmethod
+    def merge(self, a: P, b: P) -> P: ...
+
+    @abstractmethod
+    def finish(self, p: P) -> float | None: ...
+
+    @abstractmethod
+    def encode(self, p: P) -> Json:
+        """A JSON-able form; big integers travel as text (Redis' cjson would round them)."""
+
+    @abstractmethod
+    def decode(self, doc: Json) -> P: ...
+
+    def batch(self, events: Iterable[tuple[int, str, Scalar | None]]) -> float | None:
+        """The batch form: the value of the events (time, id, field value) in any order."""
+        p = self.empty()
+        for t, eid, v in events:
+            p = self.add(p, t, eid, v)
+        return self.finish(p)
+
+
+class _Count(Kind[int]):
+    agg = AggregationFunction.COUNT
+
+    def empty(self) -> int:
+        return 0
+
+    def add(self, p: int, time_ms: int, event_id: str, value: Scalar | None) -> int:
+        return p + 1
+
+    def merge(self, a: int, b: int) -> int:
+        return a + b
+
+    def finish(self, p: int) -> float | None:
+        return float(p)
+
+    def encode(self, p: int) -> Json:
+        return p
+
+    def decode(self, doc: Json) -> int:
+        return int(doc)
+
+
+class ExactSum(NamedTuple):
+    """sum = num / 2**shift exactly (every double is an integer multiple of 2**-1074), over `size` values."""
+
+    num: int
+    shift: int
+    size: int
+
+    def plus(self, other: ExactSum) -> ExactSum:
+        shift = max(self.shift, other.shift)
+        num = (self.num << (shift - self.shift)) + (other.num << (shift - other.shift))
+        return ExactSum(num, shift, self.size + other.size)
+
+    @classmethod
+    def of(cls, x: float) -> ExactSum:
+        n, d = x.as_integer_ratio()
+        return cls(n, d.bit_length() - 1, 1)
+
+    def ratio(self, divisor: int) -> float | None:
+        """num / (2**shift * divisor), correctly rounded; 0.0 for an exact zero, None out of range."""
+        if self.num == 0:
+            return 0.0
+        try:
+            return self.num / ((1 << self.shift) * divisor)
+        except OverflowError:
+            return None
+
+
+_ZERO = ExactSum(0, 0, 0)
+
+
+class _Sum(Kind[ExactSum]):
+    agg = AggregationFunction.SUM
+
+    def empty(self) -> ExactSum:
+        return _ZERO
+
+    def add(self, p: ExactSum, time_ms: int, event_id: str, value: Scalar | None) -> ExactSum:
+        x = numeric(value)
+        return p if x is None else p.plus(ExactSum.of(x))
+
+    def merge(self, a: ExactSum, b: ExactSum) -> ExactSum:
+        return a.plus(b)
+
+    def finish(self, p: ExactSum) -> float | None:
+        return p.ratio(1)
+
+    def encode(self, p: ExactSum) -> Json:
+        return [str(p.num), p.shift, p.size]
+
+    def decode(self, doc: Json) -> ExactSum:
+        return ExactSum(int(doc[0]), int(doc[1]), int(doc[2]))
+
+
+class _Mean(_Sum):
+    agg = AggregationFunction.MEAN
+
+    def finish(self, p: ExactSum) -> float | None:
+        return p.ratio(p.size) if p.size else None
+
+
+def _signed(x: float) -> tuple[float, float]:
+    """A total order on doubles for min/max: -0.0 below 0.0, whatever order they come in."""
+    return (x, math.copysign(1.0, x))
+
+
+class _Extreme(Kind[float | None]):
+    def __init__(self, agg: AggregationFunction) -> None:
+        self.agg = agg
+        self._min = agg is AggregationFunction.MIN
+
+    def empty(self) -> float | None:
+        return None
+
+    def add(self, p: float | None, time_ms: int, event_id: str, value: Scalar | None) -> float | None:
+        return self.merge(p, numeric(value))
+
+    def merge(self, a: float | None, b: float | None) -> float | None:
+        if a is None or b is None:
+            return b if a is None else a
+        if self._min:
+            return a if _signed(a) <= _signed(b) else b
+        return a if _signed(a) >= _signed(b) else b
+
+    def finish(self, p: float | None) -> float | None:
+        return p
+
+    def encode(self, p: float | None) -> Json:
+        return p
+
+    def decode(self, doc: Json) -> float | None:
+        return None if doc is None else float(doc)
+
+
+class LastValue(NamedTuple):
+    time_ms: int
+    event_id: str
+    value: float
+
+
+class _Last(Kind[LastValue | None]):
+    agg = AggregationFunction.LAST
+
+    def empty(self) -> LastValue | None:
+        return None
+
+    def add(self, p: LastValue | None, time_ms: int, event_id: str, value: Scalar | None) -> LastValue | None:
+        x = numeric(value)
+        return p if x is None else self.merge(p, LastValue(time_ms, event_id, x))
+
+    def merge(self, a: LastValue | None, b: LastValue | None) -> LastValue | None:
+        if a is None or b is None:
+            return b if a is None else a
+        return a if (a.time_ms, a.event_id) >= (b.time_ms, b.event_id) else b
+
+    def finish(self, p: LastValue | None) -> float | None:
+        return None if p is None else p.value
+
+    def encode(self, p: LastValue | None) -> Json:
+        return None if p is None else [p.time_ms, p.event_id, p.value]
+
+    def decode(self, doc: Json) -> LastValue | None:
+        return None if doc is None else LastValue(int(doc[0]), str(doc[1]), float(doc[2]))
+
+
+class _Distinct(Kind[frozenset[str]]):
+    agg = AggregationFunction.DISTINCT_COUNT
+
+    def empty(self) -> frozenset[str]:
+        return frozenset()
+
+    def add(self, p: frozenset[str], time_ms: int, event_id: str, value: Scalar | None) -> frozenset[str]:
+        return p if value is None or str(value) in p else p | {str(value)}
+
+    def merge(self, a: frozenset[str], b: frozenset[str]) -> frozenset[str]:
+        return a | b
+
+    def finish(self, p: frozenset[str]) -> float | None:
+        return float(len(p))
+
+    def encode(self, p: frozenset[str]) -> Json:
+        return sorted(p)
+
+    def decode(self, doc: Json) -> frozenset[str]:
+        return frozenset(str(x) for x in doc)
+
+
+KINDS: Mapping[AggregationFunction, Kind[Any]] = {
+    k.agg: k
+    for k in (
+        _Count(),
+        _Sum(),
+        _Mean(),
+        _Extreme(AggregationFunction.MIN),
+        _Extreme(AggregationFunction.MAX),
+        _Last(),
+        _Distinct(),
+    )
+}
+
+
+def kind_of(agg: AggregationFunction) -> Kind[Any]:
+    return KINDS[agg]

@@ -1,0 +1,201 @@
+"""Read-time window semantics, one implementation for every engine: plain functions over plain data.
+
+**A window feature read at time t** is the aggregate (see `featurestore.aggregations`) of the
+entity's accepted events e with
+
+    window_start(t) <= e.time_ms <= t,   window_start(t) = floor(t / step) * step - size + step
+
+i.e. the newest hopping window that holds t, cut at t: its `size / step` step-aligned tiles,
+the last of which (the *current* tile, holding t) only up to t itself, both ends closed. A
+tumbling window (step == size) is the current tile up to t. Nothing after t is ever included,
+so a training row is point-in-time correct, and a count read long after the last event is 0.
+
+Two engines compute it:
+
+* batch (`evaluate_events`): one fold of each feature's kind over the events of its window;
+* streaming (`Tiles`, `evaluate_tiles`): a *tile* is the exact partial aggregate of the
+  events of one entity in one `[start, start + step)` interval, per window step of the view
+  (features that share a step share tiles). A read at t merges the window's tiles; the
+  current tile is taken whole when its newest event is at or before t (always so when t is
+  at or after the entity's newest event: the server's case), else it is rebuilt from the
+  raw events of that tile (`tail`).
+
+Partials are exact, so the two agree bit for bit for any arrival order and any tiling
+(tested). The online store keeps what reads at `t >= newest - future_skew` need
+(`horizon_ms`, `tail_start_ms`); the offline engines read the archive.
+"""
+
+from __future__ import annotations
+
+import json
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from featurestore.aggregations import kind_of
+from featurestore.definitions import FeatureDef, FeatureViewDef, WindowDef
+from featurestore.values import Scalar
+
+__all__ = [
+    "Event",
+    "NeedTail",
+    "Tile",
+    "TileKey",
+    "Values",
+    "build_tiles",
+    "decode_tile",
+    "encode_tile",
+    "evaluate_events",
+    "evaluate_tiles",
+    "horizon_ms",
+    "tail_start_ms",
+    "tile_field",
+    "tile_start",
+    "tile_steps",
+    "window_start",
+]
+
+Values = dict[str, float | None]
+TileKey = tuple[int, int]  # (step_ms, start_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One accepted event as a view reads it: its order key and the fields the view reads."""
+
+    time_ms: int
+    event_id: str
+    values: Mapping[str, Scalar]
+
+    @property
+    def order(self) -> tuple[int, str]:
+        return (self.time_ms, self.event_id)
+
+
+class Tile(NamedTuple):
+    """Exact partials of the features of one step over one tile, and the tile's newest event time."""
+
+    max_time_ms: int
+    partials: Mapping[str, Any]
+
+
+class NeedTail(Exception):
+    """The read time falls inside a tile that also holds later events: its raw events are needed."""
+
+
+def tile_start(t: int, step_ms: int) -> int:
+    return (t // step_ms) * step_ms
+
+
+def window_start(t: int, window: WindowDef) -> int:
+    return tile_start(t, window.step_ms) - window.size_ms + window.step_ms
+
+
+def tile_steps(view: FeatureViewDef) -> list[int]:
+    return sorted({f.window.step_ms for f in view.features})
+
+
+def horizon_ms(view: FeatureViewDef, newest_ms: int, future_skew_ms: int) -> int:
+    """The oldest event time any read at t >= newest - future_skew can see (state older is useless online)."""
+    return min(window_start(newest_ms - future_skew_ms, f.window) for f in view.features)
+
+
+def tail_start_ms(view: FeatureViewDef, newest_ms: int, future_skew_ms: int) -> int:
+    """Raw events from here on let a read at t >= newest - future_skew split its current tile."""
+    return min(tile_start(newest_ms - future_skew_ms, s) for s in tile_steps(view))
+
+
+def tile_field(key: TileKey) -> str:
+    return f"{key[0]}:{key[1]}"
+
+
+def _features_of_step(view: FeatureViewDef, step: int) -> list[FeatureDef]:
+    return [f for f in view.features if f.window.step_ms == step]
+
+
+def _fold(features: Sequence[FeatureDef], events: Iterable[Event]) -> Tile:
+    partials = {f.name: kind_of(f.agg).empty() for f in features}
+    newest = -(2**63)
+    for e in events:
+        newest = max(newest, e.time_ms)
+        for f in features:
+            partials[f.name] = kind_of(f.agg).add(
+                partials[f.name], e.time_ms, e.event_id, e.values.get(f.field) if f.field else None
+            )
+    return Tile(newest, partials)
+
+
+def build_tiles(view: FeatureViewDef, events: Iterable[Event], since_ms: int | None = None) -> dict[TileKey, Tile]:
+    """The view's tiles of `events` (any order), only those starting at or after `since_ms` when given."""
+    groups: dict[TileKey, list[Event]] = {}
+    steps = tile_steps(view)
+    for e in events:
+        for s in steps:
+            start = tile_start(e.time_ms, s)
+            if since_ms is None or start >= since_ms:
+                groups.setdefault((s, start), []).append(e)
+    return {key: _fold(_features_of_step(view, key[0]), evs) for key, evs in groups.items()}
+
+
+def evaluate_events(view: FeatureViewDef, events: Sequence[Event], t: int) -> Values:
+    """Batch engine: the view read at t over one entity's accepted events, sorted by `order`."""
+    times = [e.time_ms for e in events]
+    hi = bisect_right(times, t)
+    out: Values = {}
+    for f in view.features:
+        lo = bisect_left(times, window_start(t, f.window), 0, hi)
+        field = f.field
+        out[f.name] = kind_of(f.agg).batch(
+            (e.time_ms, e.event_id, e.values.get(field) if field else None) for e in events[lo:hi]
+        )
+    return out
+
+
+def evaluate_tiles(
+    view: FeatureViewDef, tiles: Mapping[TileKey, Tile], t: int, tail: Sequence[Event] | None = None
+) -> Values:
+    """Streaming engine: the view read at t from its tiles (and `tail`, the raw events of
+    current tiles that hold events after t; `NeedTail` when such a tile is met without it)."""
+    current: dict[int, Tile | None] = {}
+    for s in tile_steps(view):
+        key = (s, tile_start(t, s))
+        tile = tiles.get(key)
+        if tile is not None and tile.max_time_ms > t:
+            if tail is None:
+                raise NeedTail(tile_field(key))
+            tile = _fold(_features_of_step(view, s), (e for e in tail if key[1] <= e.time_ms <= t))
+        current[s] = tile
+    out: Values = {}
+    for f in view.features:
+        kind, s = kind_of(f.agg), f.window.step_ms
+        p = kind.empty()
+        now = tile_start(t, s)
+        for start in range(window_start(t, f.window), now, s):
+            tile = tiles.get((s, start))
+            if tile is not None:
+                p = kind.merge(p, tile.partials[f.name])
+        cur = current[s]
+        if cur is not None:
+            p = kind.merge(p, cur.partials[f.name])
+        out[f.name] = kind.finish(p)
+    return out
+
+
+_compact = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def encode_tile(view: FeatureViewDef, tile: Tile) -> str:
+    return _compact([tile.max_time_ms, {n: kind_of(_feature(view, n).agg).encode(p) for n, p in tile.partials.items()}])
+
+
+def decode_tile(view: FeatureViewDef, raw: str | bytes) -> Tile:
+    t, partials = json.loads(raw)
+    return Tile(int(t), {n: kind_of(_feature(view, n).agg).decode(p) for n, p in partials.items()})
+
+
+def _feature(view: FeatureViewDef, name: str) -> FeatureDef:
+    for f in view.features:
+        if f.name == name:
+            return f
+    raise KeyError(f"view {view.ref} has no feature {name!r}")
