@@ -96,7 +96,10 @@ def _hold(messages: Sequence[Message], consumer: Any) -> Callable[[], None]:
 
 
 def _to_messages(messages: Sequence[Message]) -> list[InMessage]:
-    return [InMessage(m.topic, m.partition, m.offset, m.key, m.value) for m in messages]
+    return [
+        InMessage(m.topic, m.partition, m.offset, m.key, m.value, int(m.timestamp * 1000) if m.timestamp else None)
+        for m in messages
+    ]
 
 
 class _QuietMonitor(Monitor):

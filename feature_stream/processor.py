@@ -41,6 +41,7 @@ class InMessage:
     offset: int
     key: bytes | None
     value: bytes | None
+    timestamp_ms: int | None = None  # the record's Kafka timestamp, when known
 
     @property
     def position(self) -> str:
@@ -221,6 +222,19 @@ class Processor:
         if missing:
             self._keys.update(await self.state.load_keys(missing))
 
+    async def _claimed_elsewhere(self, decoded: Sequence[tuple[InMessage, RawEvent]]) -> set[str]:
+        """Positions whose event (type, id) another message claimed first: one dedup scope per
+        event type, whatever message key or partition carries the copies."""
+        fresh = [
+            (ev.event_type, ev.event_id, m.position)
+            for m, ev in decoded
+            if ev.event_id not in self._keys[m.state_key].seen
+        ]
+        if not fresh:
+            return set()
+        owners = await self.state.claim(fresh, self.dedup_retention_ms)
+        return {pos for (_, _, pos), owner in zip(fresh, owners, strict=True) if owner != pos}
+
     def _decide(self, msg: InMessage, ev: RawEvent) -> int | None:
         """The watermark recorded for a new or replayed event; None for a duplicate."""
         st = self._keys[msg.state_key]
@@ -253,15 +267,30 @@ class Processor:
         metrics.DEAD_LETTERS.labels(letter.reason_name).inc()
         self.outbox.dead_letter(msg, letter)
 
+    def _future(self, msg: InMessage, ev: RawEvent, now_ms: int) -> DeadLetter | None:
+        """An event stamped beyond the future skew never enters the state: it would move its
+        key's watermark (judging every later event late) and its entity's newest time. Judged
+        against the record's Kafka timestamp, so a replay decides the same way."""
+        ref = msg.timestamp_ms if msg.timestamp_ms is not None and msg.timestamp_ms > 0 else now_ms
+        if ev.time_ms <= ref + self.future_skew_ms:
+            return None
+        ahead = ev.time_ms - ref
+        detail = f"event_time is {ahead} ms ahead of the record timestamp (future skew {self.future_skew_ms} ms)"
+        return DeadLetter(events_pb2.DEAD_LETTER_REASON_FUTURE_EVENT_TIME, detail)
+
     def _decode(self, msgs: Sequence[InMessage]) -> list[tuple[InMessage, RawEvent]]:
         decoded: list[tuple[InMessage, RawEvent]] = []
+        now_ms = int(time.time() * 1000)
         for msg in msgs:
+            ev: RawEvent | DeadLetter
             try:
                 ev = decode_event(msg.value, self.defs)
             except Exception as exc:  # noqa: BLE001 - one message never stops the worker: it is dead-lettered
                 ev = DeadLetter(events_pb2.DEAD_LETTER_REASON_PROCESSING_FAILED, f"{type(exc).__name__}: {exc}")
             if isinstance(ev, RawEvent) and msg.position in self.skip:
                 ev = DeadLetter(events_pb2.DEAD_LETTER_REASON_MANUAL, self.skip[msg.position])
+            if isinstance(ev, RawEvent):
+                ev = self._future(msg, ev, now_ms) or ev
             if isinstance(ev, DeadLetter):
                 self.dead_letter(msg, ev)
             else:
@@ -273,12 +302,13 @@ class Processor:
         decoded = self._decode(msgs)
         touched = {m.state_key for m, _ in decoded}
         await self._key_states(touched)
+        elsewhere = await self._claimed_elsewhere(decoded)
         now_ns = time.time_ns()
         archive = self._pending.archive
         local: list[ViewItem] = []
         remote: list[ViewItem] = []
         for msg, ev in decoded:
-            wm = self._decide(msg, ev)
+            wm = None if msg.position in elsewhere else self._decide(msg, ev)
             if wm is None:
                 metrics.DUPLICATES.inc()
                 continue

@@ -10,6 +10,8 @@ re-emitted with the decisions taken the first time, so nothing is lost and nothi
 counted twice.
 
 Redis layout under the state prefix:
+  `<p>:id:<event_type>:<event_id>`    the position that first claimed the event id (expires after
+                                      the dedup retention): one event per (type, id) across keys
   `<p>:in:<msg_key>`                  hash event_id -> "position|time_ms|watermark_ms"
 (the key's watermark is the newest time among its remembered ids, so writes only ever add)
   `<p>:vw:<view>:v<ver>:<entity>`     hash event_id -> JSON [time_ms, {field: value}]
@@ -31,6 +33,7 @@ from fti_core.errors import UnavailableError
 
 __all__ = [
     "SAVE_FIELDS_PER_CALL",
+    "Claim",
     "EntityChanges",
     "InMemoryStateStore",
     "KeyChanges",
@@ -168,7 +171,29 @@ SAVE_FIELDS_PER_CALL = 2000
 _ops_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
+# KEYS = claim keys; ARGV[1] = retention ms, ARGV[2..] = the position claiming each key.
+# Returns, per key, the position that holds it (the caller's when it won or already held it).
+_CLAIM = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local pos = ARGV[i + 1]
+  if redis.call('SET', key, pos, 'NX', 'PX', ARGV[1]) then
+    out[i] = pos
+  else
+    out[i] = redis.call('GET', key) or pos
+  end
+end
+return out
+"""
+
+Claim = tuple[str, str, str]  # (event_type, event_id, position)
+
+
 class StateStore(ABC):
+    @abstractmethod
+    async def claim(self, claims: Sequence[Claim], retention_ms: int) -> list[str]:
+        """Claim each (type, id) for a position, in order; the position that holds each claim."""
+
     @abstractmethod
     async def load_keys(self, keys: Sequence[str]) -> dict[str, KeyState]: ...
 
@@ -188,6 +213,19 @@ class RedisStateStore(StateStore):
         self._r = client
         self._p = prefix
         self._save = client.register_script(_SAVE)
+        self._claim = client.register_script(_CLAIM)
+
+    async def claim(self, claims: Sequence[Claim], retention_ms: int) -> list[str]:
+        out: list[str] = []
+        try:
+            for i in range(0, len(claims), 2000):
+                part = claims[i : i + 2000]
+                keys = [f"{self._p}:id:{t}:{eid}" for t, eid, _ in part]
+                got = await self._claim(keys, [max(1, retention_ms), *(pos for _, _, pos in part)])
+                out += [g.decode() if isinstance(g, bytes) else str(g) for g in got]
+        except redis.RedisError as exc:
+            raise UnavailableError(f"event id claim failed: {exc}") from exc
+        return out
 
     def _in(self, key: str) -> str:
         return f"{self._p}:in:{key}"
@@ -268,6 +306,10 @@ class InMemoryStateStore(StateStore):
     def __init__(self) -> None:
         self.keys: dict[str, dict[str, Seen]] = {}
         self.entities: dict[EntityRef, dict[str, Rec]] = {}
+        self.claims: dict[tuple[str, str], str] = {}
+
+    async def claim(self, claims: Sequence[Claim], retention_ms: int) -> list[str]:
+        return [self.claims.setdefault((t, eid), pos) for t, eid, pos in claims]
 
     async def load_keys(self, keys: Sequence[str]) -> dict[str, KeyState]:
         out = {}

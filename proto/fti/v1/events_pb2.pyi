@@ -49,6 +49,8 @@ class _DeadLetterReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Dead
     """Dead-lettered by hand (`fti features dead-letter`): something nothing else foresaw."""
     DEAD_LETTER_REASON_PROCESSING_FAILED: _DeadLetterReason.ValueType  # 14
     """Processing this one message raised; the worker went on without it."""
+    DEAD_LETTER_REASON_FUTURE_EVENT_TIME: _DeadLetterReason.ValueType  # 15
+    """Stamped further ahead of the record's Kafka timestamp than the worker's future skew allows."""
 
 class DeadLetterReason(_DeadLetterReason, metaclass=_DeadLetterReasonEnumTypeWrapper):
     """Dead-letter reason, also sent as the `fti-dlq-reason` header beside the original bytes."""
@@ -75,6 +77,8 @@ DEAD_LETTER_REASON_MANUAL: DeadLetterReason.ValueType  # 13
 """Dead-lettered by hand (`fti features dead-letter`): something nothing else foresaw."""
 DEAD_LETTER_REASON_PROCESSING_FAILED: DeadLetterReason.ValueType  # 14
 """Processing this one message raised; the worker went on without it."""
+DEAD_LETTER_REASON_FUTURE_EVENT_TIME: DeadLetterReason.ValueType  # 15
+"""Stamped further ahead of the record's Kafka timestamp than the worker's future skew allows."""
 Global___DeadLetterReason: _TypeAlias = DeadLetterReason  # noqa: Y015
 
 @_typing.final

@@ -93,9 +93,9 @@ class FeaturePipeline:
     def logs(self) -> str:
         return "\n".join(p.read_text(errors="replace")[-3000:] for p in sorted(self.log_dir.glob("worker-*.log")))
 
-    def parity(self, defs_path: Path = DEFS_PATH) -> list[ViewSkew]:
+    def parity(self) -> list[ViewSkew]:
         """Every entity of every view: Redis evaluated at the probe times vs the archive's recomputation."""
-        defs = load_definitions(defs_path)
+        defs = load_definitions(self.settings.definitions_path)
         store = OfflineStore(self.settings.offline_root)
         online = RedisOnlineStore.from_url(self.settings.redis_url.get_secret_value(), self.settings.redis_prefix)
         archive = store.read_archive()
@@ -121,7 +121,7 @@ def feature_pipeline(
 ) -> Iterator[Callable[..., FeaturePipeline]]:
     made: list[FeaturePipeline] = []
 
-    def make(partitions: int = 4, **overrides: str) -> FeaturePipeline:
+    def make(partitions: int = 4, definitions: Path = DEFS_PATH, **overrides: str) -> FeaturePipeline:
         app_id = unique("fs-app")
         env = dict(os.environ)
         env.update(
@@ -132,7 +132,7 @@ def feature_pipeline(
             FTI_WORKER_APP_ID=app_id,
             FTI_REDIS_PREFIX=redis_prefix,
             FTI_OFFLINE_STORE_URI=str(tmp_path / "offline"),
-            FTI_DEFINITIONS_PATH=str(DEFS_PATH),
+            FTI_DEFINITIONS_PATH=str(definitions),
             FTI_EVENTS_TOPIC_PARTITIONS=str(partitions),
             FTI_WORKER_SESSION_TIMEOUT_S="6",
             FTI_WORKER_HEARTBEAT_INTERVAL_S="1",

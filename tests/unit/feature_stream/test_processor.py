@@ -146,7 +146,8 @@ def _txn(offset: int, event_id: str, seconds: int, amount: float) -> InMessage:
         schema_version=1,
     )
     ev.event_time.FromSeconds(1_800_000_000 + seconds)
-    return InMessage("raw", 0, offset, b"c1", ev.SerializeToString())
+    # Produced when it happened: the record's timestamp is its event time.
+    return InMessage("raw", 0, offset, b"c1", ev.SerializeToString(), (1_800_000_000 + seconds) * 1000)
 
 
 async def test_a_rewritten_tile_is_not_overtaken_by_the_older_write_of_the_same_tile(tmp_path: Path) -> None:
@@ -175,3 +176,42 @@ async def test_counts_read_long_after_the_last_event_are_zero_online(tmp_path: P
     assert later.values["amount_max_1h"] is None and later.age_ms(later.as_of_ms) == 3 * 3_600_000 - 40_000
     unseen = (await online.read_at([OnlineKey("card_activity", 1, "nobody")], 1_800_000_000_000))[0]
     assert unseen is not None and unseen.values["txn_count_10m"] == 0.0 and unseen.age_ms(0) == -1
+
+
+async def test_a_future_dated_event_is_dead_lettered_and_moves_no_clock(tmp_path: Path) -> None:
+    online, outbox, offline = AsyncInMemoryOnlineStore(), ListOutbox(), OfflineStore(str(tmp_path))
+    await online.register_views(DEFS.views)
+    proc = Processor(DEFS, InMemoryStateStore(), online, offline, outbox, future_skew_ms=SKEW)
+    now = 1_800_000_000_000
+
+    def at(msg: InMessage) -> InMessage:  # produced at `now`: the record's Kafka timestamp
+        return InMessage(msg.topic, msg.partition, msg.offset, msg.key, msg.value, now)
+
+    # A day ahead: dead-lettered. Just within the skew: accepted.
+    await proc.ingest([at(_txn(0, "a", 0, 1.0)), at(_txn(1, "ahead", 86_400, 9.0)), at(_txn(2, "b", 60, 2.0))])
+    await proc.ingest([at(_txn(3, "skewed", 240, 4.0))])
+    await proc.flush()
+    assert [(m.offset, d.reason_name) for m, d in outbox.dead] == [(1, "DEAD_LETTER_REASON_FUTURE_EVENT_TIME")]
+    archive = offline.read_archive()
+    assert set(archive["event_id"]) == {"a", "b", "skewed"} and not archive["late"].any()  # "b" was not judged late
+    value = (await online.read_at([OnlineKey("card_activity", 1, "c1")], now + 240_000))[0]
+    assert value is not None and value.event_time_ms == now + 240_000 and value.values["txn_count_10m"] == 3.0
+
+
+async def test_the_same_event_id_under_two_message_keys_is_one_event(tmp_path: Path) -> None:
+    online, offline, outbox = AsyncInMemoryOnlineStore(), OfflineStore(str(tmp_path)), ListOutbox()
+    await online.register_views(DEFS.views)
+    proc = Processor(DEFS, InMemoryStateStore(), online, offline, outbox)
+    first = _txn(0, "same", 0, 10.0)
+    other_key = InMessage("raw", 1, 0, b"other-key", first.value, first.timestamp_ms)  # another partition and key
+    await _run(proc, outbox, [first, _txn(1, "b", 5, 1.0)], 10)
+    await _run(proc, outbox, [other_key], 10)
+    await proc.flush()
+    proc.reset()  # a replay of the first copy is still that copy, not a duplicate
+    await _run(proc, outbox, [first], 10)
+    await proc.flush()
+    assert sorted(offline.read_archive()["event_id"]) == ["b", "same"]
+    value = (await online.read_at([OnlineKey("merchant_activity", 1, "m1")], 1_800_000_010_000))[0]
+    assert value is not None and value.values["txn_count_1h"] == 2.0
+    for skew in _skews(DEFS, offline, online):
+        assert skew.mismatches == []
