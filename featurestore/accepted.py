@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from featurestore.aggregations import Columns
 from featurestore.definitions import FeatureViewDef
 from featurestore.tiles import Event
 
@@ -40,6 +41,13 @@ class EntityEvents:
 
     events: list[Event] = field(default_factory=list)
     ingest_ns: list[int] = field(default_factory=list)
+    _columns: Columns | None = field(default=None, repr=False, compare=False)
+
+    def columns(self) -> Columns:
+        """The events as columns, built at the first call (add no events after it)."""
+        if self._columns is None or len(self._columns.times) != len(self.events):
+            self._columns = Columns(self.events)
+        return self._columns
 
     def seen_by(self, t_ms: int) -> list[Event]:
         """Only the events ingested at or before t ("as the server saw it")."""

@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
-from typing import Any, Generic, NamedTuple, TypeVar
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from featurestore.definitions import AggregationFunction
 from featurestore.values import Scalar
 
-__all__ = ["KINDS", "ExactSum", "Kind", "LastValue", "kind_of", "numeric"]
+__all__ = ["KINDS", "Columns", "ExactSum", "Kind", "LastValue", "kind_of", "numeric"]
 
 P = TypeVar("P")
 Json = Any
@@ -42,6 +42,57 @@ def numeric(x: Scalar | None) -> float | None:
     if x is None or isinstance(x, str):
         return None
     return float(x)
+
+
+class _EventLike(Protocol):
+    @property
+    def time_ms(self) -> int: ...
+    @property
+    def event_id(self) -> str: ...
+    @property
+    def values(self) -> Mapping[str, Scalar]: ...
+
+
+class Columns:
+    """One entity's events (sorted by (time, id)) as columns, built once and shared by every
+    window read over them: the batch engine reads thousands of windows per entity."""
+
+    def __init__(self, events: Sequence[_EventLike]) -> None:
+        self.events = events
+        self.times = [e.time_ms for e in events]
+        self._numbers: dict[str, list[float | None]] = {}
+        self._texts: dict[str, list[str | None]] = {}
+        self._sums: dict[str, tuple[list[int], int, list[int]]] = {}
+
+    def field(self, name: str | None) -> list[Scalar | None]:
+        return [e.values.get(name) if name else None for e in self.events]
+
+    def numbers(self, name: str) -> list[float | None]:
+        if name not in self._numbers:
+            self._numbers[name] = [numeric(x) for x in self.field(name)]
+        return self._numbers[name]
+
+    def texts(self, name: str) -> list[str | None]:
+        if name not in self._texts:
+            self._texts[name] = [None if x is None else str(x) for x in self.field(name)]
+        return self._texts[name]
+
+    def sums(self, name: str) -> tuple[list[int], int, list[int]]:
+        """Exact prefix sums scaled by 2**shift (one shift for the column) and value counts."""
+        if name not in self._sums:
+            parts = [ExactSum.of(x) for x in self.numbers(name) if x is not None]
+            shift = max((p.shift for p in parts), default=0)
+            prefix, counts, total, n = [0], [0], 0, 0
+            it = iter(parts)
+            for x in self.numbers(name):
+                if x is not None:
+                    p = next(it)
+                    total += p.num << (shift - p.shift)
+                    n += 1
+                prefix.append(total)
+                counts.append(n)
+            self._sums[name] = (prefix, shift, counts)
+        return self._sums[name]
 
 
 class Kind(ABC, Generic[P]):
@@ -70,11 +121,16 @@ class Kind(ABC, Generic[P]):
     def decode(self, doc: Json) -> P: ...
 
     def batch(self, events: Iterable[tuple[int, str, Scalar | None]]) -> float | None:
-        """The batch form: the value of the events (time, id, field value) in any order."""
+        """The definition: the value of the events (time, id, field value) in any order."""
         p = self.empty()
         for t, eid, v in events:
             p = self.add(p, t, eid, v)
         return self.finish(p)
+
+    def window(self, cols: Columns, field: str | None, lo: int, hi: int) -> float | None:
+        """The batch form over events [lo, hi) of sorted columns: `batch`'s value, faster."""
+        values = cols.field(field)[lo:hi]
+        return self.batch((e.time_ms, e.event_id, v) for e, v in zip(cols.events[lo:hi], values, strict=True))
 
 
 class _Count(Kind[int]):
@@ -91,6 +147,9 @@ class _Count(Kind[int]):
 
     def finish(self, p: int) -> float | None:
         return float(p)
+
+    def window(self, cols: Columns, field: str | None, lo: int, hi: int) -> float | None:
+        return float(hi - lo)
 
     def encode(self, p: int) -> Json:
         return p
@@ -145,6 +204,10 @@ class _Sum(Kind[ExactSum]):
     def finish(self, p: ExactSum) -> float | None:
         return p.ratio(1)
 
+    def window(self, cols: Columns, field: str | None, lo: int, hi: int) -> float | None:
+        prefix, shift, counts = cols.sums(field or "")
+        return self.finish(ExactSum(prefix[hi] - prefix[lo], shift, counts[hi] - counts[lo]))
+
     def encode(self, p: ExactSum) -> Json:
         return [str(p.num), p.shift, p.size]
 
@@ -185,6 +248,16 @@ class _Extreme(Kind[float | None]):
     def finish(self, p: float | None) -> float | None:
         return p
 
+    def window(self, cols: Columns, field: str | None, lo: int, hi: int) -> float | None:
+        nums = [x for x in cols.numbers(field or "")[lo:hi] if x is not None]
+        if not nums:
+            return None
+        best = min(nums) if self._min else max(nums)
+        if best == 0.0:  # the signed zero the total order picks, whichever came first
+            signs = {math.copysign(1.0, x) for x in nums if x == 0.0}
+            best = (-0.0 if -1.0 in signs else 0.0) if self._min else (0.0 if 1.0 in signs else -0.0)
+        return best
+
     def encode(self, p: float | None) -> Json:
         return p
 
@@ -216,6 +289,13 @@ class _Last(Kind[LastValue | None]):
     def finish(self, p: LastValue | None) -> float | None:
         return None if p is None else p.value
 
+    def window(self, cols: Columns, field: str | None, lo: int, hi: int) -> float | None:
+        nums = cols.numbers(field or "")
+        for i in range(hi - 1, lo - 1, -1):  # sorted by (time, id): the newest carrying a number
+            if nums[i] is not None:
+                return nums[i]
+        return None
+
     def encode(self, p: LastValue | None) -> Json:
         return None if p is None else [p.time_ms, p.event_id, p.value]
 
@@ -237,6 +317,11 @@ class _Distinct(Kind[frozenset[str]]):
 
     def finish(self, p: frozenset[str]) -> float | None:
         return float(len(p))
+
+    def window(self, cols: Columns, field: str | None, lo: int, hi: int) -> float | None:
+        seen = set(cols.texts(field or "")[lo:hi])
+        seen.discard(None)
+        return float(len(seen))
 
     def encode(self, p: frozenset[str]) -> Json:
         return sorted(p)

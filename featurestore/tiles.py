@@ -33,7 +33,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from featurestore.aggregations import kind_of
+from featurestore.aggregations import Columns, kind_of
 from featurestore.definitions import FeatureDef, FeatureViewDef, WindowDef
 from featurestore.values import Scalar
 
@@ -138,17 +138,16 @@ def build_tiles(view: FeatureViewDef, events: Iterable[Event], since_ms: int | N
     return {key: _fold(_features_of_step(view, key[0]), evs) for key, evs in groups.items()}
 
 
-def evaluate_events(view: FeatureViewDef, events: Sequence[Event], t: int) -> Values:
-    """Batch engine: the view read at t over one entity's accepted events, sorted by `order`."""
-    times = [e.time_ms for e in events]
+def evaluate_events(view: FeatureViewDef, events: Sequence[Event], t: int, columns: Columns | None = None) -> Values:
+    """Batch engine: the view read at t over one entity's accepted events, sorted by `order`
+    (`columns`: the same events as `Columns`, when a caller reads many times over them)."""
+    cols = columns if columns is not None else Columns(events)
+    times = cols.times
     hi = bisect_right(times, t)
     out: Values = {}
     for f in view.features:
         lo = bisect_left(times, window_start(t, f.window), 0, hi)
-        field = f.field
-        out[f.name] = kind_of(f.agg).batch(
-            (e.time_ms, e.event_id, e.values.get(field) if field else None) for e in events[lo:hi]
-        )
+        out[f.name] = kind_of(f.agg).window(cols, f.field, lo, hi)
     return out
 
 

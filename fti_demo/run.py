@@ -101,9 +101,12 @@ def _healthy(target: str) -> bool:
 
 def _sample_entities(redis_url: str, prefix: str, n: int) -> list[dict[str, str]]:
     client = redis.Redis.from_url(redis_url)
-    cards = [k.decode().rsplit(":", 1)[1] for k in client.scan_iter(match=f"{prefix}:card_activity:v1:*", count=500)]
+    cards = [
+        k.decode().rsplit(":", 1)[1] for k in client.scan_iter(match=f"{prefix}:tiles:card_activity:v1:*", count=500)
+    ]
     merchants = [
-        k.decode().rsplit(":", 1)[1] for k in client.scan_iter(match=f"{prefix}:merchant_activity:v1:*", count=500)
+        k.decode().rsplit(":", 1)[1]
+        for k in client.scan_iter(match=f"{prefix}:tiles:merchant_activity:v1:*", count=500)
     ]
     client.close()
     if not cards or not merchants:

@@ -92,7 +92,14 @@ def run_training(
     defs = definitions or load_definitions(settings.definitions_path)
     snap = snapshot or open_snapshot(settings, snapshot_id)
     progress(f"snapshot {snap.id}; model {model}")
-    ts = build_training_set(snap, defs, model, allow_exact_matches=settings.exact_matches, progress=progress)
+    ts = build_training_set(
+        snap,
+        defs,
+        model,
+        allow_exact_matches=settings.exact_matches,
+        as_served=settings.as_served,
+        progress=progress,
+    )
     timings["dataset"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     seed = seed if seed is not None else settings.seed
@@ -108,7 +115,7 @@ def run_training(
         entities=ts.entities,
         snapshot_id=ts.snapshot_id,
         code_version=code_version(settings),
-        params=params_for_lineage(result, {"exact_matches": settings.exact_matches}),
+        params=params_for_lineage(result, {"exact_matches": settings.exact_matches, "as_served": settings.as_served}),
         metrics=result.metrics,
         task=ts.model.task,
         label=LabelRef(**ts.label.model_dump()),

@@ -144,7 +144,7 @@ def _view_values(
             continue
         got = vr.events.get(str(key), empty)
         events = got.seen_by(t) if as_served else got.events
-        values = evaluate_events(vr.view, events, t)
+        values = evaluate_events(vr.view, events, t, None if as_served else got.columns())
         out[i] = [np.nan if values[n] is None else values[n] for n in names]
         matched += bool(events) and events[0].time_ms <= t
     return out, matched

@@ -16,7 +16,10 @@ class TrainerSettings(FtiSettings):
 
     seed: int | None = Field(None, description="Overrides the model's params seed; --seed overrides this.")
     num_threads: int = Field(2, ge=1, description="Fixed, because LightGBM results depend on it.")
-    exact_matches: bool = Field(True, description="A feature row stamped exactly at the label time counts.")
+    exact_matches: bool = Field(True, description="An event stamped exactly at the label time counts.")
+    as_served: bool = Field(
+        False, description="Windows at a label's time see only events archived by then (as the server saw it)."
+    )
     log_every: int = Field(25, ge=1, description="Progress line every N boosting rounds.")
     emit_events: bool = Field(True, description="Emit VersionPublished on the model topic.")
     code_version: str | None = Field(None, description="Recorded lineage; default: git commit of the code.")

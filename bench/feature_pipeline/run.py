@@ -163,7 +163,7 @@ def freshness(bootstrap: str, topic: str, redis_url: str, prefix: str, rate: flo
             if waiting:
                 pipe = r.pipeline(transaction=False)
                 for k in waiting:
-                    pipe.exists(f"{prefix}:card_activity:v1:{k}")
+                    pipe.exists(f"{prefix}:tiles:card_activity:v1:{k}")
                 now = time.monotonic()
                 for k, ok in zip(waiting, pipe.execute(), strict=True):
                     if ok:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from featurestore.aggregations import KINDS, Kind
+from featurestore.aggregations import KINDS, Columns, Kind
 from featurestore.definitions import AggregationFunction, FeatureDef, FeatureViewDef, WindowDef
 from featurestore.tiles import (
     Event,
@@ -68,6 +68,23 @@ def test_every_kind_is_exact_for_any_order_split_and_merge_order(agg: Aggregatio
         for p in partials:
             merged = kind.merge(merged, p)
         assert _same(kind.finish(merged), expected), (agg, events)
+
+
+@pytest.mark.parametrize("agg", list(KINDS), ids=lambda a: a.value)
+def test_every_kinds_column_form_equals_its_definition_on_any_window(agg: AggregationFunction) -> None:
+    kind: Kind[Any] = KINDS[agg]
+    rng = random.Random(len(agg.value))
+    for _ in range(100):
+        events = sorted(
+            (Event(rng.randint(0, 50), f"e{i:03d}", {"x": _value(rng)}) for i in range(rng.randint(0, 40))),
+            key=lambda e: e.order,
+        )
+        cols = Columns(events)
+        for _ in range(5):
+            lo = rng.randint(0, len(events))
+            hi = rng.randint(lo, len(events))
+            want = kind.batch((e.time_ms, e.event_id, e.values.get("x")) for e in events[lo:hi])
+            assert _same(kind.window(cols, "x", lo, hi), want), (agg, events[lo:hi])
 
 
 def test_sum_and_mean_round_the_exact_result_once() -> None:
