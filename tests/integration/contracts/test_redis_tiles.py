@@ -1,0 +1,100 @@
+"""The tile layout through a real Redis: read at t == the batch engine, tails, replays, expiry, the earlier layout."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import redis
+
+from feature_stream.backfill import tile_writes
+from featurestore.accepted import EntityEvents
+from featurestore.definitions import FeatureViewDef
+from featurestore.online import (
+    AsyncRedisOnlineStore,
+    OnlineKey,
+    OnlineRow,
+    OnlineValue,
+    RedisOnlineStore,
+    tiles_key,
+)
+from featurestore.tiles import Event, evaluate_events
+
+VIEW = FeatureViewDef.model_validate(
+    {
+        "name": "trips",
+        "version": 1,
+        "source": "trip",
+        "entity": "driver_id",
+        "ttl": "1h",
+        "features": [
+            {"name": "n_10m", "agg": "count", "window": {"kind": "hopping", "size": "10m", "step": "1m"}},
+            {
+                "name": "fare_sum_1h",
+                "agg": "sum",
+                "field": "fare",
+                "window": {"kind": "hopping", "size": "1h", "step": "5m"},
+            },
+            {"name": "fare_max_1h", "agg": "max", "field": "fare", "window": {"size": "1h"}},
+            {"name": "zones_1h", "agg": "distinct_count", "field": "zone", "window": {"size": "1h"}},
+            {"name": "last_fare", "agg": "last", "field": "fare", "window": {"size": "1d"}},
+        ],
+    }
+)
+SKEW = 300_000
+T0 = 1_790_000_000_000
+
+
+def _events(seed: int) -> dict[str, EntityEvents]:
+    rng = random.Random(seed)
+    out: dict[str, EntityEvents] = {}
+    for i in range(600):
+        t = T0 + rng.randrange(3 * 3_600_000)
+        got = out.setdefault(f"d{rng.randrange(8)}", EntityEvents())
+        got.events.append(Event(t, f"e{i:04d}", {"fare": round(rng.uniform(1, 90), 2), "zone": rng.choice("abcdefg")}))
+    for got in out.values():
+        got.events.sort(key=lambda e: e.order)
+    return out
+
+
+def test_reads_at_any_supported_time_equal_the_batch_engine_sync_and_async(redis_url: str, redis_prefix: str) -> None:
+    events = _events(3)
+    store = RedisOnlineStore.from_url(redis_url, prefix=redis_prefix)
+    store.register_views([VIEW])
+    writes = tile_writes(VIEW, events, SKEW)
+    assert store.write_tiles(writes) == len(events)
+    assert store.write_tiles(writes) == len(events)  # a replayed write changes nothing
+    keys = [OnlineKey("trips", 1, e) for e in sorted(events)] + [OnlineKey("trips", 1, "nobody")]
+    newest = min(got.events[-1].time_ms for got in events.values())
+    # Before the newest events (the tail is read: a second round trip), at them, and hours on.
+    times = [newest - SKEW // 2, newest, newest + 1, newest + 15 * 60_000, newest + 5 * 3_600_000]
+    async_reads = asyncio.run(_read_async(redis_url, redis_prefix, keys, times))
+    for t, async_got in zip(times, async_reads, strict=True):
+        want = [evaluate_events(VIEW, events.get(k.entity_key, EntityEvents()).events, t) for k in keys]
+        sync_got = store.read_at(keys, t)
+        for values, s, a in zip(want, sync_got, async_got, strict=True):
+            assert s is not None and a is not None
+            assert dict(s.values) == values == dict(a.values), t
+    nobody = store.read_at(keys[-1:], newest)[0]
+    assert nobody is not None and nobody.event_time_ms == -1 and nobody.values["n_10m"] == 0.0
+
+
+async def _read_async(url: str, prefix: str, keys: list[OnlineKey], times: list[int]) -> list[list[OnlineValue | None]]:
+    store = AsyncRedisOnlineStore.from_url(url, prefix=prefix)
+    try:
+        return [await store.read_at(keys, t) for t in times]
+    finally:
+        await store.close()
+
+
+def test_keys_expire_and_the_earlier_layout_is_still_served_without_a_spec(redis_url: str, redis_prefix: str) -> None:
+    store = RedisOnlineStore.from_url(redis_url, prefix=redis_prefix)
+    store.register_views([VIEW])
+    store.write_tiles(tile_writes(VIEW, _events(4), SKEW))
+    client = redis.Redis.from_url(redis_url)
+    ttl = client.pttl(tiles_key(redis_prefix, OnlineKey("trips", 1, "d0")))
+    assert 0 < ttl <= 86_400_000 + SKEW  # at least the longest window: `last_fare` over a day
+    # A view with no spec: the row layout of the previous release, served as stored.
+    store.write([OnlineRow("old_view", 1, "c1", 5_000, {"x": 2.0}, 60_000)])
+    old = store.read_at([OnlineKey("old_view", 1, "c1")], 6_000)[0]
+    assert old is not None and old.values == {"x": 2.0} and old.as_of_ms == -1
