@@ -31,7 +31,8 @@ from feature_stream.codec import DeadLetter
 from feature_stream.faults import EXIT_OK, Fault, classify
 from feature_stream.health import Health, HealthServer
 from feature_stream.outbox import KafkaOutbox
-from feature_stream.processor import InMessage, Processor, ViewItem
+from feature_stream.processor import Processor
+from feature_stream.records import InMessage, ViewItem
 from feature_stream.settings import FeatureStreamSettings
 from feature_stream.skips import load_skips
 from feature_stream.state import RedisStateStore

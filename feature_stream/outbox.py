@@ -16,7 +16,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from feature_stream.codec import DLQ_REASON_HEADER, DeadLetter
-from feature_stream.processor import InMessage, Outbox, ViewItem
+from feature_stream.records import InMessage, Outbox, ViewItem
 from feature_stream.settings import FeatureStreamSettings
 from featurestore.offline import OfflineStore, date_of
 from fti_core.errors import UnavailableError

@@ -11,12 +11,15 @@ and come with the command that repairs them.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+
+import pandas as pd
 
 from feature_stream.backfill import compute_view, parse_view_ref
 from feature_stream.settings import FeatureStreamSettings
@@ -26,13 +29,16 @@ from featurestore.offline import OfflineStore
 from featurestore.online import OnlineKey, OnlineState, RedisOnlineStore
 from featurestore.tiles import evaluate_events
 
-__all__ = ["SkewReport", "ViewSkew", "compare_view", "probe_times", "run_verify"]
+__all__ = ["SkewReport", "ViewSkew", "compare_view", "explain", "probe_times", "run_verify"]
 
-# Causes, in the order a report lists them.
+# Causes a report groups mismatches by. Value mismatches of an entity whose state is already
+# explained (missing, extra, behind) are counted under that cause, not again as values.
 MISSING_ONLINE = "online state missing (entity has events, Redis has none)"
 EXTRA_ONLINE = "online state without archived events (no recomputation produces it)"
-NEWEST_DIFFERS = "newest event time differs (events lost or not yet processed)"
-VALUE_DIFFERS = "value differs at a probe time"
+NEWEST_DIFFERS = "newest event time differs (events lost, or not processed yet: is the worker caught up?)"
+DUPLICATE_IDS = "value differs; an event id of the entity is archived twice with different content"
+LATE_EVENTS = "value differs; the entity has late events (archived, not aggregated) near the probe"
+VALUE_DIFFERS = "value differs at a probe time (unexplained: a bug)"
 NO_SPEC = "view spec missing in Redis (the worker never ran for it)"
 
 
@@ -100,8 +106,10 @@ def compare_view(
     online: Mapping[str, OnlineState | None],
     future_skew_ms: int,
     now_ms: int,
+    hints: Mapping[str, str] | None = None,
 ) -> ViewSkew:
-    """Exact comparison of one view's recomputation with the online store, entity by entity."""
+    """Exact comparison of one view's recomputation with the online store, entity by entity
+    (`hints`: per entity, the cause to give its value mismatches; see `explain`)."""
     skew = ViewSkew(view.ref, entities=len(online))
     for entity in sorted(online):
         got, want = online[entity], expected.get(entity, EntityEvents())
@@ -109,17 +117,37 @@ def compare_view(
             skew.add(NO_SPEC, f"{entity}: no spec for {view.ref}")
             continue
         newest = want.events[-1].time_ms if want.events else -1
+        cause = (hints or {}).get(entity, VALUE_DIFFERS)
         if got.newest_ms != newest:
             cause = MISSING_ONLINE if got.newest_ms < 0 else EXTRA_ONLINE if newest < 0 else NEWEST_DIFFERS
             skew.add(cause, f"{entity}: online newest event {got.newest_ms}, archive {newest}")
         for t in probe_times(view, want, future_skew_ms, now_ms):
             skew.probes += 1
-            exp, act = evaluate_events(view, want.events, t), got.at(t)
+            exp, act = evaluate_events(view, want.events, t, want.columns()), got.at(t)
             for f in view.feature_names:
                 if not _same(exp[f], act[f]):
                     skew.by_feature[f] += 1
-                    skew.add(VALUE_DIFFERS, f"{entity} at {t} {f}: expected {exp[f]!r}, online {act[f]!r}")
+                    skew.add(cause, f"{entity} at {t} {f}: expected {exp[f]!r}, online {act[f]!r}")
     return skew
+
+
+def explain(view: FeatureViewDef, archive: pd.DataFrame) -> dict[str, str]:
+    """Per entity, what could make its values differ: ids archived twice with different
+    content (copies the dedup scope had to choose between), or late events."""
+    df = archive[archive["event_type"] == view.source]
+    if df.empty:
+        return {}
+    entity = [json.loads(x).get(view.entity) for x in df["entities_json"]]
+    df = df.assign(entity_key=entity)
+    hints: dict[str, str] = {}
+    wm, t = df["watermark_ms"].to_numpy(), df["event_time_ms"].to_numpy()
+    for key in df[(wm >= 0) & (t < wm - view.allowed_lateness_ms)]["entity_key"].dropna():
+        hints[str(key)] = LATE_EVENTS
+    copies = df.drop_duplicates(["event_id", "entities_json", "values_json"])
+    twice = copies[copies.duplicated("event_id", keep=False)]
+    for key in twice["entity_key"].dropna():
+        hints[str(key)] = DUPLICATE_IDS
+    return hints
 
 
 def run_verify(
@@ -134,9 +162,11 @@ def run_verify(
     report = []
     for view in views:
         expected = compute_view(view, archive)
-        keys = sorted(expected)
+        # Entities online that no archived event produces are mismatches too.
+        keys = sorted(set(expected) | set(online.entities(view.name, view.version)))
         chosen = keys if sample <= 0 or sample >= len(keys) else random.Random(seed).sample(keys, sample)
         states = online.read_state([OnlineKey(view.name, view.version, e) for e in chosen])
         got = dict(zip(chosen, states, strict=True))
-        report.append(compare_view(view, expected, got, settings.future_skew_ms, now))
+        hints = explain(view, archive)
+        report.append(compare_view(view, expected, got, settings.future_skew_ms, now, hints))
     return SkewReport(report)

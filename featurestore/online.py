@@ -549,6 +549,14 @@ class RedisOnlineStore(OnlineStore):
             raise UnavailableError(f"online store read failed: {exc}") from exc
         return out
 
+    def entities(self, view: str, version: int) -> list[str]:
+        """Every entity key with a tiles hash of the view version (a SCAN: for checks, not serving)."""
+        head = tiles_key(self._prefix, OnlineKey(view, version, ""))
+        try:
+            return sorted(k.decode()[len(head) :] for k in self._client.scan_iter(match=f"{head}*", count=1000))
+        except redis.RedisError as exc:
+            raise UnavailableError(f"online store scan failed: {exc}") from exc
+
     def read_state(self, keys: Sequence[OnlineKey]) -> list[OnlineState | None]:
         """The stored tiles and tail of each key (None: its view has no spec here)."""
         r = self._reader

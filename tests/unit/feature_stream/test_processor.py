@@ -17,7 +17,7 @@ from featurestore.definitions import Definitions, load_definitions
 from featurestore.offline import OfflineStore
 from featurestore.online import AsyncInMemoryOnlineStore, OnlineKey, TileWrite
 from featurestore.values import to_value
-from fti.v1 import events_pb2
+from fti.v1 import events_pb2, rekeyed_pb2
 from fti_core.errors import UnavailableError
 from fti_demo.simulate import SimConfig, generate
 
@@ -215,3 +215,16 @@ async def test_the_same_event_id_under_two_message_keys_is_one_event(tmp_path: P
     assert value is not None and value.values["txn_count_1h"] == 2.0
     for skew in _skews(DEFS, offline, online):
         assert skew.mismatches == []
+
+
+def test_rekeyed_records_are_protobuf_and_the_earlier_json_records_still_read() -> None:
+    items = [ViewItem("merchant_activity:1", "m1", "e1", 5, -1, {"amount": 2.5, "n": 3, "ok": True, "tag": "x"})]
+    data = ViewItem.encode_many(items)
+    assert rekeyed_pb2.RekeyedBatch.FromString(data).items[0].entity_key == "m1"
+    assert ViewItem.decode_many(data) == items
+    earlier = b'[["merchant_activity:1","m1","e1",5,-1,{"amount":2.5,"n":3,"ok":true,"tag":"x"}]]'
+    assert ViewItem.decode_many(earlier) == items
+    assert (
+        ViewItem.decode_many(b'["merchant_activity:1","m1","e1",5,-1,{"amount":2.5,"n":3,"ok":true,"tag":"x"}]')
+        == items
+    )

@@ -1,0 +1,98 @@
+"""What the worker's stages pass each other: raw messages in, view items out, the Kafka outbox.
+
+The re-keyed topic's record is the `fti.v1.RekeyedBatch` Protobuf message: many items per
+record, because Faust's cost per consumed record dwarfs an item's. Records in the earlier
+JSON format (a list of items, or one item) are still read until the next release.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from feature_stream.codec import DeadLetter
+from featurestore.values import Scalar, from_value_map, to_value_map
+from fti.v1 import rekeyed_pb2
+
+__all__ = ["InMessage", "Outbox", "ViewItem"]
+
+
+@dataclass(frozen=True, slots=True)
+class InMessage:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int | None = None  # the record's Kafka timestamp, when known
+
+    @property
+    def position(self) -> str:
+        return f"{self.topic}/{self.partition}/{self.offset}"
+
+    @property
+    def state_key(self) -> str:
+        # Unkeyed messages share their partition's watermark.
+        return self.key.decode(errors="replace") if self.key else f"~p{self.partition}"
+
+
+@dataclass(frozen=True, slots=True)
+class ViewItem:
+    """One accepted-or-late event routed to one view entity (an item of the re-keyed record)."""
+
+    view_ref: str
+    entity_key: str
+    event_id: str
+    time_ms: int
+    watermark_ms: int
+    values: Mapping[str, Scalar]
+
+    def to_proto(self) -> rekeyed_pb2.RekeyedItem:
+        return rekeyed_pb2.RekeyedItem(
+            view=self.view_ref,
+            entity_key=self.entity_key,
+            event_id=self.event_id,
+            event_time_ms=self.time_ms,
+            watermark_ms=self.watermark_ms,
+            values=to_value_map(self.values),
+        )
+
+    @classmethod
+    def from_proto(cls, item: rekeyed_pb2.RekeyedItem) -> ViewItem:
+        values = {k: v for k, v in from_value_map(item.values).items() if v is not None}
+        return cls(item.view, item.entity_key, item.event_id, item.event_time_ms, item.watermark_ms, values)
+
+    @staticmethod
+    def encode_many(items: Sequence[ViewItem]) -> bytes:
+        return rekeyed_pb2.RekeyedBatch(items=[i.to_proto() for i in items]).SerializeToString()
+
+    @classmethod
+    def decode_many(cls, data: bytes) -> list[ViewItem]:
+        if data[:1] in (b"[", b"{"):  # the earlier JSON format
+            return cls._decode_json(data)
+        return [cls.from_proto(i) for i in rekeyed_pb2.RekeyedBatch.FromString(data).items]
+
+    @classmethod
+    def _decode_json(cls, data: bytes) -> list[ViewItem]:
+        docs: Any = json.loads(data)
+        if docs and not isinstance(docs[0], list):  # a single item (the format before packing)
+            docs = [docs]
+        return [cls(ref, key, eid, int(t), int(wm), values) for ref, key, eid, t, wm, values in docs]
+
+
+class Outbox(ABC):
+    """Kafka outputs: `dead_letter` and `forward` only enqueue; `flush` returns once every
+    enqueued message is acknowledged by the broker (and raises if any was not)."""
+
+    @abstractmethod
+    def dead_letter(self, msg: InMessage, letter: DeadLetter) -> None: ...
+
+    @abstractmethod
+    def forward(self, items: Sequence[ViewItem]) -> None:
+        """Send items to the re-keyed topic, each entity always to the same partition."""
+
+    @abstractmethod
+    async def flush(self) -> None: ...
