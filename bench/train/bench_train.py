@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from featurestore.definitions import parse_definitions
 from featurestore.offline import ArchiveRow, OfflineStore
 from featurestore.snapshots import SnapshotStore
+from featurestore.values import Scalar
 from trainer.dataset import build_training_set, time_split
 from trainer.pipeline import run_training
 from trainer.settings import TrainerSettings
@@ -37,7 +38,7 @@ T0 = 1_750_000_000_000
 
 def definitions(rounds: int) -> dict[str, object]:
     def view(name: str, entity: str) -> dict[str, object]:
-        feats = [{"name": f"f{i}", "agg": "sum", "field": "x", "window": {"size": "1h"}} for i in range(5)]
+        feats = [{"name": f"f{i}", "agg": "sum", "field": f"x{i}", "window": {"size": "1h"}} for i in range(5)]
         return {"name": name, "version": 1, "source": "txn", "entity": entity, "ttl": "1d", "features": feats}
 
     return {
@@ -57,48 +58,23 @@ def definitions(rounds: int) -> dict[str, object]:
 
 
 def write_store(root: str, n: int, rng: np.random.Generator) -> tuple[float, float]:
-    """Feature rows for two views and n labels; returns (seconds, bytes) of the write."""
-    import pandas as pd
-    import pyarrow as pa
-
+    """n transactions (the views' source: training reads windows from them) and n labels just
+    after them; returns (seconds, bytes) of the write."""
     t0 = time.perf_counter()
     store = OfflineStore(root)
     cards, merchants = rng.integers(0, n // 20, size=n), rng.integers(0, 500, size=n)
     times = T0 + np.sort(rng.integers(0, 7 * 86_400_000, size=n))
     signal = rng.normal(size=(n, 5))
-    for view, keys in (("card", cards), ("merchant", merchants)):
-        cols = {
-            "entity_key": pa.array([f"{view[0]}{k}" for k in keys]),
-            "event_id": pa.array([f"{view}-{i}" for i in range(n)]),
-            "event_time_ms": pa.array(times),
-            "late": pa.array(np.zeros(n, dtype=bool)),
-            "ingest_ns": pa.array(np.zeros(n, dtype=np.int64)),
-        }
-        for i in range(5):
-            cols[f"f{i}"] = pa.array(signal[:, i] + (0.0 if view == "card" else rng.normal(size=n)))
-        store.write_table(
-            f"features/{view}/v1/date=all",
-            pa.table(cols, schema=OfflineStore.schema_for_features([f"f{i}" for i in range(5)])),
-        )
+
+    def row(eid: str, kind: str, t: int, i: int, values: dict[str, Scalar]) -> ArchiveRow:
+        entities = {"card_id": f"c{cards[i]}", "merchant_id": f"m{merchants[i]}"}
+        return ArchiveRow(eid, kind, t, entities, values, "bench", 1, "", -1, False, 0)
+
     y = (signal[:, 0] + 0.5 * signal[:, 1] + rng.normal(size=n) > 1.0).astype(int)
-    labels = [
-        ArchiveRow(
-            f"l{i}",
-            "outcome",
-            int(times[i]) + 500,
-            {"card_id": f"c{cards[i]}", "merchant_id": f"m{merchants[i]}"},
-            {"y": int(y[i])},
-            "bench",
-            1,
-            "",
-            -1,
-            False,
-            0,
-        )
-        for i in range(n)
-    ]
-    store.write_archive(labels)
-    del pd
+    store.write_archive(
+        [row(f"t{i}", "txn", int(times[i]), i, {f"x{j}": float(signal[i, j]) for j in range(5)}) for i in range(n)]
+    )
+    store.write_archive([row(f"l{i}", "outcome", int(times[i]) + 500, i, {"y": int(y[i])}) for i in range(n)])
     return time.perf_counter() - t0, 0.0
 
 
@@ -169,10 +145,7 @@ def bench_reads(root: Path, repeats: int = 3) -> dict[str, float]:
 
     def via_snapshot() -> None:
         for f in snap.files:
-            if f.kind == "features":
-                snap.feature_rows(f.name, f.version)
-            else:
-                snap.events(f.name)
+            snap.events(f.name)
 
     def via_pyarrow() -> None:
         for p in paths:
