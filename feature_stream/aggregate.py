@@ -14,6 +14,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 from featurestore.accepted import is_late
 from featurestore.aggregations import kind_of
@@ -61,7 +62,11 @@ class EntityState:
         self._keys = [r.order for r in self.recs]
         self._ids = {r.event_id for r in self.recs}
         self._steps = tile_steps(view)
-        self._by_step = {s: [f for f in view.features if f.window.step_ms == s] for s in self._steps}
+        # Per step, its features as (name, kind, field): looked up once, used per event.
+        self._plan = [
+            (s, [(f.name, kind_of(f.agg), f.field) for f in view.features if f.window.step_ms == s])
+            for s in self._steps
+        ]
         self._tiles: dict[TileKey, Tile] = build_tiles(view, self.recs)
 
     def __len__(self) -> int:
@@ -78,14 +83,18 @@ class EntityState:
         self._keys.insert(i, rec.order)
         self.recs.insert(i, rec)
         self._ids.add(rec.event_id)
-        for s in self._steps:
-            key = (s, tile_start(rec.time_ms, s))
+        t, eid, values = rec.time_ms, rec.event_id, rec.values
+        for s, features in self._plan:
+            key = (s, tile_start(t, s))
             tile = self._tiles.get(key)
-            partials = dict(tile.partials) if tile else {f.name: kind_of(f.agg).empty() for f in self._by_step[s]}
-            for f in self._by_step[s]:
-                value = rec.values.get(f.field) if f.field else None
-                partials[f.name] = kind_of(f.agg).add(partials[f.name], rec.time_ms, rec.event_id, value)
-            self._tiles[key] = Tile(max(tile.max_time_ms if tile else rec.time_ms, rec.time_ms), partials)
+            if tile is None:
+                tile = self._tiles[key] = Tile(t, {name: kind.empty() for name, kind, _ in features})
+            elif t > tile.max_time_ms:
+                tile = self._tiles[key] = tile._replace(max_time_ms=t)
+            # The cache owns its tiles' partials (dicts built here or by `build_tiles`): updated in place.
+            partials = cast(dict[str, Any], tile.partials)
+            for name, kind, field in features:
+                partials[name] = kind.add(partials[name], t, eid, values.get(field) if field else None)
         return True
 
     def _between(self, lo_ms: int, hi_ms: int) -> list[Rec]:

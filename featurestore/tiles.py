@@ -33,7 +33,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from featurestore.aggregations import Columns, kind_of
+from featurestore.aggregations import Columns, Kind, kind_of
 from featurestore.definitions import FeatureDef, FeatureViewDef, WindowDef
 from featurestore.values import Scalar
 
@@ -48,6 +48,7 @@ __all__ = [
     "encode_tile",
     "evaluate_events",
     "evaluate_tiles",
+    "feature_kinds",
     "horizon_ms",
     "tail_start_ms",
     "tile_field",
@@ -185,16 +186,22 @@ _compact = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def encode_tile(view: FeatureViewDef, tile: Tile) -> str:
-    return _compact([tile.max_time_ms, {n: kind_of(_feature(view, n).agg).encode(p) for n, p in tile.partials.items()}])
+    kinds = feature_kinds(view)
+    return _compact([tile.max_time_ms, {n: kinds[n].encode(p) for n, p in tile.partials.items()}])
 
 
 def decode_tile(view: FeatureViewDef, raw: str | bytes) -> Tile:
     t, partials = json.loads(raw)
-    return Tile(int(t), {n: kind_of(_feature(view, n).agg).decode(p) for n, p in partials.items()})
+    kinds = feature_kinds(view)
+    return Tile(int(t), {n: kinds[n].decode(p) for n, p in partials.items()})
 
 
-def _feature(view: FeatureViewDef, name: str) -> FeatureDef:
-    for f in view.features:
-        if f.name == name:
-            return f
-    raise KeyError(f"view {view.ref} has no feature {name!r}")
+_KINDS_BY_VIEW: dict[int, tuple[FeatureViewDef, Mapping[str, Kind[Any]]]] = {}
+
+
+def feature_kinds(view: FeatureViewDef) -> Mapping[str, Kind[Any]]:
+    """Each feature's aggregation kind by name, cached per view object (hashing a view costs more)."""
+    cached = _KINDS_BY_VIEW.get(id(view))
+    if cached is None or cached[0] is not view:
+        cached = _KINDS_BY_VIEW[id(view)] = (view, {f.name: kind_of(f.agg) for f in view.features})
+    return cached[1]
