@@ -17,7 +17,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
+import redis
 
 from feature_stream.codec import DLQ_REASON_HEADER
 from featurestore.offline import OfflineStore
@@ -184,4 +186,37 @@ def test_kill_9_during_the_catch_up_of_four_weeks_then_restart_is_exact(
     pipe.wait_caught_up(timeout=300)
     assert _archived(pipe) == count
     print(f"\nkill -9 after {killed_with} of {count} archived events")
+    _assert_exact(pipe)
+
+
+def test_resending_events_older_than_the_dedup_retention_changes_nothing(
+    feature_pipeline: Callable[..., FeaturePipeline], tmp_path: Path
+) -> None:
+    defs = tmp_path / "trips.yaml"
+    defs.write_text(DEFS)
+    # Ids are remembered for one second (wall clock) and one second of each key's event time.
+    pipe = feature_pipeline(partitions=4, definitions=defs, FTI_WORKER_DEDUP_RETENTION_MS="1000")
+    history = list(_history(seed=3, count=3_000))
+    pipe.produce(history)
+    pipe.start_worker()
+    pipe.wait_caught_up(timeout=180)
+    _assert_exact(pipe)
+    before = OfflineStore(pipe.settings.offline_root).read_archive()
+    resent = random.Random(11).sample(history, 300)
+    claims = redis.Redis.from_url(pipe.settings.redis_url.get_secret_value())
+    first = events_pb2.Event.FromString(resent[0][1]).event_id
+    claim = f"{pipe.settings.state_key_prefix}:id:trip:{first}"
+    deadline = time.monotonic() + 30
+    while claims.exists(claim):  # until the worker has forgotten the ids
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    pipe.produce(resent)
+    pipe.wait_caught_up(timeout=120)
+    store = OfflineStore(pipe.settings.offline_root)
+    archived = sum(pq.read_metadata(f).num_rows for f in store.archive_files("trip"))
+    # Forgotten (all but a key's last second of event time), so taken for new events and archived again...
+    assert 3_000 + 250 <= archived <= 3_000 + 300
+    after = store.read_archive()
+    # ... but the first copy is the one every reader keeps, and no online value moved.
+    assert after[["event_id", "ingest_ns"]].equals(before[["event_id", "ingest_ns"]])
     _assert_exact(pipe)
