@@ -15,7 +15,7 @@ import pandas as pd
 
 from feature_stream.aggregate import expire_ms
 from feature_stream.settings import FeatureStreamSettings
-from featurestore.accepted import EntityEvents, accepted_events
+from featurestore.accepted import EntityEvents, ParsedArchive, accepted_events
 from featurestore.catalogue import Catalogue
 from featurestore.definitions import DefinitionError, FeatureViewDef, load_definitions
 from featurestore.offline import OfflineStore
@@ -33,7 +33,7 @@ def parse_view_ref(ref: str) -> tuple[str, int]:
 
 
 def compute_view(
-    view: FeatureViewDef, archive: pd.DataFrame, entities: Iterable[str] | None = None
+    view: FeatureViewDef, archive: pd.DataFrame | ParsedArchive, entities: Iterable[str] | None = None
 ) -> dict[str, EntityEvents]:
     """Every entity's accepted events of `view` in `archive` (or only `entities`)."""
     return accepted_events(view, archive, entities)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 
@@ -20,7 +21,7 @@ from featurestore.aggregations import Columns
 from featurestore.definitions import FeatureViewDef
 from featurestore.tiles import Event
 
-__all__ = ["EntityEvents", "accepted_events", "dedup_archive", "is_late"]
+__all__ = ["EntityEvents", "ParsedArchive", "accepted_events", "dedup_archive", "is_late"]
 
 
 def is_late(time_ms: int, watermark_ms: int | None, allowed_lateness_ms: int) -> bool:
@@ -55,28 +56,54 @@ class EntityEvents:
         return [e for e, i in zip(self.events, self.ingest_ns, strict=True) if i <= cut]
 
 
+@dataclass(frozen=True)
+class ParsedArchive:
+    """Archive rows of one or more event types, deduplicated and with their JSON decoded once,
+    for the views that read them (several views of one source share the parse)."""
+
+    rows: pd.DataFrame
+    entities: list[dict[str, Any]]
+    values: list[dict[str, Any]]
+
+    @classmethod
+    def of(cls, archive: pd.DataFrame) -> ParsedArchive:
+        rows = dedup_archive(archive)
+        return cls(rows, _json_objects(rows["entities_json"]), _json_objects(rows["values_json"]))
+
+
+def _json_objects(texts: pd.Series) -> list[dict[str, Any]]:
+    """`json.loads` of each row, as one parse of the rows joined into an array (~3x faster)."""
+    if texts.empty:
+        return []
+    try:
+        rows = json.loads("[" + ",".join(texts.tolist()) + "]")
+    except (TypeError, ValueError):
+        rows = None
+    if isinstance(rows, list) and len(rows) == len(texts) and all(type(r) is dict for r in rows):
+        return rows
+    return [json.loads(x) for x in texts]
+
+
 def accepted_events(
-    view: FeatureViewDef, archive: pd.DataFrame, entities: Iterable[str] | None = None
+    view: FeatureViewDef, archive: pd.DataFrame | ParsedArchive, entities: Iterable[str] | None = None
 ) -> dict[str, EntityEvents]:
     """Per entity key, the events of `archive` (offline archive columns) that `view` aggregates."""
-    df = dedup_archive(archive[archive["event_type"] == view.source])
-    if df.empty:
-        return {}
-    keys = [json.loads(x).get(view.entity) for x in df["entities_json"]]
-    df = df.assign(entity_key=keys)
-    df = df[df["entity_key"].notna()]
-    if entities is not None:
-        df = df[df["entity_key"].isin(set(entities))]
-    wm = df["watermark_ms"].to_numpy()
-    t = df["event_time_ms"].to_numpy()
-    df = df[~((wm >= 0) & (t < wm - view.allowed_lateness_ms))]
+    parsed = archive if isinstance(archive, ParsedArchive) else ParsedArchive.of(archive)
+    df = parsed.rows
+    wanted = set(entities) if entities is not None else None
     fields = {f.field for f in view.features if f.field}
     out: dict[str, EntityEvents] = {}
-    columns = (df["entity_key"], df["event_time_ms"], df["event_id"], df["values_json"], df["ingest_ns"])
-    for key, tm, eid, vj, ing in zip(*columns, strict=True):
-        values = {k: x for k, x in json.loads(vj).items() if k in fields}
+    types, ids = df["event_type"].tolist(), df["event_id"].tolist()
+    times, wms, ingests = df["event_time_ms"].tolist(), df["watermark_ms"].tolist(), df["ingest_ns"].tolist()
+    # dedup_archive sorts by (time, id), so each entity's events come in order.
+    for i, ents in enumerate(parsed.entities):
+        key = ents.get(view.entity)
+        if types[i] != view.source or key is None or (wanted is not None and key not in wanted):
+            continue
+        if is_late(times[i], wms[i], view.allowed_lateness_ms):
+            continue
+        values = {k: x for k, x in parsed.values[i].items() if k in fields}
         got = out.setdefault(str(key), EntityEvents())
-        got.events.append(Event(int(tm), str(eid), values))
-        got.ingest_ns.append(int(ing))
-    # dedup_archive sorts by (time, id), so each entity's events are already in order.
+        got.events.append(Event(int(times[i]), str(ids[i]), values))
+        got.ingest_ns.append(int(ingests[i]))
     return out

@@ -23,6 +23,7 @@ Numeric values are ints, floats and bools (as 0/1); strings and absent fields ar
 
 from __future__ import annotations
 
+import itertools
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
@@ -80,17 +81,11 @@ class Columns:
     def sums(self, name: str) -> tuple[list[int], int, list[int]]:
         """Exact prefix sums scaled by 2**shift (one shift for the column) and value counts."""
         if name not in self._sums:
-            parts = [ExactSum.of(x) for x in self.numbers(name) if x is not None]
-            shift = max((p.shift for p in parts), default=0)
-            prefix, counts, total, n = [0], [0], 0, 0
-            it = iter(parts)
-            for x in self.numbers(name):
-                if x is not None:
-                    p = next(it)
-                    total += p.num << (shift - p.shift)
-                    n += 1
-                prefix.append(total)
-                counts.append(n)
+            ratios = [None if x is None else x.as_integer_ratio() for x in self.numbers(name)]
+            shift = max((d.bit_length() - 1 for r in ratios if r is not None for d in r[1:]), default=0)
+            scaled = [0 if r is None else r[0] << (shift - r[1].bit_length() + 1) for r in ratios]
+            prefix = [0, *itertools.accumulate(scaled)]
+            counts = [0, *itertools.accumulate(r is not None for r in ratios)]
             self._sums[name] = (prefix, shift, counts)
         return self._sums[name]
 

@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from featurestore.accepted import accepted_events
+from featurestore.accepted import ParsedArchive, accepted_events
 from featurestore.definitions import Definitions, FeatureViewDef, LabelDef, ModelDef
 from registry.models import FeatureRef
 from trainer.errors import TrainingDataError
@@ -89,10 +89,10 @@ def build_training_set(
         )
     progress(f"labels: {len(labels)} {label.event_type} events with a {label.field!r} target")
     view_events = []
-    archives: dict[str, pd.DataFrame] = {}
+    archives: dict[str, ParsedArchive] = {}
     for v in views:
-        if v.source not in archives:
-            archives[v.source] = snapshot.archive(v.source)
+        if v.source not in archives:  # views of one source share one parse of its events
+            archives[v.source] = ParsedArchive.of(snapshot.archive(v.source))
         events = accepted_events(v, archives[v.source])
         progress(f"view {v.ref}: {sum(len(e.events) for e in events.values())} accepted events, {len(events)} entities")
         view_events.append(ViewEvents(v, events))

@@ -29,7 +29,7 @@ import pandas as pd
 
 from featurestore.accepted import EntityEvents
 from featurestore.definitions import FeatureViewDef, LabelDef
-from featurestore.tiles import evaluate_events
+from featurestore.tiles import evaluate_events, evaluate_many
 from trainer.errors import TrainingDataError
 
 __all__ = [
@@ -137,16 +137,25 @@ def _view_values(
     """The view read at each label's time (rows of NaN where the label lacks the entity key)."""
     names = vr.view.feature_names
     out = np.full((len(keys), len(names)), np.nan)
+    by_entity: dict[str, list[int]] = {}
+    for i, key in enumerate(keys):
+        if key is not None and not (isinstance(key, float) and np.isnan(key)):
+            by_entity.setdefault(str(key), []).append(i)
     matched = 0
     empty = EntityEvents()
-    for i, (key, t) in enumerate(zip(keys, times.tolist(), strict=True)):
-        if key is None or (isinstance(key, float) and np.isnan(key)):
+    for key, rows in by_entity.items():
+        got = vr.events.get(key, empty)
+        at = times[rows]
+        if as_served:  # each label sees its own subset of the events
+            for i, t in zip(rows, at.tolist(), strict=True):
+                events = got.seen_by(t)
+                values = evaluate_events(vr.view, events, t)
+                out[i] = [np.nan if values[n] is None else values[n] for n in names]
+                matched += bool(events) and events[0].time_ms <= t
             continue
-        got = vr.events.get(str(key), empty)
-        events = got.seen_by(t) if as_served else got.events
-        values = evaluate_events(vr.view, events, t, None if as_served else got.columns())
-        out[i] = [np.nan if values[n] is None else values[n] for n in names]
-        matched += bool(events) and events[0].time_ms <= t
+        out[rows] = evaluate_many(vr.view, got.columns(), at)
+        if got.events:
+            matched += int((at >= got.events[0].time_ms).sum())
     return out, matched
 
 
