@@ -20,12 +20,14 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import redis
+from confluent_kafka import Consumer
 
 from feature_stream.codec import DLQ_REASON_HEADER
 from featurestore.offline import OfflineStore
 from featurestore.values import to_value
 from fti.v1 import events_pb2
 
+from ...waits import wait_for
 from .conftest import FeaturePipeline
 
 DAY = 86_400_000
@@ -143,21 +145,22 @@ def test_four_weeks_of_backlog_with_rekeyed_views_resends_future_and_duplicate_i
     _assert_exact(pipe)
 
 
-def _dead_letter_reasons(pipe: FeaturePipeline) -> list[str]:
-    from confluent_kafka import Consumer
-
+def _dead_letter_reasons(pipe: FeaturePipeline, expected: int = 1) -> list[str]:
     consumer = Consumer(
         {"bootstrap.servers": pipe.settings.kafka_bootstrap_servers, "group.id": f"{pipe.settings.dlq_topic}-r",
          "auto.offset.reset": "earliest"}
     )  # fmt: skip
     consumer.subscribe([pipe.settings.dlq_topic])
     out: list[str] = []
+
+    def step() -> bool:
+        for msg in consumer.consume(10, timeout=0.5):
+            if msg.error() is None:
+                out.append(bytes(dict(msg.headers() or [])[DLQ_REASON_HEADER]).decode())
+        return len(out) >= expected
+
     try:
-        deadline = time.monotonic() + 20
-        while not out and time.monotonic() < deadline:
-            for msg in consumer.consume(10, timeout=0.5):
-                if msg.error() is None:
-                    out.append(bytes(dict(msg.headers() or [])[DLQ_REASON_HEADER]).decode())
+        wait_for(step, what=f"{expected} dead letter(s)", poll_s=0)
     finally:
         consumer.close()
     return out
@@ -175,10 +178,13 @@ def test_kill_9_during_the_catch_up_of_four_weeks_then_restart_is_exact(
     worker = pipe.start_worker()
     # The kill point is seeded: once this many events are archived, mid catch-up.
     kill_at = random.Random(seed).randrange(count // 5, count // 2)
-    deadline = time.monotonic() + 180
-    while _archived(pipe) < kill_at:
-        assert time.monotonic() < deadline and worker.poll() is None, pipe.logs()
-        time.sleep(0.2)
+    wait_for(
+        lambda: _archived(pipe) >= kill_at or worker.poll() is not None,
+        what=f"{kill_at} archived events",
+        timeout_s=180,
+        details=pipe.logs,
+    )
+    assert worker.poll() is None, pipe.logs()
     pipe.kill(worker)
     killed_with = _archived(pipe)
     assert killed_with < count, "the worker finished before the kill point; nothing was interrupted"
@@ -206,10 +212,7 @@ def test_resending_events_older_than_the_dedup_retention_changes_nothing(
     claims = redis.Redis.from_url(pipe.settings.redis_url.get_secret_value())
     first = events_pb2.Event.FromString(resent[0][1]).event_id
     claim = f"{pipe.settings.state_key_prefix}:id:trip:{first}"
-    deadline = time.monotonic() + 30
-    while claims.exists(claim):  # until the worker has forgotten the ids
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    wait_for(lambda: not claims.exists(claim), what="the worker to forget the ids it will be sent again")
     pipe.produce(resent)
     pipe.wait_caught_up(timeout=120)
     store = OfflineStore(pipe.settings.offline_root)
