@@ -8,6 +8,7 @@ processor waits on before it saves state and acks offsets.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import zlib
 from collections.abc import Sequence
@@ -21,7 +22,7 @@ from feature_stream.settings import FeatureStreamSettings
 from featurestore.offline import OfflineStore, date_of
 from fti_core.errors import UnavailableError
 
-__all__ = ["MAX_INLINE_DEAD_LETTER", "ORIGINAL_URI_HEADER", "KafkaOutbox"]
+__all__ = ["MAX_INLINE_DEAD_LETTER", "ORIGINAL_URI_HEADER", "RDKAFKA_LOG", "KafkaOutbox"]
 
 
 def _now_ms() -> int:
@@ -33,6 +34,9 @@ _MAX_MESSAGE_BYTES = 1_000_000  # the producer's and the broker's default limit 
 # A dead letter larger than this keeps its original bytes in the offline store instead.
 MAX_INLINE_DEAD_LETTER = _MAX_MESSAGE_BYTES - 64 * 1024
 ORIGINAL_URI_HEADER = "fti-dlq-original-uri"
+# librdkafka's own lines go through Python logging (and so through the worker's repeat limit)
+# rather than straight to stderr: a broker outage made it print two lines a second.
+RDKAFKA_LOG = logging.getLogger("fti.worker.rdkafka")
 
 
 class KafkaOutbox(Outbox):
@@ -43,6 +47,7 @@ class KafkaOutbox(Outbox):
             "enable.idempotence": True,
             "linger.ms": 5,
             "message.max.bytes": _MAX_MESSAGE_BYTES,
+            "logger": RDKAFKA_LOG,
         }
         self._producer = Producer(conf)
         self._dlq = settings.dlq_topic

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import errno
 import logging
+import socket
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -15,6 +17,8 @@ import redis
 from feature_stream.faults import EXIT_DEPENDENCY, EXIT_FAILED, classify
 from feature_stream.health import Health, HealthServer
 from feature_stream.log_limits import RepeatFilter
+from feature_stream.outbox import RDKAFKA_LOG, KafkaOutbox
+from feature_stream.settings import FeatureStreamSettings
 from feature_stream.supervisor import Backoff, Supervisor
 from featurestore.definitions import DefinitionError
 from fti_core.errors import UnavailableError
@@ -114,6 +118,27 @@ def test_repeated_library_lines_are_limited_with_a_count() -> None:
     later = logging.LogRecord("aiokafka", logging.ERROR, __file__, 1, "Unable connect to %s", ("b:9092",), None)
     assert flt.filter(later)
     assert later.getMessage() == "Unable connect to b:9092 (1 more like this in the last 0 s)"
+
+
+def test_the_outbox_producer_logs_through_python_logging_and_its_repeat_limit(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as s:  # a port nobody listens on: librdkafka logs connection failures
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = FeatureStreamSettings(data_dir=tmp_path, kafka_bootstrap_servers=f"127.0.0.1:{port}")
+    outbox = KafkaOutbox(settings)
+    deadline = time.monotonic() + 30
+    with caplog.at_level(logging.DEBUG, logger=RDKAFKA_LOG.name):
+        while not caplog.records and time.monotonic() < deadline:
+            outbox._producer.poll(0.1)  # log lines are handed over on poll
+    assert caplog.records, "librdkafka logged nothing through Python logging"
+    assert all(r.name == RDKAFKA_LOG.name for r in caplog.records)
+    assert "rdkafka" not in capfd.readouterr().err  # nothing straight to stderr, past the repeat filter
+    first = caplog.records[0]
+    flt = RepeatFilter(interval_s=3600)
+    again = logging.LogRecord(first.name, first.levelno, __file__, 1, first.msg, first.args, None)
+    assert flt.filter(first) and (first.levelno < logging.WARNING or not flt.filter(again))
 
 
 def _get(port: int, path: str) -> int:
