@@ -1,5 +1,5 @@
 # Entry points. `make demo` runs the whole FTI loop; `make test` runs every check and test.
-.PHONY: demo test check bootstrap stack-up stack-down proto bench
+.PHONY: demo test check bootstrap stack-up stack-down proto bench drills drills-ci
 
 demo:
 	scripts/demo
@@ -24,3 +24,11 @@ stack-down:
 proto:
 	.venv/bin/python scripts/gen_proto.py
 	.venv/bin/python scripts/check_contracts.py
+
+# Drills as code: broker, Redis, worker and disk faults, and fuzz, on a private stack (~10 min).
+drills: bootstrap
+	.venv/bin/python -m bench.drills
+
+# The CI share of the drills (fuzz + a Redis blip): the shared broker of `fti stack up`, a private Redis.
+drills-ci:
+	.venv/bin/python -m bench.drills --ci

@@ -1,0 +1,88 @@
+"""`python -m bench.drills [--ci] [--only NAME]...` (`make drills`, `make drills-ci`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+from bench.drills import broker_kill, fuzz_events, fuzz_grpc, offline_unwritable, redis_kill, worker_kill
+from bench.drills.harness import DrillResult
+from bench.drills.stack import DrillError, PrivateStack
+
+Drill = Callable[[PrivateStack, Path], DrillResult]
+DRILLS: dict[str, Drill] = {
+    "fuzz-events": fuzz_events.run,
+    "fuzz-grpc": fuzz_grpc.run,
+    "worker-kill": worker_kill.run,
+    "offline-unwritable": offline_unwritable.run,
+    "redis-kill": redis_kill.run,
+    "broker-kill": broker_kill.run,
+}
+# CI (`make drills-ci`, from `scripts/test`): the shared broker, which these never kill, and a
+# private Redis for the blip; smaller, so they add about two minutes.
+CI_DRILLS: dict[str, Drill] = {
+    "fuzz-events": lambda stack, workdir: fuzz_events.run(stack, workdir, count=2_000, events=3_000),
+    "redis-kill": lambda stack, workdir: redis_kill.run(stack, workdir, outage_s=5, events=4_000),
+}
+
+
+def _run_one(name: str, drill: Drill, stack: PrivateStack, workdir: Path) -> DrillResult:
+    t0 = time.monotonic()
+    try:
+        result = drill(stack, workdir / name)
+    except DrillError as exc:
+        result = DrillResult(name, "did not complete")
+        result.failures.append(str(exc))
+    except Exception as exc:  # noqa: BLE001 - a bug in the drill itself: report it as a failure, go on
+        result = DrillResult(name, "crashed")
+        result.failures.append("".join(traceback.format_exception(exc)))
+    result.seconds = time.monotonic() - t0
+    print(result.render(), flush=True)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.drills")
+    parser.add_argument("--only", action="append", choices=sorted(DRILLS), help="Run only these drills.")
+    parser.add_argument(
+        "--ci",
+        action="store_true",
+        help="The CI set (fuzz + a Redis blip) on the shared broker (FTI_KAFKA_BOOTSTRAP_SERVERS) and a private Redis.",
+    )
+    parser.add_argument("--keep", action="store_true", help="Keep the work folder (logs, data) afterwards.")
+    args = parser.parse_args(argv)
+    drills = CI_DRILLS if args.ci else DRILLS
+    names = args.only or list(drills)
+    workdir = Path(tempfile.mkdtemp(prefix="fti-drills-"))
+    print(f"drills: {', '.join(names)}; logs and data under {workdir}", flush=True)
+    shared = os.environ.get("FTI_KAFKA_BOOTSTRAP_SERVERS", "localhost:9092") if args.ci else None
+    stack = PrivateStack(workdir, shared_kafka=shared)
+    t0 = time.monotonic()
+    results: list[DrillResult] = []
+    try:
+        print(f"private stack: Kafka {stack.addr.kafka}, Redis {stack.addr.redis_url} (started in {stack.up():.0f} s)")
+        for name in names:
+            stack.up()  # a drill that failed half-way may have left a service down
+            results.append(_run_one(name, drills[name], stack, workdir))
+    finally:
+        stack.down()
+    failed = [r.name for r in results if not r.ok]
+    summary = {"drills": [r.summary() for r in results], "failed": failed, "seconds": round(time.monotonic() - t0)}
+    (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(f"\nall drills: {len(results) - len(failed)} passed, {len(failed)} failed {failed} in {summary['seconds']} s")
+    print(f"summary: {workdir / 'summary.json'}")
+    if not failed and not args.keep:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
