@@ -21,6 +21,16 @@ class RepeatFilter(logging.Filter):
         self._last: dict[tuple[str, int, str], tuple[float, int]] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
+        # One filter serves every root handler: a record gets the same answer from each, or
+        # only the first handler would ever show a line.
+        judged = getattr(record, "_fti_repeat_shown", None)
+        if judged is not None:
+            return bool(judged)
+        shown = self._judge(record)
+        record._fti_repeat_shown = shown
+        return shown
+
+    def _judge(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING:
             return True
         kind = (record.name, record.levelno, str(record.msg))

@@ -34,9 +34,10 @@ _MAX_MESSAGE_BYTES = 1_000_000  # the producer's and the broker's default limit 
 # A dead letter larger than this keeps its original bytes in the offline store instead.
 MAX_INLINE_DEAD_LETTER = _MAX_MESSAGE_BYTES - 64 * 1024
 ORIGINAL_URI_HEADER = "fti-dlq-original-uri"
-# librdkafka's own lines go through Python logging (and so through the worker's repeat limit)
+# librdkafka's own lines go through Python logging, to the root handlers that carry the
+# worker's repeat limit (not under "fti.worker", whose own handler lets every line through),
 # rather than straight to stderr: a broker outage made it print two lines a second.
-RDKAFKA_LOG = logging.getLogger("fti.worker.rdkafka")
+RDKAFKA_LOG = logging.getLogger("fti.rdkafka")
 
 
 class KafkaOutbox(Outbox):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import io
 import logging
 import socket
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from feature_stream import log_limits, worker_process
 from feature_stream.faults import EXIT_DEPENDENCY, EXIT_FAILED, classify
 from feature_stream.health import Health, HealthServer
 from feature_stream.log_limits import RepeatFilter
@@ -114,31 +116,53 @@ def test_repeated_library_lines_are_limited_with_a_count() -> None:
     records += [logging.LogRecord("aiokafka", logging.ERROR, __file__, 1, "Unable connect to %s", ("b:9092",), None)]
     records += [logging.LogRecord("aiokafka", logging.INFO, __file__, 1, "Unable connect to %s", ("b:9092",), None)]
     assert [flt.filter(r) for r in records] == [True, False, True]
+    assert flt.filter(records[0]) and not flt.filter(records[1])  # the same answer for every handler
     flt.interval_s = 0
     later = logging.LogRecord("aiokafka", logging.ERROR, __file__, 1, "Unable connect to %s", ("b:9092",), None)
     assert flt.filter(later)
     assert later.getMessage() == "Unable connect to b:9092 (1 more like this in the last 0 s)"
 
 
-def test_the_outbox_producer_logs_through_python_logging_and_its_repeat_limit(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+def test_librdkafka_lines_go_through_the_workers_repeat_limit(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     with socket.socket() as s:  # a port nobody listens on: librdkafka logs connection failures
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    settings = FeatureStreamSettings(data_dir=tmp_path, kafka_bootstrap_servers=f"127.0.0.1:{port}")
-    outbox = KafkaOutbox(settings)
-    deadline = time.monotonic() + 30
-    with caplog.at_level(logging.DEBUG, logger=RDKAFKA_LOG.name):
-        while not caplog.records and time.monotonic() < deadline:
+    root, own = logging.getLogger(), logging.getLogger("fti.worker")
+    own_before = (list(own.handlers), own.propagate, own.level)
+    shown = io.StringIO()
+    handler = logging.StreamHandler(shown)
+    root.addHandler(handler)
+    made: list[logging.LogRecord] = []
+    counter = _Count(made)
+    RDKAFKA_LOG.addFilter(counter)  # sees every record before any handler does
+    try:
+        worker_process._own_log()  # as in the worker process
+        log_limits.install(interval_s=3600)
+        outbox = KafkaOutbox(FeatureStreamSettings(data_dir=tmp_path, kafka_bootstrap_servers=f"127.0.0.1:{port}"))
+        deadline = time.monotonic() + 30
+        while len([r for r in made if r.levelno >= logging.WARNING]) < 4 and time.monotonic() < deadline:
             outbox._producer.poll(0.1)  # log lines are handed over on poll
-    assert caplog.records, "librdkafka logged nothing through Python logging"
-    assert all(r.name == RDKAFKA_LOG.name for r in caplog.records)
-    assert "rdkafka" not in capfd.readouterr().err  # nothing straight to stderr, past the repeat filter
-    first = caplog.records[0]
-    flt = RepeatFilter(interval_s=3600)
-    again = logging.LogRecord(first.name, first.levelno, __file__, 1, first.msg, first.args, None)
-    assert flt.filter(first) and (first.levelno < logging.WARNING or not flt.filter(again))
+    finally:
+        RDKAFKA_LOG.removeFilter(counter)
+        root.removeHandler(handler)
+        own.handlers[:], own.propagate, own.level = own_before
+    repeated = [r for r in made if r.levelno >= logging.WARNING]
+    assert len(repeated) >= 4, "librdkafka logged no repeated failure through Python logging"
+    lines = [ln for ln in shown.getvalue().splitlines() if ln.strip()]
+    assert 1 <= len(lines) < len(made)  # through the root handler, repeats folded
+    assert "rdkafka" not in capfd.readouterr().err  # nothing printed around Python logging
+
+
+class _Count(logging.Filter):
+    def __init__(self, into: list[logging.LogRecord]) -> None:
+        super().__init__()
+        self.into = into
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.into.append(record)
+        return True
 
 
 def _get(port: int, path: str) -> int:
