@@ -45,6 +45,9 @@ def _run_one(name: str, drill: Drill, stack: PrivateStack, workdir: Path) -> Dri
         result = DrillResult(name, "crashed")
         result.failures.append("".join(traceback.format_exception(exc)))
     result.seconds = time.monotonic() - t0
+    if dead := stack.dead():  # every drill gives back what it killed: anything else died on its own
+        result.failures.append(f"{', '.join(dead)} of the drills' stack is not running after the drill")
+        stack.up()
     print(result.render(), flush=True)
     return result
 
@@ -70,7 +73,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(f"private stack: Kafka {stack.addr.kafka}, Redis {stack.addr.redis_url} (started in {stack.up():.0f} s)")
         for name in names:
-            stack.up()  # a drill that failed half-way may have left a service down
             results.append(_run_one(name, drills[name], stack, workdir))
     finally:
         stack.down()

@@ -84,6 +84,11 @@ class PrivateStack:
             with contextlib.suppress(Exception):
                 fut.result(timeout=30)
 
+    def dead(self) -> list[str]:
+        """Services this stack started that are no longer running (none after a drill restored them)."""
+        procs = StateFile(self.addr.stack_dir / "state.json").load()
+        return sorted(name for name, proc in procs.items() if not is_ours(proc))
+
     def kill(self, service: str) -> int:
         """`kill -9` of the service's process; returns its pid once it is gone."""
         proc = StateFile(self.addr.stack_dir / "state.json").load().get(service)
