@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -14,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.drills import broker_kill, fuzz_events, fuzz_grpc, offline_unwritable, redis_kill, worker_kill
+from bench.drills.env import shared_kafka
 from bench.drills.harness import DrillResult
 from bench.drills.stack import DrillError, PrivateStack
 
@@ -66,8 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     names = args.only or list(drills)
     workdir = Path(tempfile.mkdtemp(prefix="fti-drills-"))
     print(f"drills: {', '.join(names)}; logs and data under {workdir}", flush=True)
-    shared = os.environ.get("FTI_KAFKA_BOOTSTRAP_SERVERS", "localhost:9092") if args.ci else None
-    stack = PrivateStack(workdir, shared_kafka=shared)
+    stack = PrivateStack(workdir, shared_kafka=shared_kafka() if args.ci else None)
     t0 = time.monotonic()
     results: list[DrillResult] = []
     try:

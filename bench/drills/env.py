@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["DEFINITIONS", "StackAddresses", "free_port", "pipeline_env", "stack_env", "with_overrides"]
+__all__ = ["DEFINITIONS", "StackAddresses", "free_port", "pipeline_env", "shared_kafka", "stack_env"]
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFINITIONS = ROOT / "examples" / "fraud" / "features.yaml"
@@ -62,8 +62,13 @@ def stack_env(addr: StackAddresses) -> dict[str, str]:
     return env
 
 
-def pipeline_env(addr: StackAddresses, name: str, data_dir: Path, partitions: int) -> dict[str, str]:
-    """One drill's pipeline: its own topics, consumer group, Redis prefix and data folder."""
+def pipeline_env(
+    addr: StackAddresses, name: str, data_dir: Path, partitions: int, redis_failure_mode: str = "unavailable"
+) -> dict[str, str]:
+    """One drill's pipeline: its own topics, consumer group, Redis prefix and data folder.
+
+    `redis_failure_mode`: what `fti serve` does when Redis is gone (`unavailable` or `missing`).
+    """
     run = f"drill-{name}-{uuid.uuid4().hex[:8]}"
     env = stack_env(addr)
     env.update(
@@ -82,12 +87,12 @@ def pipeline_env(addr: StackAddresses, name: str, data_dir: Path, partitions: in
         FTI_WORKER_COMMIT_INTERVAL_S="0.5",
         FTI_WORKER_REDIS_TIMEOUT_S="2",
         FTI_SERVE_METRICS_PORT="0",
-        FTI_SERVE_REDIS_FAILURE_MODE="unavailable",
+        FTI_SERVE_REDIS_FAILURE_MODE=redis_failure_mode,
         FTI_PROMOTER_GROUP_ID=f"{run}-promoter",
     )
     return env
 
 
-def with_overrides(env: dict[str, str], **settings: str) -> dict[str, str]:
-    """A copy of `env` with settings given by their field name in a section, e.g. serve_redis_failure_mode."""
-    return {**env, **{f"FTI_{k.upper()}": v for k, v in settings.items()}}
+def shared_kafka() -> str:
+    """The broker of the shared stack (`make test`'s), for the CI share of the drills, which never kill it."""
+    return os.environ.get("FTI_KAFKA_BOOTSTRAP_SERVERS", "localhost:9092")

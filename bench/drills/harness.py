@@ -15,7 +15,7 @@ from typing import Any
 
 from bench.drills.stack import DrillError
 
-__all__ = ["DrillResult", "Processes", "wait_for"]
+__all__ = ["DrillResult", "Processes", "gone", "pid_of_child", "wait_for"]
 
 
 class Processes:

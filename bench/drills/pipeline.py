@@ -42,11 +42,18 @@ def sim_messages(count: int, seed: int, **config: object) -> list[Message]:
 
 
 class Pipeline:
-    def __init__(self, stack: PrivateStack, name: str, workdir: Path, partitions: int = 2, **env: str) -> None:
+    def __init__(
+        self,
+        stack: PrivateStack,
+        name: str,
+        workdir: Path,
+        partitions: int = 2,
+        redis_failure_mode: str = "unavailable",
+    ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.stack = stack
         self.workdir = workdir
-        self.env = {**pipeline_env(stack.addr, name, workdir / "data", partitions), **env}
+        self.env = pipeline_env(stack.addr, name, workdir / "data", partitions, redis_failure_mode)
         self.settings = load_settings(FeatureStreamSettings, environ=self.env)
         stack.topic_prefixes.append(self.settings.app_id)  # every topic of this pipeline starts with it
         self.procs = Processes(workdir)
@@ -90,14 +97,10 @@ class Pipeline:
         if err is not None:
             self.undelivered += 1
 
-    def produce(
-        self, messages: Iterable[Message], rate: float | None = None, stop: threading.Event | None = None
-    ) -> int:
+    def produce(self, messages: Iterable[Message], rate: float | None = None) -> int:
         producer = self._producer()
         t0, n = time.monotonic(), 0
         for m in messages:
-            if stop is not None and stop.is_set():
-                break
             self._count(m)
             while True:
                 try:
@@ -233,7 +236,6 @@ class Stream:
     """Produce messages at a steady rate from a background thread ("mid-stream" faults)."""
 
     def __init__(self, pipe: Pipeline, messages: list[Message], rate: float) -> None:
-        self._stop = threading.Event()
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, args=(pipe, messages, rate), daemon=True)
 

@@ -26,7 +26,7 @@ def run(
     stack: PrivateStack, workdir: Path, outage_s: float = 15.0, events: int = 6_000, mode: str = "unavailable"
 ) -> DrillResult:
     result = DrillResult("redis-kill", f"Redis kill -9 for {outage_s:.0f} s, server under load (mode {mode})")
-    pipe = Pipeline(stack, "redis", workdir, FTI_SERVE_REDIS_FAILURE_MODE=mode)
+    pipe = Pipeline(stack, "redis", workdir, redis_failure_mode=mode)
     try:
         pipe.start_worker()
         first = sim_messages(events, seed=21)
