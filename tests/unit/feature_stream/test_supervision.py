@@ -137,15 +137,17 @@ def test_librdkafka_lines_go_through_the_workers_repeat_limit(
     made: list[logging.LogRecord] = []
     counter = _Count(made)
     RDKAFKA_LOG.addFilter(counter)  # sees every record before any handler does
+    flt = log_limits.install(interval_s=3600)
     try:
         worker_process._own_log()  # as in the worker process
-        log_limits.install(interval_s=3600)
         outbox = KafkaOutbox(FeatureStreamSettings(data_dir=tmp_path, kafka_bootstrap_servers=f"127.0.0.1:{port}"))
         deadline = time.monotonic() + 30
         while len([r for r in made if r.levelno >= logging.WARNING]) < 4 and time.monotonic() < deadline:
             outbox._producer.poll(0.1)  # log lines are handed over on poll
     finally:
         RDKAFKA_LOG.removeFilter(counter)
+        for h in root.handlers:  # pytest's own capture handlers got it too
+            h.removeFilter(flt)
         root.removeHandler(handler)
         own.handlers[:], own.propagate, own.level = own_before
     repeated = [r for r in made if r.levelno >= logging.WARNING]
