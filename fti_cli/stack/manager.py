@@ -12,7 +12,7 @@ from fti_cli.stack import kafka
 from fti_cli.stack.errors import StackError
 from fti_cli.stack.output import Say
 from fti_cli.stack.processes import ManagedProcess, StateFile, is_ours, port_open, spawn, terminate
-from fti_cli.stack.redis_server import redis_command
+from fti_cli.stack.redis_server import redis_command, redis_marker
 from fti_cli.stack.settings import StackSettings
 from fti_cli.stack.topics import ensure_topics, kafka_ready
 
@@ -124,8 +124,9 @@ class StackManager:
         cmd = redis_command(redis_server, self.settings)
         pid = spawn(cmd, self.settings.root / "redis" / "stdout.log", self.settings.root)
         host, port = self.settings.redis_host_port
-        # redis-server rewrites its process title to "redis-server <bind>:<port>".
-        return ManagedProcess("redis", pid, f"{host}:{port}", marker=f":{port}")
+        # Not ":<port>" of the title redis-server used to give itself: a check in its first
+        # milliseconds, before the rename, took a starting Redis for one that had exited.
+        return ManagedProcess("redis", pid, f"{host}:{port}", marker=redis_marker(self.settings))
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.settings.start_timeout_s

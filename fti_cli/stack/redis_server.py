@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fti_cli.stack.settings import StackSettings
 
-__all__ = ["redis_command"]
+__all__ = ["redis_command", "redis_marker"]
 
 
 def redis_command(redis_server: str, settings: StackSettings) -> list[str]:
@@ -28,8 +28,17 @@ def redis_command(redis_server: str, settings: StackSettings) -> list[str]:
         "yes",
         "--save",
         "",
+        # Keep the command line as started: `up` recognises its process by it ("--port N"),
+        # also in the first milliseconds, before redis would have renamed itself "<bind>:<port>".
+        "--set-proc-title",
+        "no",
     ]
     password = settings.redis_password
     if password:
         args += ["--requirepass", password]
     return args
+
+
+def redis_marker(settings: StackSettings) -> str:
+    """What the command line of the Redis `up` started always holds (checked before signalling it)."""
+    return f"--port {settings.redis_host_port[1]}"

@@ -15,8 +15,11 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from fti_cli.stack import kafka
-from fti_cli.stack.processes import pid_alive, port_open
+from fti_cli.stack.processes import ManagedProcess, is_ours, pid_alive, port_open
+from fti_cli.stack.redis_server import redis_command, redis_marker
 from fti_cli.stack.settings import StackSettings
+
+from ...waits import wait_for
 
 
 def _free_port() -> int:
@@ -143,3 +146,30 @@ def test_kafka_storage_format_takes_a_cluster_id_that_begins_with_a_dash(tmp_pat
     )
     assert result.returncode == 0, result.stderr
     assert f"cluster.id={cid}" in (tmp_path / "kafka" / "data" / "meta.properties").read_text()
+
+
+def test_a_redis_it_starts_is_recognised_from_its_first_moment(tmp_path: Path) -> None:
+    # `up` checks that what it started is still alive between readiness polls. The marker was
+    # the ":<port>" of the title redis-server gives itself once running, so a check in its first
+    # milliseconds said "redis exited during start-up" of a Redis that was fine (seen in a drill).
+    exe = shutil.which("redis-server")
+    assert exe is not None
+    settings = StackSettings(dir=tmp_path, redis_url=f"redis://localhost:{_free_port()}/0")  # type: ignore[arg-type]
+    cmd = redis_command(exe, settings)
+    marker = redis_marker(settings)
+    assert marker in " ".join(cmd)  # the command line before redis-server has run any code
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        client = redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=1)
+        wait_for(lambda: _answers(client), what="the private redis to answer", timeout_s=30)
+        assert is_ours(ManagedProcess("redis", proc.pid, "", marker))  # and once it runs
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def _answers(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
