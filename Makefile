@@ -25,7 +25,7 @@ proto:
 	.venv/bin/python scripts/gen_proto.py
 	.venv/bin/python scripts/check_contracts.py
 
-# Drills as code: broker, Redis, worker and disk faults, and fuzz, on a private stack (~10 min).
+# Drills as code: broker, Redis, worker and disk faults, and fuzz, on a private stack (~5 min).
 drills: bootstrap
 	.venv/bin/python -m bench.drills
 

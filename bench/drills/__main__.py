@@ -27,7 +27,7 @@ DRILLS: dict[str, Drill] = {
     "broker-kill": broker_kill.run,
 }
 # CI (`make drills-ci`, from `scripts/test`): the shared broker, which these never kill, and a
-# private Redis for the blip; smaller, so they add about two minutes.
+# private Redis for the blip; smaller, so they add about a minute.
 CI_DRILLS: dict[str, Drill] = {
     "fuzz-events": lambda stack, workdir: fuzz_events.run(stack, workdir, count=2_000, events=3_000),
     "redis-kill": lambda stack, workdir: redis_kill.run(stack, workdir, outage_s=5, events=4_000),
