@@ -13,13 +13,19 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import REGISTRY, generate_latest
+from prometheus_client import REGISTRY, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 __all__ = ["Health", "HealthServer"]
 
 log = logging.getLogger("fti.worker")
+
+LOOP_STALL = Histogram(
+    "fti_features_event_loop_stall_seconds",
+    "How late the event loop ran the worker's 1 s heartbeat: time it spent on something else",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
 
 
 class Health:
@@ -35,6 +41,17 @@ class Health:
         self.assigned = False
         self.lag = 0
         self.events = 0
+        self._longest_stall = 0.0  # since the last summary line
+
+    def stalled_for(self, seconds: float) -> None:
+        """The event loop ran a task this much later than it asked to run."""
+        seconds = max(0.0, seconds)
+        self._longest_stall = max(self._longest_stall, seconds)
+        LOOP_STALL.observe(seconds)
+
+    def take_longest_stall(self) -> float:
+        longest, self._longest_stall = self._longest_stall, 0.0
+        return longest
 
     def beat(self) -> None:
         self._beat = time.monotonic()
