@@ -199,10 +199,12 @@ def build_app(
         flush_interval_s=FLUSH_INTERVAL_S,
     )
     size = settings.batch_size
-    _connect_flushing(app, processor, health, stop, lambda: load_skips(state_client, settings.state_key_prefix))
+    skips = _Skips(processor, lambda: load_skips(state_client, settings.state_key_prefix))
+    _connect_flushing(app, processor, health, stop, skips)
 
     @app.batch_handler(raw)
     async def ingest(messages: list[Message]) -> None:
+        await skips.ensure_loaded()
         for i in range(0, len(messages), size):  # bounded batches keep online values fresh
             chunk = messages[i : i + size]
             msgs = _to_messages(chunk)
@@ -220,6 +222,7 @@ def build_app(
 
     @app.batch_handler(rekeyed)
     async def aggregate(messages: list[Message]) -> None:
+        await skips.ensure_loaded()
         # A re-keyed record packs up to hundreds of items, and a catch-up fetch holds up to 10k
         # records: handled whole, one fetch held the event loop for 13 s (Redis reads timed
         # out meanwhile). Chunks of about REKEYED_CHUNK_ITEMS items, the loop free between them.
@@ -268,12 +271,30 @@ def _record_items(processor: Processor, m: Message) -> list[ViewItem]:
         return []
 
 
+class _Skips:
+    """The messages an operator dead-lettered by hand, loaded before the first fetch of every
+    assignment: Faust may hand over a fetch before its assignment signal's handlers finish."""
+
+    def __init__(self, processor: Processor, load: Callable[[], Awaitable[dict[str, str]]]) -> None:
+        self._processor = processor
+        self._load = load
+        self.loaded = False
+
+    async def load(self) -> None:
+        self._processor.skip = await self._load()
+        self.loaded = True
+
+    async def ensure_loaded(self) -> None:
+        if not self.loaded:
+            await self.load()
+
+
 def _connect_flushing(
     app: faust.App,
     processor: Processor,
     health: Health,
     stop: Stop,
-    skips: Callable[[], Awaitable[dict[str, str]]],
+    skips: _Skips,
 ) -> None:
     """Held batches are acked only by a flush: a loop bounds how long offsets wait (and lets
     Faust's wait for unacked messages finish during a rebalance); a revocation flushes at once,
@@ -305,7 +326,7 @@ def _connect_flushing(
             ticks += 1
             if ticks % 10 == 0:  # an operator's `fti features dead-letter` reaches a running worker
                 with contextlib.suppress(UnavailableError):  # a Redis outage shows in the batches
-                    processor.skip = await skips()
+                    await skips.load()
             asked = loop.time()
             await asyncio.sleep(1.0)
             health.stalled_for(loop.time() - asked - 1.0)  # how late the loop woke this task
@@ -322,8 +343,9 @@ def _connect_flushing(
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def _on_assigned(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         processor.reset()
+        skips.loaded = False  # the first fetch after an assignment waits for the list
         try:
-            processor.skip = await skips()
+            await skips.load()
         except Exception as exc:
             stop.record(exc)
             raise
