@@ -7,7 +7,12 @@ from pathlib import Path
 import lightgbm as lgb
 import numpy as np
 
+from featurestore.online import AsyncOnlineStore
 from fti_core.tasks import Task
+from inference_grpc.holder import ModelHolder
+from inference_grpc.metrics import Metrics
+from inference_grpc.servicer import InferenceServicer
+from inference_grpc.settings import InferenceSettings
 from registry.models import FeatureRef, ModelRegistry, ModelVersionRecord, safe_key, sha256_hex
 
 __all__ = [
@@ -101,3 +106,13 @@ class UncheckedRegistry(ModelRegistry):
 
 def artefact_path(registry_root: Path, record: ModelVersionRecord) -> Path:
     return registry_root / record.artefact_uri
+
+
+async def new_servicer(tmp_path: Path, store: AsyncOnlineStore, **settings: object) -> InferenceServicer:
+    """A servicer over a fresh registry whose `production` alias holds a v1 of model `fraud`."""
+    registry = ModelRegistry.from_uri(str(tmp_path))
+    registry.move_alias("fraud", "production", publish_model(registry, "fraud", 1).version, actor="t")
+    holder = ModelHolder(registry, "fraud", "production", metrics=Metrics())
+    await holder.refresh(reason="test")
+    config = InferenceSettings(model="fraud", data_dir=tmp_path, **settings)  # type: ignore[arg-type]
+    return InferenceServicer(holder, store, config, Metrics())

@@ -13,13 +13,8 @@ from fti.v1 import inference_pb2
 from fti_core.errors import UnavailableError
 from inference_grpc.errors import DeadlineExceededError, OnlineStoreUnavailableError
 from inference_grpc.features import FeatureStatus
-from inference_grpc.holder import ModelHolder
-from inference_grpc.metrics import Metrics
-from inference_grpc.servicer import InferenceServicer
-from inference_grpc.settings import InferenceSettings
-from registry.models import ModelRegistry
 
-from .models_helper import publish_model
+from .models_helper import new_servicer as _servicer
 
 
 class Context:
@@ -36,15 +31,6 @@ class DownStore(AsyncInMemoryOnlineStore):
     async def read(self, keys: Sequence[OnlineKey]) -> list[OnlineValue | None]:
         self.reads += 1
         raise UnavailableError("online store read failed: Connection refused")
-
-
-async def _servicer(tmp_path: Path, store: AsyncInMemoryOnlineStore, **settings: object) -> InferenceServicer:
-    registry = ModelRegistry.from_uri(str(tmp_path))
-    registry.move_alias("fraud", "production", publish_model(registry, "fraud", 1).version, actor="t")
-    holder = ModelHolder(registry, "fraud", "production", metrics=Metrics())
-    await holder.refresh(reason="test")
-    config = InferenceSettings(model="fraud", data_dir=tmp_path, **settings)  # type: ignore[arg-type]
-    return InferenceServicer(holder, store, config, Metrics())
 
 
 REQUEST = inference_pb2.PredictRequest(entities={"card_id": "c", "merchant_id": "m"})

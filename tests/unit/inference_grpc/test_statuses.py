@@ -16,14 +16,9 @@ import inference_grpc.errors as errors
 from featurestore.online import AsyncInMemoryOnlineStore, OnlineKey, OnlineValue
 from fti.v1 import inference_pb2
 from inference_grpc.errors import DeadlineExceededError, OnlineStoreUnavailableError
-from inference_grpc.holder import ModelHolder
 from inference_grpc.interceptor import RateLimitedLog
-from inference_grpc.metrics import Metrics
-from inference_grpc.servicer import InferenceServicer
-from inference_grpc.settings import InferenceSettings
-from registry.models import ModelRegistry
 
-from .models_helper import publish_model
+from .models_helper import new_servicer as _servicer
 
 README = Path(__file__).resolve().parents[3] / "README.md"
 # Errors that never answer a call, so they have no row.
@@ -97,15 +92,6 @@ class NeverAnswers(AsyncInMemoryOnlineStore):
         self.reads += 1
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
-
-
-async def _servicer(tmp_path: Path, store: AsyncInMemoryOnlineStore, **settings: object) -> InferenceServicer:
-    registry = ModelRegistry.from_uri(str(tmp_path))
-    registry.move_alias("fraud", "production", publish_model(registry, "fraud", 1).version, actor="t")
-    holder = ModelHolder(registry, "fraud", "production", metrics=Metrics())
-    await holder.refresh(reason="test")
-    config = InferenceSettings(model="fraud", data_dir=tmp_path, **settings)  # type: ignore[arg-type]
-    return InferenceServicer(holder, store, config, Metrics())
 
 
 REQUEST = inference_pb2.PredictRequest(entities={"card_id": "c", "merchant_id": "m"})
