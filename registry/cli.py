@@ -190,7 +190,7 @@ def promoter(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, task.cancel)
         try:
-            await worker.run(source)
+            await worker.run(source, resync_s=settings.resync_interval_s)
         except asyncio.CancelledError:
             click.echo("promoter: stopping")
         finally:

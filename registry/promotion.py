@@ -200,17 +200,44 @@ class Promoter:
                 out.append(decision)
         return out
 
-    async def run(self, source: ModelEventSource, *, stop: asyncio.Event | None = None) -> None:
-        """Consume published-version events until `stop` is set or the source ends."""
-        await asyncio.to_thread(self.catch_up)
-        async for event in source:
-            if event.WhichOneof("kind") == "published":
-                v = event.published.version
+    async def run(self, source: ModelEventSource, *, stop: asyncio.Event | None = None, resync_s: float = 30.0) -> None:
+        """Consume published-version events until `stop` is set or the source ends.
+
+        Events are notifications: every `resync_s` (and at start) the promoter also decides on
+        each model's latest version nobody decided on, so a version published while it was
+        down, or before a new consumer group's first assignment fixed its position (a new
+        group starts at the end of the topic), is still decided on."""
+        lock = asyncio.Lock()  # one decision at a time: the event path and the resync share it
+        said: set[str] = set()
+
+        async def resync_once() -> None:
+            async with lock:
                 try:
-                    await asyncio.to_thread(self.consider, v.model, v.version)
+                    await asyncio.to_thread(self.catch_up)
                 except FtiError as exc:
-                    # One bad version must not stop promotion of the others.
-                    log.error("promotion of %s v%s failed: %s", v.model, v.version, exc)
-            await source.commit()
-            if stop is not None and stop.is_set():
-                break
+                    if str(exc) not in said:  # a version that stays refused is said once
+                        said.add(str(exc))
+                        log.error("promotion catch-up failed: %s", exc)
+
+        async def resync() -> None:
+            while True:
+                await asyncio.sleep(resync_s)
+                await resync_once()
+
+        await resync_once()
+        resyncing = asyncio.create_task(resync())
+        try:
+            async for event in source:
+                if event.WhichOneof("kind") == "published":
+                    v = event.published.version
+                    try:
+                        async with lock:
+                            await asyncio.to_thread(self.consider, v.model, v.version)
+                    except FtiError as exc:
+                        # One bad version must not stop promotion of the others.
+                        log.error("promotion of %s v%s failed: %s", v.model, v.version, exc)
+                await source.commit()
+                if stop is not None and stop.is_set():
+                    break
+        finally:
+            resyncing.cancel()

@@ -22,3 +22,6 @@ class RegistrySettings(FtiSettings):
     margin: float = Field(0.0, ge=0.0, description="How much better a candidate must be, in metric units.")
     group_id: str = Field("fti-promoter", description="Consumer group of the promoters (they share the work).")
     actor: str = Field("fti-promoter", description="Who the alias history says moved the alias.")
+    resync_interval_s: float = Field(
+        30.0, gt=0, description="How often the promoter re-reads the registry for versions it has no event of."
+    )

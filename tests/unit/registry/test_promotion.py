@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import io
 from pathlib import Path
@@ -13,9 +14,11 @@ import pytest
 
 from fti.v1 import models_pb2
 from fti_core.errors import InvalidArgumentError
-from registry.events import InMemoryModelEventSink
+from registry.events import InMemoryModelEventSink, InMemoryModelEventSource
 from registry.models import FeatureRef, ModelRegistry, safe_key
 from registry.promotion import HOLDOUT_LABEL_COLUMN, Promoter, PromotionPolicy, decide
+
+from ...waits import async_wait_for
 
 FEATURES = (FeatureRef("v", 1, "signal", "e"), FeatureRef("v", 1, "noise", "e"))
 
@@ -132,3 +135,19 @@ def test_a_policy_metric_that_does_not_fit_the_task_is_refused(tmp_path: Path) -
     with pytest.raises(InvalidArgumentError, match="metric 'rmse' does not fit a binary model"):
         Promoter(reg, PromotionPolicy(metric="rmse")).consider("m", v)
     assert reg.resolve("m", "production") is None
+
+
+async def test_a_running_promoter_decides_on_a_version_whose_event_it_never_saw(tmp_path: Path) -> None:
+    """A new consumer group starts at the end of the topic once its first assignment lands: a
+    version published before that has no event for it. The periodic resync decides on it."""
+    reg = ModelRegistry.from_uri(str(tmp_path))
+    promoter = Promoter(reg, PromotionPolicy(alias="production"), actor="test")
+    source = InMemoryModelEventSource()  # no event ever arrives
+    running = asyncio.create_task(promoter.run(source, resync_s=0.05))
+    try:
+        v = _publish(reg, _train(["v__signal", "v__noise"], 10))  # published after start, silently
+        await async_wait_for(lambda: reg.decision("m", "production", v) is not None, what="the resync to decide")
+        assert reg.resolve("m", "production").version == v  # type: ignore[union-attr]
+    finally:
+        await source.close()
+        await running
