@@ -29,6 +29,7 @@ from fti.v1 import inference_pb2, inference_pb2_grpc
 from fti_core.settings import CLICK_CONFIG_KEY, CONFIG_ENV, FtiSettings, load_settings
 from fti_demo.load import PredictionLoad
 from fti_demo.processes import DemoStepError, Processes
+from fti_demo.simulate import SimConfig
 from registry.models import ModelRegistry
 
 __all__ = ["demo"]
@@ -173,7 +174,23 @@ class Demo:
 
         _step(3, f"simulate {self.events} card transactions with delayed fraud labels")
         t0 = time.monotonic()
-        self.procs.run("simulate-1", ["simulate", "--rate", str(self.rate), "--count", str(self.events), "--seed", "1"])
+        # The first batch ends in event time where the drifted one begins, so the drifted events
+        # follow it instead of arriving as late events (their own keys' watermarks are ahead).
+        ends_ago = (self.events // 2) / SimConfig().sim_rate
+        self.procs.run(
+            "simulate-1",
+            [
+                "simulate",
+                "--rate",
+                str(self.rate),
+                "--count",
+                str(self.events),
+                "--seed",
+                "1",
+                "--ends-ago",
+                str(ends_ago),
+            ],
+        )
         self._wait_features("the first batch")
         self.report["events_phase1"] = self.events
         self.report["phase1_ingest_s"] = round(time.monotonic() - t0, 1)

@@ -188,6 +188,13 @@ def _producer(settings: FtiSettings, bootstrap: str | None) -> Any:
 @click.option("--duration", type=float, default=None, help="Seconds to run (count = rate * duration).")
 @click.option("--seed", type=int, default=7, show_default=True)
 @click.option("--drift", is_flag=True, help="Shift amounts and fraud pattern (for a second model version).")
+@click.option(
+    "--ends-ago",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Seconds before now of the last transaction's event time (so a later batch follows this one).",
+)
 @click.option("--topic", default=None, help="Raw topic; default FTI_EVENTS_TOPIC.")
 @click.option("--bootstrap", default=None, help="Kafka bootstrap servers; default FTI_KAFKA_BOOTSTRAP_SERVERS.")
 def simulate(
@@ -196,6 +203,7 @@ def simulate(
     duration: float | None,
     seed: int,
     drift: bool,
+    ends_ago: float,
     topic: str | None,
     bootstrap: str | None,
 ) -> None:
@@ -213,7 +221,8 @@ def simulate(
     sent = 0
     t0 = time.monotonic()
     with tqdm(unit="msg", desc=f"simulate -> {topic}") as bar:
-        for ev in generate(n, SimConfig(seed=seed, drift=drift)):
+        end_ms = int(time.time() * 1000 - ends_ago * 1000)
+        for ev in generate(n, SimConfig(seed=seed, drift=drift, end_ms=end_ms)):
             _produce(producer, topic, ev)
             sent += 1
             bar.update(1)
