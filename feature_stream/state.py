@@ -29,6 +29,7 @@ import redis
 import redis.asyncio as aredis
 
 from feature_stream.aggregate import Rec
+from featurestore.online_tiles import LUA_HASH_HELPERS
 from fti_core.errors import UnavailableError
 
 __all__ = [
@@ -135,23 +136,10 @@ def _rec_decode(event_id: str, raw: str | bytes) -> Rec:
 # and the client packs one argument per hash plus one JSON document rather than every field.
 # KEYS = the changed hashes; ARGV[1] = JSON array aligned with KEYS of
 # [{field: value to set}, [fields to delete]] (set first, then delete, as the MULTI did).
-# HSET/HDEL go in slices because unpack() of a huge table exceeds Lua's C stack.
-_SAVE = """
-local SLICE = 1000
-local function hset(key, map)
-  local args, n = {}, 0
-  for f, v in pairs(map) do
-    args[n + 1], args[n + 2] = f, v
-    n = n + 2
-    if n >= SLICE then redis.call('HSET', key, unpack(args, 1, n)); n = 0 end
-  end
-  if n > 0 then redis.call('HSET', key, unpack(args, 1, n)) end
-end
-local function hdel(key, fields)
-  for i = 1, #fields, SLICE do
-    redis.call('HDEL', key, unpack(fields, i, math.min(i + SLICE - 1, #fields)))
-  end
-end
+# HSET/HDEL go in slices (`LUA_HASH_HELPERS`).
+_SAVE = (
+    LUA_HASH_HELPERS
+    + """
 local ops = cjson.decode(ARGV[1])
 for i, key in ipairs(KEYS) do
   hset(key, ops[i][1])
@@ -159,6 +147,7 @@ for i, key in ipairs(KEYS) do
 end
 return #KEYS
 """
+)
 
 # A script blocks Redis while it runs (the online store and `fti serve` share it): a catch-up
 # flush holds tens of thousands of fields, which as one script took up to ~300 ms. Calls of

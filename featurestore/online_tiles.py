@@ -19,6 +19,7 @@ from featurestore.tiles import Event, NeedTail, Tile, decode_tile, evaluate_tile
 from fti_core.errors import IntegrityError
 
 __all__ = [
+    "LUA_HASH_HELPERS",
     "SPEC_RETRY_S",
     "TILE_WRITE_CHUNK",
     "WRITE_TILES",
@@ -78,9 +79,9 @@ class TileWrite:
                 dict(self.tiles), list(self.drop_tiles), dict(self.tail), list(self.drop_tail)]  # fmt: skip
 
 
-# KEYS = (tiles hash, tail hash) per write; ARGV[1] = JSON array of `TileWrite.doc()`.
-# `n` only ever grows; tiles and tail events are set whole, so replays are idempotent.
-WRITE_TILES = """
+# Lua: `hset(key, {field: value})` and `hdel(key, {fields})` in slices, because unpack() of a
+# huge table exceeds Lua's C stack. Shared by every script that writes whole hashes.
+LUA_HASH_HELPERS = """
 local SLICE = 1000
 local function hset(key, map)
   local args, n = {}, 0
@@ -96,6 +97,14 @@ local function hdel(key, fields)
     redis.call('HDEL', key, unpack(fields, i, math.min(i + SLICE - 1, #fields)))
   end
 end
+"""
+
+
+# KEYS = (tiles hash, tail hash) per write; ARGV[1] = JSON array of `TileWrite.doc()`.
+# `n` only ever grows; tiles and tail events are set whole, so replays are idempotent.
+WRITE_TILES = (
+    LUA_HASH_HELPERS
+    + """
 local ops = cjson.decode(ARGV[1])
 for i, op in ipairs(ops) do
   local key, tail = KEYS[2 * i - 1], KEYS[2 * i]
@@ -111,6 +120,7 @@ for i, op in ipairs(ops) do
 end
 return #ops
 """
+)
 
 TILE_WRITE_CHUNK = 200
 
