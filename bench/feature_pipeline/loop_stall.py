@@ -27,11 +27,6 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic
-
-from fti_demo.simulate import SimConfig, generate
-
 ROOT = Path(__file__).parents[2]
 _spec = importlib.util.spec_from_file_location("bench_run", ROOT / "bench/feature_pipeline/run.py")
 assert _spec and _spec.loader
@@ -115,19 +110,7 @@ def main() -> None:
     args = ap.parse_args()
     bootstrap = os.environ.get("FTI_KAFKA_BOOTSTRAP_SERVERS", "localhost:9092")
     topic = f"stall-raw-{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(topic, num_partitions=args.partitions, replication_factor=1)])[topic].result(30)
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
-    total = 0
-    for ev in generate(args.events, SimConfig(seed=1)):
-        while True:
-            try:
-                producer.produce(topic, key=ev.key, value=ev.value)
-                break
-            except BufferError:
-                producer.poll(0.1)
-        total += 1
-    producer.flush(60)
+    total = _run.produce_backlog(bootstrap, topic, args.events, args.partitions)
     print(f"produced {total} messages to {topic} ({args.partitions} partitions)")
     results: dict[str, list[dict[str, float]]] = {name: [] for name in VARIANTS}
     for i in range(args.repeats):

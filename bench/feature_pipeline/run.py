@@ -38,6 +38,24 @@ from fti_demo.simulate import SimConfig, generate
 ROOT = Path(__file__).parents[2]
 
 
+def produce_backlog(bootstrap: str, topic: str, events: int, partitions: int) -> int:
+    """Create `topic` and fill it with `events` demo transactions (plus labels, duplicates); returns messages."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])[topic].result(30)
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
+    total = 0
+    for ev in generate(events, SimConfig(seed=1)):
+        while True:
+            try:
+                producer.produce(topic, key=ev.key, value=ev.value)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        total += 1
+    producer.flush(60)
+    return total
+
+
 def _percentile(xs: list[float], q: float) -> float:
     s = sorted(xs)
     return s[min(len(s) - 1, int(q * len(s)))] if s else float("nan")
@@ -215,20 +233,7 @@ def main() -> None:
     redis_url = os.environ.get("FTI_REDIS_URL", "redis://localhost:6379/0")
     tag = uuid.uuid4().hex[:8]
     topic, prefix, app_id = f"bench-raw-{tag}", f"bench-{tag}", f"bench-app-{tag}"
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(topic, num_partitions=args.partitions, replication_factor=1)])[topic].result(30)
-
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
-    total = 0
-    for ev in generate(args.events, SimConfig(seed=1)):
-        while True:
-            try:
-                producer.produce(topic, key=ev.key, value=ev.value)
-                break
-            except BufferError:
-                producer.poll(0.1)
-        total += 1
-    producer.flush(60)
+    total = produce_backlog(bootstrap, topic, args.events, args.partitions)
     print(f"produced {total} messages to {topic}")
 
     bare = bare_loop(bootstrap, topic, total)
@@ -274,6 +279,7 @@ def main() -> None:
     }
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result))
+    admin = AdminClient({"bootstrap.servers": bootstrap})
     topics = [t for t in admin.list_topics(timeout=10).topics if t.startswith((topic, app_id))]
     admin.delete_topics(topics)
     r = redis.Redis.from_url(redis_url)
