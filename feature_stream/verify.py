@@ -5,7 +5,7 @@ the event times within the future skew before it, just after it, when its shorte
 moved past it (counts decay to 0), when every window has, and now — with the one definition
 (`featurestore.tiles`): the expected side folds the archive's accepted events
 (`featurestore.accepted`), the online side merges what Redis holds, as the server does.
-Comparison is exact (bit-equal floats, missing == missing). Mismatches are grouped by cause
+Comparison is exact (bit-equal floats, equal strings, missing == missing). Mismatches are grouped by cause
 and come with the command that repairs them.
 """
 
@@ -84,6 +84,8 @@ def _same(a: object, b: object) -> bool:
     fb = None if b is None or (isinstance(b, float) and math.isnan(b)) else b
     if fa is None or fb is None:
         return fa is fb
+    if isinstance(fa, str) or isinstance(fb, str):  # string features: the same text, never a number
+        return isinstance(fa, str) and isinstance(fb, str) and fa == fb
     return float(fa) == float(fb) and math.copysign(1, float(fa)) == math.copysign(1, float(fb))  # type: ignore[arg-type]
 
 

@@ -16,9 +16,15 @@ Definitions (what a feature means over the accepted events of its window):
 * mean: the exact sum divided by how many values there are, rounded once; None without values;
 * min / max: the smallest / largest numeric value, -0.0 ordered below 0.0; None without values;
 * last: the value of the newest event (by time, then event id) that carries a numeric field;
-* distinct_count: how many distinct values (as text) the field takes.
+* distinct_count: how many distinct values (as text) the field takes;
+* last_string: the string value of the newest event (by time, then event id) that carries a string;
+* most_frequent: the string value the field takes most often; a tie goes to the smallest value
+  (Python's code-point order); None without string values.
 
 Numeric values are ints, floats and bools (as 0/1); strings and absent fields are skipped.
+The string kinds read strings only (the definitions imply a `string` field for them, so other
+values are dead-lettered before they reach a kind); their values are `str`, every other kind's
+a float (or None).
 """
 
 from __future__ import annotations
@@ -30,9 +36,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from featurestore.definitions import AggregationFunction
-from featurestore.values import Scalar
+from featurestore.values import FeatureValue, Scalar
 
-__all__ = ["KINDS", "Columns", "ExactSum", "Kind", "LastValue", "kind_of", "numeric"]
+__all__ = ["KINDS", "Columns", "ExactSum", "Kind", "LastText", "LastValue", "kind_of", "numeric"]
 
 P = TypeVar("P")
 Json = Any
@@ -63,6 +69,7 @@ class Columns:
         self.times = [e.time_ms for e in events]
         self._numbers: dict[str, list[float | None]] = {}
         self._texts: dict[str, list[str | None]] = {}
+        self._strings: dict[str, list[str | None]] = {}
         self._sums: dict[str, tuple[list[int], int, list[int]]] = {}
 
     def field(self, name: str | None) -> list[Scalar | None]:
@@ -77,6 +84,12 @@ class Columns:
         if name not in self._texts:
             self._texts[name] = [None if x is None else str(x) for x in self.field(name)]
         return self._texts[name]
+
+    def strings(self, name: str) -> list[str | None]:
+        """The field's string values (None for anything else), what the string kinds read."""
+        if name not in self._strings:
+            self._strings[name] = [x if isinstance(x, str) else None for x in self.field(name)]
+        return self._strings[name]
 
     def sums(self, name: str) -> tuple[list[int], int, list[int]]:
         """Exact prefix sums scaled by 2**shift (one shift for the column) and value counts."""
@@ -106,7 +119,7 @@ class Kind(ABC, Generic[P]):
     def merge(self, a: P, b: P) -> P: ...
 
     @abstractmethod
-    def finish(self, p: P) -> float | None: ...
+    def finish(self, p: P) -> FeatureValue: ...
 
     @abstractmethod
     def encode(self, p: P) -> Json:
@@ -115,14 +128,14 @@ class Kind(ABC, Generic[P]):
     @abstractmethod
     def decode(self, doc: Json) -> P: ...
 
-    def batch(self, events: Iterable[tuple[int, str, Scalar | None]]) -> float | None:
+    def batch(self, events: Iterable[tuple[int, str, Scalar | None]]) -> FeatureValue:
         """The definition: the value of the events (time, id, field value) in any order."""
         p = self.empty()
         for t, eid, v in events:
             p = self.add(p, t, eid, v)
         return self.finish(p)
 
-    def window(self, cols: Columns, field: str | None, lo: int, hi: int) -> float | None:
+    def window(self, cols: Columns, field: str | None, lo: int, hi: int) -> FeatureValue:
         """The batch form over events [lo, hi) of sorted columns: `batch`'s value, faster."""
         values = cols.field(field)[lo:hi]
         return self.batch((e.time_ms, e.event_id, v) for e, v in zip(cols.events[lo:hi], values, strict=True))
@@ -325,6 +338,89 @@ class _Distinct(Kind[frozenset[str]]):
         return frozenset(str(x) for x in doc)
 
 
+class LastText(NamedTuple):
+    time_ms: int
+    event_id: str
+    value: str
+
+
+class _LastString(Kind[LastText | None]):
+    agg = AggregationFunction.LAST_STRING
+
+    def empty(self) -> LastText | None:
+        return None
+
+    def add(self, p: LastText | None, time_ms: int, event_id: str, value: Scalar | None) -> LastText | None:
+        return self.merge(p, LastText(time_ms, event_id, value)) if isinstance(value, str) else p
+
+    def merge(self, a: LastText | None, b: LastText | None) -> LastText | None:
+        if a is None or b is None:
+            return b if a is None else a
+        return a if (a.time_ms, a.event_id) >= (b.time_ms, b.event_id) else b
+
+    def finish(self, p: LastText | None) -> FeatureValue:
+        return None if p is None else p.value
+
+    def window(self, cols: Columns, field: str | None, lo: int, hi: int) -> FeatureValue:
+        texts = cols.strings(field or "")
+        for i in range(hi - 1, lo - 1, -1):  # sorted by (time, id): the newest carrying a string
+            if texts[i] is not None:
+                return texts[i]
+        return None
+
+    def encode(self, p: LastText | None) -> Json:
+        return None if p is None else [p.time_ms, p.event_id, p.value]
+
+    def decode(self, doc: Json) -> LastText | None:
+        return None if doc is None else LastText(int(doc[0]), str(doc[1]), str(doc[2]))
+
+
+Counts = Mapping[str, int]
+
+
+def _most_frequent(counts: Counts) -> FeatureValue:
+    """The value with the highest count; among equals the smallest value, so any merge order agrees."""
+    if not counts:
+        return None
+    return min(counts.items(), key=lambda kv: (-kv[1], kv[0]))[0]
+
+
+class _MostFrequent(Kind[Counts]):
+    """Exact counts per string value (a window's distinct values; a tile holds a step's worth)."""
+
+    agg = AggregationFunction.MOST_FREQUENT
+
+    def empty(self) -> Counts:
+        return {}
+
+    def add(self, p: Counts, time_ms: int, event_id: str, value: Scalar | None) -> Counts:
+        return {**p, value: p.get(value, 0) + 1} if isinstance(value, str) else p
+
+    def merge(self, a: Counts, b: Counts) -> Counts:
+        if not a or not b:
+            return a or b
+        out = dict(a)
+        for v, n in b.items():
+            out[v] = out.get(v, 0) + n
+        return out
+
+    def finish(self, p: Counts) -> FeatureValue:
+        return _most_frequent(p)
+
+    def window(self, cols: Columns, field: str | None, lo: int, hi: int) -> FeatureValue:
+        counts: dict[str, int] = {}
+        for v in cols.strings(field or "")[lo:hi]:
+            if v is not None:
+                counts[v] = counts.get(v, 0) + 1
+        return _most_frequent(counts)
+
+    def encode(self, p: Counts) -> Json:
+        return dict(sorted(p.items()))
+
+    def decode(self, doc: Json) -> Counts:
+        return {str(v): int(n) for v, n in doc.items()}
+
+
 KINDS: Mapping[AggregationFunction, Kind[Any]] = {
     k.agg: k
     for k in (
@@ -335,6 +431,8 @@ KINDS: Mapping[AggregationFunction, Kind[Any]] = {
         _Extreme(AggregationFunction.MAX),
         _Last(),
         _Distinct(),
+        _LastString(),
+        _MostFrequent(),
     )
 }
 

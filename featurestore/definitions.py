@@ -27,6 +27,7 @@ from fti_core.errors import InvalidArgumentError
 from fti_core.tasks import Metric, Task
 
 __all__ = [
+    "STRING_AGGREGATIONS",
     "AggregationFunction",
     "DefinitionError",
     "Definitions",
@@ -74,6 +75,17 @@ class AggregationFunction(StrEnum):
     MAX = "max"
     LAST = "last"
     DISTINCT_COUNT = "distinct_count"
+    LAST_STRING = "last_string"
+    MOST_FREQUENT = "most_frequent"
+
+    @property
+    def is_string(self) -> bool:
+        """Whether the feature's value is text (a categorical to a model) rather than a number."""
+        return self in STRING_AGGREGATIONS
+
+
+# Aggregations whose value is a string: they read a string field and feed models as categoricals.
+STRING_AGGREGATIONS = frozenset({AggregationFunction.LAST_STRING, AggregationFunction.MOST_FREQUENT})
 
 
 class _Strict(BaseModel):
@@ -117,6 +129,11 @@ class FeatureDef(_Strict):
     agg: AggregationFunction
     field: str | None = None
     window: WindowDef
+
+    @property
+    def is_string(self) -> bool:
+        """A string feature: its value is text (`last_string`, `most_frequent`), else a number or missing."""
+        return self.agg.is_string
 
     @field_validator("name")
     @classmethod
@@ -294,6 +311,8 @@ _IMPLIED_TYPE = {
     AggregationFunction.MAX: FieldType.FLOAT,
     AggregationFunction.LAST: FieldType.FLOAT,
     AggregationFunction.DISTINCT_COUNT: FieldType.ANY,
+    AggregationFunction.LAST_STRING: FieldType.STRING,
+    AggregationFunction.MOST_FREQUENT: FieldType.STRING,
 }
 
 
@@ -355,6 +374,40 @@ class Definitions(_Strict):
         return out
 
 
+def _implied_clash(wants: FieldType, has: FieldType) -> bool:
+    """Whether a field of type `has` cannot feed an aggregation that reads a `wants` field."""
+    if wants is FieldType.ANY or has is FieldType.ANY:
+        return False
+    if wants is FieldType.STRING:
+        return has is not FieldType.STRING
+    return has is FieldType.STRING  # a numeric aggregate reads float, int or bool fields
+
+
+def _check_field_types(defs: Definitions) -> None:
+    """Refuse a field that one feature reads as a number and another (or its declaration) as text."""
+    declared = {ev.name: {n: d.type for n, d in ev.fields.items()} for ev in defs.events}
+    readers: dict[tuple[str, str], tuple[str, FieldType]] = {}
+    for view in defs.views:
+        for f in view.features:
+            wants = _IMPLIED_TYPE.get(f.agg, FieldType.ANY)
+            if not f.field or wants is FieldType.ANY:
+                continue
+            where = f"view {view.ref}: feature {f.name!r}"
+            has = declared.get(view.source, {}).get(f.field)
+            if has is not None and _implied_clash(wants, has):
+                hint = "; use last_string or most_frequent" if has is FieldType.STRING else ""
+                raise DefinitionError(
+                    f"{where}: {f.agg.value} reads a {wants.value} field, but {view.source}.{f.field} "
+                    f"is declared {has.value}{hint}"
+                )
+            first = readers.setdefault((view.source, f.field), (where, wants))
+            if _implied_clash(wants, first[1]):
+                raise DefinitionError(
+                    f"{where}: {f.agg.value} reads {view.source}.{f.field} as {wants.value}, but {first[0]} "
+                    f"reads it as {first[1].value}; a field holds one type"
+                )
+
+
 def _entry_name(raw: Any, index: int) -> str:
     if isinstance(raw, dict) and "name" in raw:
         return f"{raw['name']}:{raw['version']}" if "version" in raw else str(raw["name"])
@@ -403,6 +456,7 @@ def parse_definitions(doc: Any) -> Definitions:
             if names.count(n) > 1:
                 raise DefinitionError(f"{kind} {n}: defined twice")
     defs = Definitions(views=tuple(views), labels=tuple(labels), models=tuple(models), events=tuple(events))
+    _check_field_types(defs)
     for m in models:
         defs.label(m.label)
         try:

@@ -15,7 +15,7 @@ from typing import Any
 
 from featurestore.definitions import FeatureViewDef
 from featurestore.online_layout import READ_FIELDS, OnlineKey, OnlineValue, P, decode_value, online_key
-from featurestore.tiles import Event, NeedTail, Tile, decode_tile, evaluate_tiles
+from featurestore.tiles import Event, NeedTail, Tile, Values, decode_tile, evaluate_tiles
 from fti_core.errors import IntegrityError
 
 __all__ = [
@@ -144,7 +144,7 @@ class OnlineState:
     tiles: Mapping[tuple[int, int], Tile]
     tail: Sequence[Event]
 
-    def at(self, t: int) -> dict[str, float | None]:
+    def at(self, t: int) -> Values:
         """The values a reader gets at t (the tail only where a current tile holds later events)."""
         try:
             return evaluate_tiles(self.spec, self.tiles, t)

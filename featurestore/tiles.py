@@ -38,7 +38,7 @@ import numpy.typing as npt
 
 from featurestore.aggregations import Columns, Kind, kind_of
 from featurestore.definitions import AggregationFunction, FeatureDef, FeatureViewDef, WindowDef
-from featurestore.values import Scalar
+from featurestore.values import FeatureValue, Scalar
 
 __all__ = [
     "Event",
@@ -61,7 +61,7 @@ __all__ = [
     "window_start",
 ]
 
-Values = dict[str, float | None]
+Values = dict[str, FeatureValue]  # str for string features (`FeatureDef.is_string`), else float or None
 TileKey = tuple[int, int]  # (step_ms, start_ms)
 
 
@@ -156,11 +156,13 @@ def evaluate_events(view: FeatureViewDef, events: Sequence[Event], t: int, colum
     return out
 
 
-def evaluate_many(view: FeatureViewDef, columns: Columns, times: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+def evaluate_many(view: FeatureViewDef, columns: Columns, times: npt.NDArray[np.int64]) -> npt.NDArray[Any]:
     """`evaluate_events` at many read times over one entity's columns: one row per time, one
-    column per feature (NaN for a missing value). Window bounds are found for all times at once."""
+    column per feature (NaN for a missing value). Window bounds are found for all times at once.
+    Float64, or object (str values beside floats) when the view has string features."""
     event_times = np.asarray(columns.times, dtype=np.int64)
-    out = np.full((len(times), len(view.features)), np.nan)
+    strings = any(f.is_string for f in view.features)
+    out = np.full((len(times), len(view.features)), np.nan, dtype=object if strings else np.float64)
     hi = np.searchsorted(event_times, times, side="right")
     for j, f in enumerate(view.features):
         size, step = f.window.size_ms, f.window.step_ms
@@ -178,11 +180,11 @@ def evaluate_many(view: FeatureViewDef, columns: Columns, times: npt.NDArray[np.
     return out
 
 
-def _sums(columns: Columns, field: str, bounds: Sequence[tuple[int, int]], mean: bool) -> list[float | None]:
+def _sums(columns: Columns, field: str, bounds: Sequence[tuple[int, int]], mean: bool) -> list[FeatureValue]:
     """SUM or MEAN `Kind.window`s over many bounds in one comprehension (the same exact ratios)."""
     prefix, shift, counts = columns.sums(field)
     scale = 1 << shift
-    out: list[float | None] = []
+    out: list[FeatureValue] = []
     try:
         for a, b in bounds:  # as ExactSum.ratio: an exact zero is 0.0, anything else divided once
             n, total = counts[b] - counts[a], prefix[b] - prefix[a]

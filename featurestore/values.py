@@ -8,9 +8,11 @@ from collections.abc import Mapping
 from fti.v1 import values_pb2
 from fti_core.errors import InvalidArgumentError
 
-__all__ = ["Scalar", "from_value", "from_value_map", "to_value", "to_value_map"]
+__all__ = ["FeatureValue", "Scalar", "from_value", "from_value_map", "to_value", "to_value_map"]
 
 Scalar = float | int | str | bool
+# A feature's value: a number, the text of a string feature, or missing.
+FeatureValue = float | str | None
 
 
 def to_value(x: Scalar) -> values_pb2.Value:

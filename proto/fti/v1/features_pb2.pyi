@@ -36,6 +36,12 @@ class _AggregationFunctionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_A
     AGGREGATION_FUNCTION_MAX: _AggregationFunction.ValueType  # 5
     AGGREGATION_FUNCTION_LAST: _AggregationFunction.ValueType  # 6
     AGGREGATION_FUNCTION_DISTINCT_COUNT: _AggregationFunction.ValueType  # 7
+    AGGREGATION_FUNCTION_LAST_STRING: _AggregationFunction.ValueType  # 30
+    """String features (their value is text, fed to models as categoricals).
+    The string value of the newest event (by time, then event id) carrying the field.
+    """
+    AGGREGATION_FUNCTION_MOST_FREQUENT: _AggregationFunction.ValueType  # 31
+    """The string value the field takes most often in the window; ties go to the smallest value."""
 
 class AggregationFunction(_AggregationFunction, metaclass=_AggregationFunctionEnumTypeWrapper): ...
 
@@ -47,6 +53,12 @@ AGGREGATION_FUNCTION_MIN: AggregationFunction.ValueType  # 4
 AGGREGATION_FUNCTION_MAX: AggregationFunction.ValueType  # 5
 AGGREGATION_FUNCTION_LAST: AggregationFunction.ValueType  # 6
 AGGREGATION_FUNCTION_DISTINCT_COUNT: AggregationFunction.ValueType  # 7
+AGGREGATION_FUNCTION_LAST_STRING: AggregationFunction.ValueType  # 30
+"""String features (their value is text, fed to models as categoricals).
+The string value of the newest event (by time, then event id) carrying the field.
+"""
+AGGREGATION_FUNCTION_MOST_FREQUENT: AggregationFunction.ValueType  # 31
+"""The string value the field takes most often in the window; ties go to the smallest value."""
 Global___AggregationFunction: _TypeAlias = AggregationFunction  # noqa: Y015
 
 class _WindowKind:

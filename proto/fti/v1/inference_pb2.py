@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from fti.v1 import values_pb2 as fti_dot_v1_dot_values__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x66ti/v1/inference.proto\x12\x06\x66ti.v1\x1a\x13\x66ti/v1/values.proto\"\x90\x02\n\x0ePredictRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x36\n\x08\x65ntities\x18\x02 \x03(\x0b\x32$.fti.v1.PredictRequest.EntitiesEntry\x12\x41\n\x0erequest_values\x18\x03 \x03(\x0b\x32).fti.v1.PredictRequest.RequestValuesEntry\x1a/\n\rEntitiesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x43\n\x12RequestValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1c\n\x05value\x18\x02 \x01(\x0b\x32\r.fti.v1.Value:\x02\x38\x01\"\x85\x01\n\x0b\x46\x65\x61tureUsed\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04view\x18\x02 \x01(\t\x12\x14\n\x0cview_version\x18\x03 \x01(\r\x12%\n\x06status\x18\x04 \x01(\x0e\x32\x15.fti.v1.FeatureStatus\x12\x0e\n\x06\x61ge_ms\x18\x05 \x01(\x03\x12\r\n\x05value\x18\x06 \x01(\x01\",\n\x0bViewVersion\x12\x0c\n\x04view\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\"\x91\x01\n\x0fPredictResponse\x12\r\n\x05score\x18\x01 \x01(\x01\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\r\x12\"\n\x05views\x18\x04 \x03(\x0b\x32\x13.fti.v1.ViewVersion\x12%\n\x08\x66\x65\x61tures\x18\x05 \x03(\x0b\x32\x13.fti.v1.FeatureUsed\"?\n\x13PredictBatchRequest\x12(\n\x08requests\x18\x01 \x03(\x0b\x32\x16.fti.v1.PredictRequest\"B\n\x14PredictBatchResponse\x12*\n\tresponses\x18\x01 \x03(\x0b\x32\x17.fti.v1.PredictResponse*\x98\x01\n\rFeatureStatus\x12\x1e\n\x1a\x46\x45\x41TURE_STATUS_UNSPECIFIED\x10\x00\x12\x15\n\x11\x46\x45\x41TURE_STATUS_OK\x10\x01\x12\x1a\n\x16\x46\x45\x41TURE_STATUS_MISSING\x10\x02\x12\x18\n\x14\x46\x45\x41TURE_STATUS_STALE\x10\x03\x12\x1a\n\x16\x46\x45\x41TURE_STATUS_REQUEST\x10\x04\x32\x99\x01\n\x10InferenceService\x12:\n\x07Predict\x12\x16.fti.v1.PredictRequest\x1a\x17.fti.v1.PredictResponse\x12I\n\x0cPredictBatch\x12\x1b.fti.v1.PredictBatchRequest\x1a\x1c.fti.v1.PredictBatchResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x66ti/v1/inference.proto\x12\x06\x66ti.v1\x1a\x13\x66ti/v1/values.proto\"\x90\x02\n\x0ePredictRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x36\n\x08\x65ntities\x18\x02 \x03(\x0b\x32$.fti.v1.PredictRequest.EntitiesEntry\x12\x41\n\x0erequest_values\x18\x03 \x03(\x0b\x32).fti.v1.PredictRequest.RequestValuesEntry\x1a/\n\rEntitiesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x43\n\x12RequestValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1c\n\x05value\x18\x02 \x01(\x0b\x32\r.fti.v1.Value:\x02\x38\x01\"\x9b\x01\n\x0b\x46\x65\x61tureUsed\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04view\x18\x02 \x01(\t\x12\x14\n\x0cview_version\x18\x03 \x01(\r\x12%\n\x06status\x18\x04 \x01(\x0e\x32\x15.fti.v1.FeatureStatus\x12\x0e\n\x06\x61ge_ms\x18\x05 \x01(\x03\x12\r\n\x05value\x18\x06 \x01(\x01\x12\x14\n\x0cstring_value\x18\x1e \x01(\t\",\n\x0bViewVersion\x12\x0c\n\x04view\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\"\x91\x01\n\x0fPredictResponse\x12\r\n\x05score\x18\x01 \x01(\x01\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\r\x12\"\n\x05views\x18\x04 \x03(\x0b\x32\x13.fti.v1.ViewVersion\x12%\n\x08\x66\x65\x61tures\x18\x05 \x03(\x0b\x32\x13.fti.v1.FeatureUsed\"?\n\x13PredictBatchRequest\x12(\n\x08requests\x18\x01 \x03(\x0b\x32\x16.fti.v1.PredictRequest\"B\n\x14PredictBatchResponse\x12*\n\tresponses\x18\x01 \x03(\x0b\x32\x17.fti.v1.PredictResponse*\x98\x01\n\rFeatureStatus\x12\x1e\n\x1a\x46\x45\x41TURE_STATUS_UNSPECIFIED\x10\x00\x12\x15\n\x11\x46\x45\x41TURE_STATUS_OK\x10\x01\x12\x1a\n\x16\x46\x45\x41TURE_STATUS_MISSING\x10\x02\x12\x18\n\x14\x46\x45\x41TURE_STATUS_STALE\x10\x03\x12\x1a\n\x16\x46\x45\x41TURE_STATUS_REQUEST\x10\x04\x32\x99\x01\n\x10InferenceService\x12:\n\x07Predict\x12\x16.fti.v1.PredictRequest\x1a\x17.fti.v1.PredictResponse\x12I\n\x0cPredictBatch\x12\x1b.fti.v1.PredictBatchRequest\x1a\x1c.fti.v1.PredictBatchResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,8 +36,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PREDICTREQUEST_ENTITIESENTRY']._serialized_options = b'8\001'
   _globals['_PREDICTREQUEST_REQUESTVALUESENTRY']._loaded_options = None
   _globals['_PREDICTREQUEST_REQUESTVALUESENTRY']._serialized_options = b'8\001'
-  _globals['_FEATURESTATUS']._serialized_start=794
-  _globals['_FEATURESTATUS']._serialized_end=946
+  _globals['_FEATURESTATUS']._serialized_start=816
+  _globals['_FEATURESTATUS']._serialized_end=968
   _globals['_PREDICTREQUEST']._serialized_start=56
   _globals['_PREDICTREQUEST']._serialized_end=328
   _globals['_PREDICTREQUEST_ENTITIESENTRY']._serialized_start=212
@@ -45,15 +45,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PREDICTREQUEST_REQUESTVALUESENTRY']._serialized_start=261
   _globals['_PREDICTREQUEST_REQUESTVALUESENTRY']._serialized_end=328
   _globals['_FEATUREUSED']._serialized_start=331
-  _globals['_FEATUREUSED']._serialized_end=464
-  _globals['_VIEWVERSION']._serialized_start=466
-  _globals['_VIEWVERSION']._serialized_end=510
-  _globals['_PREDICTRESPONSE']._serialized_start=513
-  _globals['_PREDICTRESPONSE']._serialized_end=658
-  _globals['_PREDICTBATCHREQUEST']._serialized_start=660
-  _globals['_PREDICTBATCHREQUEST']._serialized_end=723
-  _globals['_PREDICTBATCHRESPONSE']._serialized_start=725
-  _globals['_PREDICTBATCHRESPONSE']._serialized_end=791
-  _globals['_INFERENCESERVICE']._serialized_start=949
-  _globals['_INFERENCESERVICE']._serialized_end=1102
+  _globals['_FEATUREUSED']._serialized_end=486
+  _globals['_VIEWVERSION']._serialized_start=488
+  _globals['_VIEWVERSION']._serialized_end=532
+  _globals['_PREDICTRESPONSE']._serialized_start=535
+  _globals['_PREDICTRESPONSE']._serialized_end=680
+  _globals['_PREDICTBATCHREQUEST']._serialized_start=682
+  _globals['_PREDICTBATCHREQUEST']._serialized_end=745
+  _globals['_PREDICTBATCHRESPONSE']._serialized_start=747
+  _globals['_PREDICTBATCHRESPONSE']._serialized_end=813
+  _globals['_INFERENCESERVICE']._serialized_start=971
+  _globals['_INFERENCESERVICE']._serialized_end=1124
 # @@protoc_insertion_point(module_scope)

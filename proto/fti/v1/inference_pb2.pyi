@@ -130,6 +130,7 @@ class FeatureUsed(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     AGE_MS_FIELD_NUMBER: _builtins.int
     VALUE_FIELD_NUMBER: _builtins.int
+    STRING_VALUE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     view: _builtins.str
     view_version: _builtins.int
@@ -137,6 +138,10 @@ class FeatureUsed(_message.Message):
     age_ms: _builtins.int
     """Age of the value at request time in milliseconds; -1 when missing."""
     value: _builtins.float
+    string_value: _builtins.str
+    """A string feature's value as read (value then holds its category code, NaN when missing
+    or not in the model's vocabulary); empty for numeric features.
+    """
     def __init__(
         self,
         *,
@@ -146,10 +151,11 @@ class FeatureUsed(_message.Message):
         status: Global___FeatureStatus.ValueType = ...,
         age_ms: _builtins.int = ...,
         value: _builtins.float = ...,
+        string_value: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["age_ms", b"age_ms", "name", b"name", "status", b"status", "value", b"value", "view", b"view", "view_version", b"view_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["age_ms", b"age_ms", "name", b"name", "status", b"status", "string_value", b"string_value", "value", b"value", "view", b"view", "view_version", b"view_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

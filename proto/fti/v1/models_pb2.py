@@ -26,7 +26,7 @@ from fti.v1 import features_pb2 as fti_dot_v1_dot_features__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x66ti/v1/models.proto\x12\x06\x66ti.v1\x1a\x15\x66ti/v1/features.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xff\x03\n\x0cModelVersion\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x14\n\x0c\x61rtefact_uri\x18\x04 \x01(\t\x12$\n\x08\x66\x65\x61tures\x18\x05 \x03(\x0b\x32\x12.fti.v1.FeatureRef\x12\x13\n\x0bsnapshot_id\x18\x06 \x01(\t\x12\x14\n\x0c\x63ode_version\x18\x07 \x01(\t\x12\x30\n\x06params\x18\x08 \x03(\x0b\x32 .fti.v1.ModelVersion.ParamsEntry\x12\x32\n\x07metrics\x18\t \x03(\x0b\x32!.fti.v1.ModelVersion.MetricsEntry\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1f\n\x04task\x18\x0b \x01(\x0e\x32\x11.fti.v1.ModelTask\x12\x10\n\x08\x65ntities\x18\x0c \x03(\t\x12 \n\x05label\x18\r \x01(\x0b\x32\x11.fti.v1.LabelSpec\x12\x0e\n\x06\x66lavor\x18\x0e \x01(\t\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"9\n\x10VersionPublished\x12%\n\x07version\x18\x01 \x01(\x0b\x32\x14.fti.v1.ModelVersion\"\x8f\x02\n\nAliasMoved\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05\x61lias\x18\x02 \x01(\t\x12\x14\n\x0c\x66rom_version\x18\x03 \x01(\r\x12\x12\n\nto_version\x18\x04 \x01(\r\x12#\n\x04kind\x18\x05 \x01(\x0e\x32\x15.fti.v1.AliasMoveKind\x12\r\n\x05\x61\x63tor\x18\x06 \x01(\t\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x32\n\x08\x65vidence\x18\x08 \x03(\x0b\x32 .fti.v1.AliasMoved.EvidenceEntry\x12\x10\n\x08sequence\x18\t \x01(\x04\x1a/\n\rEvidenceEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xe1\x01\n\x11PromotionDeclined\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05\x61lias\x18\x02 \x01(\t\x12\x19\n\x11\x63\x61ndidate_version\x18\x03 \x01(\r\x12\x17\n\x0f\x63urrent_version\x18\x04 \x01(\r\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x39\n\x08\x65vidence\x18\x06 \x03(\x0b\x32\'.fti.v1.PromotionDeclined.EvidenceEntry\x1a/\n\rEvidenceEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xe9\x01\n\nModelEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12.\n\nemitted_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tpublished\x18\x03 \x01(\x0b\x32\x18.fti.v1.VersionPublishedH\x00\x12)\n\x0b\x61lias_moved\x18\x04 \x01(\x0b\x32\x12.fti.v1.AliasMovedH\x00\x12\x37\n\x12promotion_declined\x18\x05 \x01(\x0b\x32\x19.fti.v1.PromotionDeclinedH\x00\x42\x06\n\x04kind*Y\n\tModelTask\x12\x1a\n\x16MODEL_TASK_UNSPECIFIED\x10\x00\x12\x15\n\x11MODEL_TASK_BINARY\x10\x01\x12\x19\n\x15MODEL_TASK_REGRESSION\x10\x02*\x88\x01\n\rAliasMoveKind\x12\x1f\n\x1b\x41LIAS_MOVE_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41LIAS_MOVE_KIND_SET\x10\x01\x12\x1c\n\x18\x41LIAS_MOVE_KIND_PROMOTED\x10\x02\x12\x1f\n\x1b\x41LIAS_MOVE_KIND_ROLLED_BACK\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x66ti/v1/models.proto\x12\x06\x66ti.v1\x1a\x15\x66ti/v1/features.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa9\x04\n\x0cModelVersion\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x14\n\x0c\x61rtefact_uri\x18\x04 \x01(\t\x12$\n\x08\x66\x65\x61tures\x18\x05 \x03(\x0b\x32\x12.fti.v1.FeatureRef\x12\x13\n\x0bsnapshot_id\x18\x06 \x01(\t\x12\x14\n\x0c\x63ode_version\x18\x07 \x01(\t\x12\x30\n\x06params\x18\x08 \x03(\x0b\x32 .fti.v1.ModelVersion.ParamsEntry\x12\x32\n\x07metrics\x18\t \x03(\x0b\x32!.fti.v1.ModelVersion.MetricsEntry\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1f\n\x04task\x18\x0b \x01(\x0e\x32\x11.fti.v1.ModelTask\x12\x10\n\x08\x65ntities\x18\x0c \x03(\t\x12 \n\x05label\x18\r \x01(\x0b\x32\x11.fti.v1.LabelSpec\x12\x0e\n\x06\x66lavor\x18\x0e \x01(\t\x12(\n\x0cvocabularies\x18\x1e \x03(\x0b\x32\x12.fti.v1.Vocabulary\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"?\n\nVocabulary\x12\x0e\n\x06\x63olumn\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x03(\t\x12\x11\n\thas_other\x18\x03 \x01(\x08\"9\n\x10VersionPublished\x12%\n\x07version\x18\x01 \x01(\x0b\x32\x14.fti.v1.ModelVersion\"\x8f\x02\n\nAliasMoved\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05\x61lias\x18\x02 \x01(\t\x12\x14\n\x0c\x66rom_version\x18\x03 \x01(\r\x12\x12\n\nto_version\x18\x04 \x01(\r\x12#\n\x04kind\x18\x05 \x01(\x0e\x32\x15.fti.v1.AliasMoveKind\x12\r\n\x05\x61\x63tor\x18\x06 \x01(\t\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x32\n\x08\x65vidence\x18\x08 \x03(\x0b\x32 .fti.v1.AliasMoved.EvidenceEntry\x12\x10\n\x08sequence\x18\t \x01(\x04\x1a/\n\rEvidenceEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xe1\x01\n\x11PromotionDeclined\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05\x61lias\x18\x02 \x01(\t\x12\x19\n\x11\x63\x61ndidate_version\x18\x03 \x01(\r\x12\x17\n\x0f\x63urrent_version\x18\x04 \x01(\r\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x39\n\x08\x65vidence\x18\x06 \x03(\x0b\x32\'.fti.v1.PromotionDeclined.EvidenceEntry\x1a/\n\rEvidenceEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xe9\x01\n\nModelEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12.\n\nemitted_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tpublished\x18\x03 \x01(\x0b\x32\x18.fti.v1.VersionPublishedH\x00\x12)\n\x0b\x61lias_moved\x18\x04 \x01(\x0b\x32\x12.fti.v1.AliasMovedH\x00\x12\x37\n\x12promotion_declined\x18\x05 \x01(\x0b\x32\x19.fti.v1.PromotionDeclinedH\x00\x42\x06\n\x04kind*Y\n\tModelTask\x12\x1a\n\x16MODEL_TASK_UNSPECIFIED\x10\x00\x12\x15\n\x11MODEL_TASK_BINARY\x10\x01\x12\x19\n\x15MODEL_TASK_REGRESSION\x10\x02*\x88\x01\n\rAliasMoveKind\x12\x1f\n\x1b\x41LIAS_MOVE_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41LIAS_MOVE_KIND_SET\x10\x01\x12\x1c\n\x18\x41LIAS_MOVE_KIND_PROMOTED\x10\x02\x12\x1f\n\x1b\x41LIAS_MOVE_KIND_ROLLED_BACK\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,26 +41,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ALIASMOVED_EVIDENCEENTRY']._serialized_options = b'8\001'
   _globals['_PROMOTIONDECLINED_EVIDENCEENTRY']._loaded_options = None
   _globals['_PROMOTIONDECLINED_EVIDENCEENTRY']._serialized_options = b'8\001'
-  _globals['_MODELTASK']._serialized_start=1398
-  _globals['_MODELTASK']._serialized_end=1487
-  _globals['_ALIASMOVEKIND']._serialized_start=1490
-  _globals['_ALIASMOVEKIND']._serialized_end=1626
+  _globals['_MODELTASK']._serialized_start=1505
+  _globals['_MODELTASK']._serialized_end=1594
+  _globals['_ALIASMOVEKIND']._serialized_start=1597
+  _globals['_ALIASMOVEKIND']._serialized_end=1733
   _globals['_MODELVERSION']._serialized_start=88
-  _globals['_MODELVERSION']._serialized_end=599
-  _globals['_MODELVERSION_PARAMSENTRY']._serialized_start=506
-  _globals['_MODELVERSION_PARAMSENTRY']._serialized_end=551
-  _globals['_MODELVERSION_METRICSENTRY']._serialized_start=553
-  _globals['_MODELVERSION_METRICSENTRY']._serialized_end=599
-  _globals['_VERSIONPUBLISHED']._serialized_start=601
-  _globals['_VERSIONPUBLISHED']._serialized_end=658
-  _globals['_ALIASMOVED']._serialized_start=661
-  _globals['_ALIASMOVED']._serialized_end=932
-  _globals['_ALIASMOVED_EVIDENCEENTRY']._serialized_start=885
-  _globals['_ALIASMOVED_EVIDENCEENTRY']._serialized_end=932
-  _globals['_PROMOTIONDECLINED']._serialized_start=935
-  _globals['_PROMOTIONDECLINED']._serialized_end=1160
-  _globals['_PROMOTIONDECLINED_EVIDENCEENTRY']._serialized_start=885
-  _globals['_PROMOTIONDECLINED_EVIDENCEENTRY']._serialized_end=932
-  _globals['_MODELEVENT']._serialized_start=1163
-  _globals['_MODELEVENT']._serialized_end=1396
+  _globals['_MODELVERSION']._serialized_end=641
+  _globals['_MODELVERSION_PARAMSENTRY']._serialized_start=548
+  _globals['_MODELVERSION_PARAMSENTRY']._serialized_end=593
+  _globals['_MODELVERSION_METRICSENTRY']._serialized_start=595
+  _globals['_MODELVERSION_METRICSENTRY']._serialized_end=641
+  _globals['_VOCABULARY']._serialized_start=643
+  _globals['_VOCABULARY']._serialized_end=706
+  _globals['_VERSIONPUBLISHED']._serialized_start=708
+  _globals['_VERSIONPUBLISHED']._serialized_end=765
+  _globals['_ALIASMOVED']._serialized_start=768
+  _globals['_ALIASMOVED']._serialized_end=1039
+  _globals['_ALIASMOVED_EVIDENCEENTRY']._serialized_start=992
+  _globals['_ALIASMOVED_EVIDENCEENTRY']._serialized_end=1039
+  _globals['_PROMOTIONDECLINED']._serialized_start=1042
+  _globals['_PROMOTIONDECLINED']._serialized_end=1267
+  _globals['_PROMOTIONDECLINED_EVIDENCEENTRY']._serialized_start=992
+  _globals['_PROMOTIONDECLINED_EVIDENCEENTRY']._serialized_end=1039
+  _globals['_MODELEVENT']._serialized_start=1270
+  _globals['_MODELEVENT']._serialized_end=1503
 # @@protoc_insertion_point(module_scope)

@@ -117,6 +117,7 @@ class ModelVersion(_message.Message):
     ENTITIES_FIELD_NUMBER: _builtins.int
     LABEL_FIELD_NUMBER: _builtins.int
     FLAVOR_FIELD_NUMBER: _builtins.int
+    VOCABULARIES_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     version: _builtins.int
     sha256: _builtins.str
@@ -148,6 +149,12 @@ class ModelVersion(_message.Message):
 
     @_builtins.property
     def label(self) -> _features_pb2.LabelSpec: ...
+    @_builtins.property
+    def vocabularies(self) -> _containers.RepeatedCompositeFieldContainer[Global___Vocabulary]:
+        """The categories of each string feature the model takes as a categorical, built from the
+        training rows. Empty for models without string features.
+        """
+
     def __init__(
         self,
         *,
@@ -165,14 +172,48 @@ class ModelVersion(_message.Message):
         entities: _abc.Iterable[_builtins.str] | None = ...,
         label: _features_pb2.LabelSpec | None = ...,
         flavor: _builtins.str = ...,
+        vocabularies: _abc.Iterable[Global___Vocabulary] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "label", b"label"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artefact_uri", b"artefact_uri", "code_version", b"code_version", "created_at", b"created_at", "entities", b"entities", "features", b"features", "flavor", b"flavor", "label", b"label", "metrics", b"metrics", "model", b"model", "params", b"params", "sha256", b"sha256", "snapshot_id", b"snapshot_id", "task", b"task", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artefact_uri", b"artefact_uri", "code_version", b"code_version", "created_at", b"created_at", "entities", b"entities", "features", b"features", "flavor", b"flavor", "label", b"label", "metrics", b"metrics", "model", b"model", "params", b"params", "sha256", b"sha256", "snapshot_id", b"snapshot_id", "task", b"task", "version", b"version", "vocabularies", b"vocabularies"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ModelVersion: _TypeAlias = ModelVersion  # noqa: Y015
+
+@_typing.final
+class Vocabulary(_message.Message):
+    """How a string feature's values become the codes a model was trained on: the code of a value
+    is its position in `values` (most frequent first); a value not listed gets `other_code` when
+    the training set had values beyond the cap (other_code = len(values)), else it is missing.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COLUMN_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    HAS_OTHER_FIELD_NUMBER: _builtins.int
+    column: _builtins.str
+    """The feature's column, "<view>__<feature>"."""
+    has_other: _builtins.bool
+    """True when values beyond the cap were seen in training and share one "other" code."""
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        column: _builtins.str = ...,
+        values: _abc.Iterable[_builtins.str] | None = ...,
+        has_other: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["column", b"column", "has_other", b"has_other", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Vocabulary: _TypeAlias = Vocabulary  # noqa: Y015
 
 @_typing.final
 class VersionPublished(_message.Message):

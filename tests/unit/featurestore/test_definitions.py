@@ -153,3 +153,53 @@ def test_missing_and_invalid_files_are_clear(tmp_path: Path) -> None:
     bad.write_text("views: [unclosed")
     with pytest.raises(DefinitionError, match="not valid YAML"):
         load_definitions(bad)
+
+
+STRING_FEATURES = [
+    {"name": "last_status", "agg": "last_string", "field": "status", "window": {"size": "1h"}},
+    {
+        "name": "top_status",
+        "agg": "most_frequent",
+        "field": "status",
+        "window": {"size": "1h", "step": "10m", "kind": "hopping"},
+    },
+]
+
+
+def test_string_features_are_string_typed_and_survive_the_proto_round_trip() -> None:
+    defs = parse_definitions(_with(features=[*VIEW["features"], *STRING_FEATURES]))
+    view = defs.views[0]
+    assert [f.is_string for f in view.features] == [False, False, True, True]
+    assert FeatureViewDef.from_proto(view.to_proto()) == view
+    # The field they read is implied to be a string: a number there is dead-lettered as wrong_type.
+    assert defs.value_rules()["order"]["status"].type.value == "string"
+
+
+@pytest.mark.parametrize(
+    ("events", "features", "message"),
+    [
+        (
+            [{"name": "order", "fields": {"status": {"type": "float"}}}],
+            STRING_FEATURES[:1],
+            r"last_string reads a string field, but order.status is declared float",
+        ),
+        (
+            [{"name": "order", "fields": {"total": {"type": "string"}}}],
+            [],
+            r"sum reads a float field, but order.total is declared string; use last_string or most_frequent",
+        ),
+        (
+            [],
+            [{"name": "status_sum", "agg": "sum", "field": "status", "window": {"size": "1h"}}, *STRING_FEATURES],
+            r"feature 'last_status': last_string reads order.status as string, but view orders:2: feature "
+            r"'status_sum' reads it as float",
+        ),
+    ],
+)
+def test_a_field_read_both_as_text_and_as_a_number_is_refused(
+    events: list[dict[str, Any]], features: list[dict[str, Any]], message: str
+) -> None:
+    doc = _with(features=[*VIEW["features"], *features])
+    doc["events"] = events
+    with pytest.raises(DefinitionError, match=message):
+        parse_definitions(doc)

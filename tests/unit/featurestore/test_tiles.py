@@ -6,6 +6,7 @@ import math
 import random
 from typing import Any
 
+import numpy as np
 import pytest
 
 from featurestore.aggregations import KINDS, Columns, Kind
@@ -17,12 +18,13 @@ from featurestore.tiles import (
     decode_tile,
     encode_tile,
     evaluate_events,
+    evaluate_many,
     evaluate_tiles,
     horizon_ms,
     tail_start_ms,
     window_start,
 )
-from featurestore.values import Scalar
+from featurestore.values import FeatureValue, Scalar
 
 MIN = 60_000
 
@@ -35,14 +37,16 @@ def _value(rng: random.Random) -> Scalar | None:
         return rng.choice([0.0, -0.0, 1e308, -1e308, 5e-324, 1e-300])
     if pick < 0.3:
         return rng.randint(-5, 5)
-    if pick < 0.35:
-        return rng.choice(["a", "b"])
+    if pick < 0.5:  # strings, few distinct so the string kinds see ties and repeats
+        return rng.choice(["a", "b", "ab", "B", "", "é"])
     return rng.uniform(-1e6, 1e6) * 10 ** rng.randint(-12, 12)
 
 
-def _same(a: float | None, b: float | None) -> bool:
+def _same(a: FeatureValue, b: FeatureValue) -> bool:
     if a is None or b is None:
         return a is b
+    if isinstance(a, str) or isinstance(b, str):
+        return a == b
     return a == b and math.copysign(1, a) == math.copysign(1, b)
 
 
@@ -109,6 +113,8 @@ def _view(lateness: int = 0) -> FeatureViewDef:
         FeatureDef(name="min_1h", agg=AggregationFunction.MIN, field="x", window=w(60 * MIN, 60 * MIN)),
         FeatureDef(name="kinds_1h", agg=AggregationFunction.DISTINCT_COUNT, field="k", window=w(60 * MIN, 5 * MIN)),
         FeatureDef(name="last_1d", agg=AggregationFunction.LAST, field="x", window=w(1440 * MIN, 1440 * MIN)),
+        FeatureDef(name="last_k_1h", agg=AggregationFunction.LAST_STRING, field="k", window=w(60 * MIN, 5 * MIN)),
+        FeatureDef(name="top_k_10m", agg=AggregationFunction.MOST_FREQUENT, field="k", window=w(10 * MIN, MIN)),
     ]
     return FeatureViewDef(
         name="v",
@@ -186,3 +192,27 @@ def test_reads_after_newest_minus_skew_need_only_tiles_from_the_horizon_and_the_
             got = evaluate_tiles(view, tiles, t, tail=tail)
             want = evaluate_events(view, events, t)
             assert all(_same(got[n], want[n]) for n in want)
+
+
+def test_string_kinds_take_the_newest_value_and_the_most_frequent_with_ties_to_the_smallest() -> None:
+    last, top = KINDS[AggregationFunction.LAST_STRING], KINDS[AggregationFunction.MOST_FREQUENT]
+    events: list[tuple[int, str, Scalar | None]] = [(5, "b", "late-id"), (5, "a", "x"), (1, "c", "old"), (6, "d", 7)]
+    assert last.batch(events) == "late-id"  # time 5 is newest among strings; id "b" > "a"; 7 is no string
+    assert last.batch([(0, "a", 1.0)]) is None and top.batch([]) is None
+    assert top.batch([(0, "a", "z"), (1, "b", "y"), (2, "c", "z"), (3, "d", "y")]) == "y"  # tie: smallest
+    assert top.batch([(0, "a", "z"), (1, "b", "y"), (2, "c", "z")]) == "z"
+
+
+def test_evaluate_many_carries_string_features_as_text_beside_numbers() -> None:
+    view = _view()
+    rng = random.Random(11)
+    events = sorted(_events(rng, 150, 3 * 3_600_000), key=lambda e: e.order)
+    times = np.array(sorted(rng.randint(0, 4 * 3_600_000) for _ in range(40)), dtype=np.int64)
+    got = evaluate_many(view, Columns(events), times)
+    assert got.dtype == object
+    for row, t in zip(got, times.tolist(), strict=True):
+        want = evaluate_events(view, events, t)
+        for j, f in enumerate(view.features):
+            value = row[j]
+            assert _same(None if isinstance(value, float) and math.isnan(value) else value, want[f.name]), (t, f.name)
+    assert any(isinstance(v, str) for v in got[:, [f.is_string for f in view.features]].ravel())
