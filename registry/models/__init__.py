@@ -4,6 +4,7 @@ from registry.models.names import NAME_PATTERN, InvalidNameError, check_alias, c
 from registry.models.records import AliasMoveRecord, FeatureRef, LabelRef, ModelVersionRecord, PromotionDecisionRecord
 from registry.models.registry import ModelRegistry, sha256_hex
 from registry.models.storage import BlobStore, FsspecBlobStore, LocalBlobStore, open_store
+from registry.models.vocabulary import Vocabulary
 
 __all__ = [
     "NAME_PATTERN",
@@ -17,6 +18,7 @@ __all__ = [
     "ModelRegistry",
     "ModelVersionRecord",
     "PromotionDecisionRecord",
+    "Vocabulary",
     "check_alias",
     "check_model_name",
     "open_store",

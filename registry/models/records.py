@@ -19,6 +19,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from fti.v1 import features_pb2, models_pb2
 from fti_core.errors import IntegrityError, InvalidArgumentError
 from fti_core.tasks import Task
+from registry.models.vocabulary import Vocabulary
 
 __all__ = [
     "ALIAS_MOVE_KINDS",
@@ -130,6 +131,8 @@ class ModelVersionRecord:
     holdout_uri: str = ""
     holdout_sha256: str = ""
     extra: Mapping[str, str] = field(default_factory=dict)
+    # One per string feature, fed to the model as a categorical (empty for numeric-only models).
+    vocabularies: tuple[Vocabulary, ...] = ()
 
     def __post_init__(self) -> None:
         # Accept the task's name too ("binary"); anything else is refused here, not downstream.
@@ -138,6 +141,11 @@ class ModelVersionRecord:
     @property
     def feature_columns(self) -> list[str]:
         return [f.column for f in self.features]
+
+    @property
+    def vocabulary_of(self) -> dict[str, Vocabulary]:
+        """Vocabularies by feature column."""
+        return {v.column: v for v in self.vocabularies}
 
     def to_proto(self) -> models_pb2.ModelVersion:
         created = Timestamp()
@@ -156,6 +164,7 @@ class ModelVersionRecord:
             task=_TASK_PROTO[self.task],  # type: ignore[arg-type]
             entities=list(self.entities),
             flavor=self.flavor,
+            vocabularies=[v.to_proto() for v in self.vocabularies],
         )
         if self.label is not None:
             msg.label.CopyFrom(self.label.to_proto())
@@ -184,6 +193,7 @@ class ModelVersionRecord:
             task=task,
             label=label,
             flavor=msg.flavor or LEGACY_FLAVOR,
+            vocabularies=tuple(Vocabulary.from_proto(v) for v in msg.vocabularies),
             **extra,
         )
 

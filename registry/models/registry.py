@@ -39,6 +39,7 @@ from registry.models.records import (
 )
 from registry.models.storage import BlobStore, open_store
 from registry.models.verify import verify_loadable
+from registry.models.vocabulary import Vocabulary
 
 __all__ = ["ModelRegistry", "sha256_hex"]
 
@@ -75,6 +76,18 @@ def _checked_entities(features: Sequence[FeatureRef], entities: Sequence[str] | 
     if entities is not None and tuple(entities) != kinds:
         raise InvalidArgumentError(f"entities {list(entities)} differ from the features' entities {list(kinds)}")
     return kinds
+
+
+def _check_vocabularies(features: Sequence[FeatureRef], vocabularies: Sequence[Vocabulary]) -> None:
+    """Each vocabulary names a feature column of the version, at most one per column."""
+    columns = {f.column for f in features}
+    seen: set[str] = set()
+    for v in vocabularies:
+        if v.column not in columns:
+            raise InvalidArgumentError(f"vocabulary for {v.column!r}, which is not a feature of this version")
+        if v.column in seen:
+            raise InvalidArgumentError(f"two vocabularies for {v.column!r}")
+        seen.add(v.column)
 
 
 class ModelRegistry:
@@ -136,6 +149,7 @@ class ModelRegistry:
         label: LabelRef | None = None,
         holdout: bytes | None = None,
         flavor: str = LIGHTGBM,
+        vocabularies: Sequence[Vocabulary] = (),
     ) -> ModelVersionRecord:
         """Store a new immutable version and emit VersionPublished; returns its record.
 
@@ -147,6 +161,7 @@ class ModelRegistry:
         kind = Task.parse(task)
         get_flavor(flavor, what=f"model {model}")
         kinds = _checked_entities(features, entities)
+        _check_vocabularies(features, vocabularies)
         if not artefact:
             raise InvalidArgumentError("empty artefact")
         digest = sha256_hex(artefact)
@@ -174,6 +189,7 @@ class ModelRegistry:
                 flavor=flavor,
                 holdout_uri=holdout_key,
                 holdout_sha256=holdout_digest,
+                vocabularies=tuple(vocabularies),
             )
 
         record = self._commit_next(

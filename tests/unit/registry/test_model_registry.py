@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 import multiprocessing
 import os
 import threading
@@ -16,7 +17,15 @@ from fti_core.errors import ConflictError, IntegrityError, InvalidArgumentError,
 from fti_core.tasks import Task
 from registry.events import InMemoryModelEventSink
 from registry.flavors import UnknownFlavorError
-from registry.models import FeatureRef, InvalidNameError, LabelRef, ModelRegistry, ModelVersionRecord, safe_key
+from registry.models import (
+    FeatureRef,
+    InvalidNameError,
+    LabelRef,
+    ModelRegistry,
+    ModelVersionRecord,
+    Vocabulary,
+    safe_key,
+)
 
 from ..inference_grpc.models_helper import train_model_text
 
@@ -307,3 +316,33 @@ def test_publish_refuses_an_unknown_flavor_and_task(reg: ModelRegistry) -> None:
     with pytest.raises(InvalidArgumentError, match="unknown task 'ranking'"):
         publish(reg, task="ranking")
     assert reg.latest("fraud") is None
+
+
+def test_a_string_features_vocabulary_round_trips_through_the_store_and_the_event(
+    reg: ModelRegistry, sink: InMemoryModelEventSink
+) -> None:
+    features = (*FEATURES, FeatureRef("card_activity", 1, "top_mcc_1h", "card_id"))
+    vocab = Vocabulary("card_activity__top_mcc_1h", ("grocery", "fuel"), has_other=True)
+    rec = publish(reg, features=features, vocabularies=[vocab])
+    again = ModelRegistry.from_uri(reg.store.root).get("fraud", rec.version)  # from the stored JSON
+    assert again.vocabularies == (vocab,) and again.vocabulary_of["card_activity__top_mcc_1h"] == vocab
+    sent = ModelVersionRecord.from_proto(sink.events[0].published.version)
+    assert sent.vocabularies == (vocab,)
+    assert [vocab.code(v) for v in ("grocery", "fuel", "unseen")] == [0.0, 1.0, 2.0]  # other: the cap cut values
+
+
+def test_publish_refuses_a_vocabulary_for_a_column_the_version_lacks(reg: ModelRegistry) -> None:
+    with pytest.raises(InvalidArgumentError, match="not a feature of this version"):
+        publish(reg, vocabularies=[Vocabulary("card_activity__nope", ("a",))])
+    assert reg.latest("fraud") is None
+
+
+def test_a_vocabulary_orders_by_count_then_value_and_caps_with_an_other_code() -> None:
+    values = ["b", "a", "c", "a", "b", None, 3.0, "d"]
+    capped = Vocabulary.build("v__f", values, max_categories=2)
+    assert capped.values == ("a", "b") and capped.has_other
+    assert [capped.code(v) for v in ("a", "b", "c", "zzz")] == [0.0, 1.0, 2.0, 2.0]
+    assert math.isnan(capped.code(None))  # missing stays missing, other or not
+    whole = Vocabulary.build("v__f", values, max_categories=10)
+    assert whole.values == ("a", "b", "c", "d") and not whole.has_other
+    assert math.isnan(whole.code("zzz")) and math.isnan(whole.code(None)) and math.isnan(whole.code(3.0))
