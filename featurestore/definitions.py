@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import yaml
 from google.protobuf.duration_pb2 import Duration
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from featurestore.event_schema import EventTypeDef, FieldRule, FieldType, label_rule
 from fti.v1 import features_pb2
@@ -284,6 +284,8 @@ class ModelDef(_Strict):
     num_boost_round: int = 500
     early_stopping_rounds: int = 30
     validation_fraction: float = 0.2
+    # Categories kept per string feature (most frequent first); the rest share one "other" code.
+    max_categories: int = Field(default=100, ge=1, le=10_000)
 
     @model_validator(mode="before")
     @classmethod

@@ -86,7 +86,13 @@ def _score(registry: ModelRegistry, record: ModelVersionRecord, holdout: object,
 
     assert isinstance(holdout, pd.DataFrame)
     predictor = registry.load_predictor(record.model, record.version)
-    x = holdout[record.feature_columns].to_numpy(dtype=np.float64)
+    vocabularies = record.vocabulary_of  # string features are stored as read: coded per version
+    x = np.column_stack(
+        [
+            vocabularies[c].codes(holdout[c]) if c in vocabularies else holdout[c].to_numpy(dtype=np.float64)
+            for c in record.feature_columns
+        ]
+    ).astype(np.float64)
     y = holdout[HOLDOUT_LABEL_COLUMN].to_numpy(dtype=np.float64)
     return evaluate(record.task, y, predictor.predict(x), (metric,))[metric]
 

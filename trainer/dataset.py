@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -12,9 +12,18 @@ import pandas as pd
 
 from featurestore.accepted import ParsedArchive, accepted_events
 from featurestore.definitions import Definitions, FeatureViewDef, LabelDef, ModelDef
-from registry.models import FeatureRef
+from registry.models import FeatureRef, Vocabulary
 from trainer.errors import TrainingDataError
-from trainer.pit import LABEL_TIME, TARGET, JoinStats, ViewEvents, event_fields, join_point_in_time, labels_from_fields
+from trainer.pit import (
+    LABEL_TIME,
+    TARGET,
+    JoinStats,
+    ViewEvents,
+    event_fields,
+    feature_column,
+    join_point_in_time,
+    labels_from_fields,
+)
 
 __all__ = ["SnapshotReader", "TrainingSet", "build_training_set", "time_split"]
 
@@ -58,10 +67,20 @@ class TrainingSet:
     y: npt.NDArray[np.float64]
     times: npt.NDArray[np.int64]  # label time, epoch ms
     stats: JoinStats
+    # String features: x holds their category codes; the vocabularies (by column) say which,
+    # and `strings` keeps the values as read, per column, for the held-out rows.
+    vocabularies: tuple[Vocabulary, ...] = ()
+    strings: Mapping[str, npt.NDArray[np.object_]] = field(default_factory=dict)
 
     @property
     def columns(self) -> list[str]:
         return [f.column for f in self.features]
+
+    @property
+    def categorical(self) -> list[int]:
+        """Positions of the features fed to LightGBM as categoricals (the string features)."""
+        coded = {v.column for v in self.vocabularies}
+        return [i for i, c in enumerate(self.columns) if c in coded]
 
 
 def _entities(views: Sequence[FeatureViewDef]) -> tuple[str, ...]:
@@ -111,18 +130,50 @@ def build_training_set(
         )
     # Each feature names its view's entity: the published version is all a server needs to key it.
     refs = tuple(FeatureRef(v.name, v.version, f, v.entity) for v in views for f in v.feature_names)
-    times = labels[LABEL_TIME].astype("int64").to_numpy()
+    times = np.asarray(labels[LABEL_TIME].astype("int64").to_numpy(), dtype=np.int64)
+    string_columns = [feature_column(v.name, f.name) for v in views for f in v.features if f.is_string]
+    x, vocabularies = _encoded(features, [r.column for r in refs], string_columns, times, model)
+    for vocab in vocabularies:
+        other = " (+ other)" if vocab.has_other else ""
+        progress(f"categorical {vocab.column}: {len(vocab.values)} categories{other}")
     return TrainingSet(
         snapshot_id=snapshot.id,
         model=model,
         label=label,
         features=refs,
         entities=entities,
-        x=features[[r.column for r in refs]].to_numpy(dtype=np.float64),
+        x=x,
         y=labels[TARGET].to_numpy(dtype=np.float64),
-        times=np.asarray(times, dtype=np.int64),
+        times=times,
         stats=stats,
+        vocabularies=vocabularies,
+        strings={c: features[c].to_numpy(dtype=object) for c in string_columns},
     )
+
+
+def _encoded(
+    features: pd.DataFrame,
+    columns: Sequence[str],
+    strings: Sequence[str],
+    times: npt.NDArray[np.int64],
+    model: ModelDef,
+) -> tuple[npt.NDArray[np.float64], tuple[Vocabulary, ...]]:
+    """The feature matrix, string features as category codes from vocabularies of the training
+    rows only (the validation rows' unseen values are then unknown, as new values are online)."""
+    if not strings:
+        return features[list(columns)].to_numpy(dtype=np.float64), ()
+    cut = time_split(times, model.validation_fraction)
+    x = np.empty((len(features), len(columns)), dtype=np.float64)
+    vocabularies = []
+    for j, column in enumerate(columns):
+        values = features[column]
+        if column in strings:
+            vocab = Vocabulary.build(column, values.iloc[:cut], model.max_categories)
+            vocabularies.append(vocab)
+            x[:, j] = vocab.codes(values)
+        else:
+            x[:, j] = values.to_numpy(dtype=np.float64)
+    return x, tuple(vocabularies)
 
 
 def time_split(times: npt.NDArray[np.int64], validation_fraction: float) -> int:

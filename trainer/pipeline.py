@@ -70,6 +70,8 @@ def open_snapshot(settings: TrainerSettings, snapshot_id: str | None) -> Snapsho
 def holdout_parquet(ts: TrainingSet, cut: int) -> bytes:
     """The validation rows, stored with the version so a promoter can re-score it and the alias holder."""
     frame = pd.DataFrame(ts.x[cut:], columns=ts.columns)
+    for column, values in ts.strings.items():  # as read: each version scored codes them its own way
+        frame[column] = pd.Series([v if isinstance(v, str) else None for v in values[cut:]], dtype=object)
     frame[HOLDOUT_LABEL_COLUMN] = ts.y[cut:]
     buf = io.BytesIO()
     frame.to_parquet(buf, index=False, compression="zstd")
@@ -121,6 +123,7 @@ def run_training(
         label=LabelRef(**ts.label.model_dump()),
         holdout=holdout_parquet(ts, result.train_rows),
         flavor=FLAVOR,
+        vocabularies=ts.vocabularies,
     )
     timings["publish"] = time.perf_counter() - t2
     progress(f"published {record.model} v{record.version} (sha256 {record.sha256[:12]}…)")

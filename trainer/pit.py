@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -133,10 +134,12 @@ def _epoch_ms(times: pd.Series) -> npt.NDArray[np.int64]:
 
 def _view_values(
     vr: ViewEvents, keys: Sequence[object], times: npt.NDArray[np.int64], as_served: bool
-) -> tuple[npt.NDArray[np.float64], int]:
-    """The view read at each label's time (rows of NaN where the label lacks the entity key)."""
+) -> tuple[npt.NDArray[Any], int]:
+    """The view read at each label's time (rows of NaN where the label lacks the entity key);
+    object-typed when the view has string features (their values stay `str`)."""
     names = vr.view.feature_names
-    out = np.full((len(keys), len(names)), np.nan)
+    strings = any(f.is_string for f in vr.view.features)
+    out = np.full((len(keys), len(names)), np.nan, dtype=object if strings else np.float64)
     by_entity: dict[str, list[int]] = {}
     for i, key in enumerate(keys):
         if key is not None and not (isinstance(key, float) and np.isnan(key)):
@@ -166,9 +169,13 @@ def join_point_in_time(
     allow_exact_matches: bool = True,
     as_served: bool = False,
 ) -> tuple[pd.DataFrame, JoinStats]:
-    """Feature columns `<view>__<feature>` (views in order, features in definition order), aligned with `labels`."""
+    """Feature columns `<view>__<feature>` (views in order, features in definition order), aligned with `labels`.
+
+    String features' columns hold `str` (NaN when missing); with any of them, every column is
+    object-typed, so numeric columns are converted with `.astype(float)` by the caller."""
     columns = [feature_column(vr.view.name, n) for vr in views for n in vr.view.feature_names]
-    values = np.full((len(labels), len(columns)), np.nan)
+    strings = any(f.is_string for vr in views for f in vr.view.features)
+    values = np.full((len(labels), len(columns)), np.nan, dtype=object if strings else np.float64)
     times = _epoch_ms(labels[LABEL_TIME]) - (0 if allow_exact_matches else 1) if len(labels) else np.zeros(0, np.int64)
     matched: dict[str, int] = {}
     missing: dict[str, int] = {}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import lightgbm as lgb
 
@@ -67,7 +67,11 @@ def _split(ts: TrainingSet) -> tuple[int, lgb.Dataset, lgb.Dataset]:
         for name, part in (("training", ts.y[:cut]), ("validation", ts.y[cut:])):
             if part.min() == part.max():  # one class; a min/max pass instead of a sort
                 raise TrainingDataError(f"the {name} rows hold one class only; more labels are needed")
-    train = lgb.Dataset(ts.x[:cut], ts.y[:cut], feature_name=ts.columns, free_raw_data=False)
+    # String features are category codes: LightGBM splits them as categories, not as numbers.
+    categorical: list[int] | Literal["auto"] = ts.categorical or "auto"
+    train = lgb.Dataset(
+        ts.x[:cut], ts.y[:cut], feature_name=ts.columns, categorical_feature=categorical, free_raw_data=False
+    )
     valid = lgb.Dataset(ts.x[cut:], ts.y[cut:], reference=train, free_raw_data=False)
     return cut, train, valid
 
