@@ -4,7 +4,9 @@ A model version names its features in feature order as (view, view_version, feat
 server reads one online-store row per view (keyed by the request's entity key for that
 view's entity kind), then builds the vector in the model's order. Anything missing, stale
 (older than the view's TTL) or not numeric becomes NaN, which LightGBM treats as missing,
-and the response says so feature by feature.
+and the response says so feature by feature. A string feature (a categorical to the model)
+is coded by the version's vocabulary for it: a value the vocabulary does not know becomes
+its "other" code or NaN (`registry.models.Vocabulary`), and the response carries the string.
 
 Which entity kind keys a view is decided once per model version by `view_entities`, from
 the version record alone (no feature-view catalogue, no definitions file):
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import NamedTuple, Protocol
 
@@ -34,6 +36,7 @@ from .errors import InvalidRequestError
 
 __all__ = [
     "Assembled",
+    "Codebook",
     "FeatureLike",
     "FeatureStatus",
     "FeatureUse",
@@ -57,6 +60,12 @@ class FeatureStatus(IntEnum):
     MISSING = 2
     STALE = 3
     REQUEST = 4
+
+
+class Codebook(Protocol):
+    """What a registry `Vocabulary` provides: the code a model takes for a string feature's value."""
+
+    def code(self, value: object) -> float: ...
 
 
 class FeatureLike(Protocol):
@@ -86,6 +95,7 @@ class ModelLayout:
     features: tuple[tuple[int, str], ...]  # (index into views, feature name), in model order
     views: tuple[ViewSlot, ...]  # distinct views in first-appearance order
     by_name: Mapping[str, tuple[int, ...]]  # "feature" and "view.feature" -> feature positions
+    codebooks: Mapping[int, Codebook] = field(default_factory=dict)  # string features' positions -> codes
 
     @property
     def entity_kinds(self) -> tuple[str, ...]:
@@ -101,6 +111,7 @@ class FeatureUse(NamedTuple):
     status: FeatureStatus
     age_ms: int  # -1 when there is no stored value
     value: float
+    text: str = ""  # a string feature's value as read ("" for numbers, or when missing)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +155,10 @@ def view_entities(features: Sequence[FeatureLike], entities: Sequence[str]) -> t
     return tuple(ViewSlot(n, ver, known[(n, ver)]) for n, ver in views)
 
 
-def layout_for(features: Sequence[FeatureLike], entities: Sequence[str]) -> ModelLayout:
+def layout_for(
+    features: Sequence[FeatureLike], entities: Sequence[str], codebooks: Mapping[str, Codebook] | None = None
+) -> ModelLayout:
+    """`codebooks`: the string features' vocabularies by column (`<view>__<feature>`)."""
     views = view_entities(features, entities)
     index = {(v.view, v.version): i for i, v in enumerate(views)}
     slots = tuple((index[(f.view, int(f.view_version))], f.feature) for f in features)
@@ -152,7 +166,9 @@ def layout_for(features: Sequence[FeatureLike], entities: Sequence[str]) -> Mode
     for pos, (vi, name) in enumerate(slots):
         by_name.setdefault(name, []).append(pos)
         by_name.setdefault(f"{views[vi].view}.{name}", []).append(pos)
-    return ModelLayout(slots, views, {k: tuple(v) for k, v in by_name.items()})
+    books = codebooks or {}
+    coded = {pos: books[c] for pos, f in enumerate(features) if (c := f"{f.view}__{f.feature}") in books}
+    return ModelLayout(slots, views, {k: tuple(v) for k, v in by_name.items()}, coded)
 
 
 def online_keys(layout: ModelLayout, entities: Mapping[str, str]) -> list[OnlineKey]:
@@ -184,17 +200,26 @@ def _request_number(name: str, value: values_pb2.Value) -> float:
     return number
 
 
-def parse_request_values(layout: ModelLayout, values: Mapping[str, values_pb2.Value]) -> dict[int, float]:
-    """Request-time values by feature position. A name is `feature` or `view.feature`."""
-    out: dict[int, float] = {}
+def _request_value(layout: ModelLayout, name: str, positions: Sequence[int], value: values_pb2.Value) -> float | str:
+    strings = [p in layout.codebooks for p in positions]
+    if not any(strings):
+        return _request_number(name, value)
+    if not all(strings) or value.WhichOneof("kind") != "string_value":
+        raise InvalidRequestError(f"request value {name!r} is a string feature; send a string")
+    return value.string_value
+
+
+def parse_request_values(layout: ModelLayout, values: Mapping[str, values_pb2.Value]) -> dict[int, float | str]:
+    """Request-time values by feature position (`str` for string features). A name is `feature`
+    or `view.feature`."""
+    out: dict[int, float | str] = {}
     for name, value in values.items():
         positions = layout.by_name.get(name)
         if positions is None:
             raise InvalidRequestError(f"request value {name!r} is not a feature of this model")
         if len(positions) > 1 and "." not in name:
             raise InvalidRequestError(f"request value {name!r} is in several views; name it as view.feature")
-        number = _request_number(name, value)
-        out.update(dict.fromkeys(positions, number))
+        out.update(dict.fromkeys(positions, _request_value(layout, name, positions, value)))
     return out
 
 
@@ -221,22 +246,36 @@ def _view_state(row: OnlineValue | None, now_ms: int) -> _ViewState:
     return row.values, FeatureStatus.MISSING, age
 
 
+def _coded(book: Codebook, status: FeatureStatus, raw: object) -> tuple[FeatureStatus, float, str]:
+    """A string feature's (status, code, text): OK with its code (NaN when unknown) for a string."""
+    if not isinstance(raw, str):
+        return status, NAN, ""
+    return FeatureStatus.OK, book.code(raw), raw
+
+
 def assemble(
-    layout: ModelLayout, stored: Sequence[OnlineValue | None], overrides: Mapping[int, float], now_ms: int
+    layout: ModelLayout, stored: Sequence[OnlineValue | None], overrides: Mapping[int, float | str], now_ms: int
 ) -> Assembled:
     """The model's input vector and what each feature was, in the model's feature order."""
     # Age and staleness are per view, not per feature: work them out once per row.
     states = [_view_state(row, now_ms) for row in stored]
     vector: list[float] = []
     used: list[FeatureUse] = []
+    books = layout.codebooks
     for pos, (vi, name) in enumerate(layout.features):
         view = layout.views[vi]
         values, status, age = states[vi]
-        if pos in overrides:
-            status, number, age = FeatureStatus.REQUEST, overrides[pos], 0
+        text = ""
+        if pos in books:
+            raw = overrides[pos] if pos in overrides else values.get(name) if values is not None else None
+            status, number, text = _coded(books[pos], status, raw)
+            if pos in overrides:
+                status, age = FeatureStatus.REQUEST, 0
+        elif pos in overrides:
+            status, number, age = FeatureStatus.REQUEST, float(overrides[pos]), 0
         else:
             found = _stored_number(values.get(name)) if values is not None else None
             status, number = (status, NAN) if found is None else (FeatureStatus.OK, found)
         vector.append(number)
-        used.append(FeatureUse(name, view.view, view.version, status, age, number))
+        used.append(FeatureUse(name, view.view, view.version, status, age, number, text))
     return Assembled(vector, used)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -19,7 +19,7 @@ from fti.v1 import inference_pb2
 from fti_core.errors import InvalidArgumentError
 from registry.flavors import Predictor
 
-from .features import FeatureLike, FeatureUse, ModelLayout, is_legacy_layout, layout_for
+from .features import Codebook, FeatureLike, FeatureUse, ModelLayout, is_legacy_layout, layout_for
 
 __all__ = ["LoadedModel", "ModelSource", "VersionRecord", "load_model"]
 
@@ -41,6 +41,10 @@ class VersionRecord(Protocol):
     def entities(self) -> Sequence[str]: ...
     @property
     def flavor(self) -> str: ...
+    @property
+    def vocabulary_of(self) -> Mapping[str, Codebook]:
+        """The string features' vocabularies by column."""
+        ...
 
 
 class ModelSource(Protocol):
@@ -95,12 +99,14 @@ class LoadedModel:
             out.status = use.status  # type: ignore[assignment]
             out.age_ms = use.age_ms
             out.value = use.value
+            if use.text:
+                out.string_value = use.text
         return response
 
 
 def load_model(source: ModelSource, record: VersionRecord) -> LoadedModel:
     """Load aside, check and warm up one version. Blocking: run it off the event loop."""
-    layout = layout_for(record.features, record.entities)
+    layout = layout_for(record.features, record.entities, record.vocabulary_of)
     if is_legacy_layout(record.features):
         log.warning(
             "%s v%s was published by fti 0.1 and names no entity per feature: views keyed as %s from its "

@@ -91,7 +91,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
 
     def _plan(
         self, model: LoadedModel, request: inference_pb2.PredictRequest
-    ) -> tuple[list[OnlineKey], dict[int, float]]:
+    ) -> tuple[list[OnlineKey], dict[int, float | str]]:
         if request.model and request.model != model.name:
             raise UnknownModelError(f"model {request.model!r} is not served here; this server serves {model.name!r}")
         return online_keys(model.layout, request.entities), parse_request_values(model.layout, request.request_values)
