@@ -146,7 +146,13 @@ def _pairs(items: tuple[str, ...], what: str) -> dict[str, str]:
 @click.option(
     "--target", default=None, help="host:port of the server (default localhost:50051, or FTI_PREDICT_TARGET)."
 )
-@click.option("-V", "--value", "values", multiple=True, help="Request-time feature value, name=number (repeatable).")
+@click.option(
+    "-V",
+    "--value",
+    "values",
+    multiple=True,
+    help="Request-time feature value, name=number (name=text for a string feature; repeatable).",
+)
 @click.option("--timeout", type=float, default=5.0, show_default=True, help="Deadline in seconds.")
 @click.option("--tls-ca", type=click.Path(exists=True, path_type=Path), default=None, help="CA to verify a TLS server.")
 @click.argument("entities", nargs=-1)
