@@ -54,6 +54,8 @@ def _record_doc(rec: ModelVersionRecord, aliases: list[str]) -> dict[str, object
         # Which entity keys each view ("" for versions published by fti 0.1).
         "view_entities": {f"{f.view}:{f.view_version}": f.entity for f in rec.features},
         "features": [f"{f.view}:{f.view_version}/{f.feature}" for f in rec.features],
+        # String features fed as categoricals: their vocabulary's size (a shared "other" code or not).
+        "categoricals": {v.column: {"categories": len(v.values), "other": v.has_other} for v in rec.vocabularies},
         "params": dict(rec.params),
         "holdout_uri": rec.holdout_uri,
     }

@@ -159,3 +159,12 @@ def test_held_out_rows_keep_the_strings_so_each_version_codes_them_with_its_own_
 def test_a_vocabulary_codes_what_training_saw_and_leaves_the_rest_missing() -> None:
     vocab = Vocabulary.build("v__f", ["a", "b", "a"], max_categories=5)
     assert vocab.codes(["a", "b", "c", None]) == pytest.approx([0.0, 1.0, np.nan, np.nan], nan_ok=True)
+
+
+def test_as_served_joins_give_the_same_strings_when_every_event_was_ingested_on_time(defs: Definitions) -> None:
+    snap = make_snapshot(n=600)
+    served = build_training_set(snap, defs, "risk", as_served=True)
+    as_of = build_training_set(snap, defs, "risk")
+    assert served.vocabularies == as_of.vocabularies
+    assert np.array_equal(served.x, as_of.x, equal_nan=True)
+    assert list(served.strings["card__top_mcc"]) == list(as_of.strings["card__top_mcc"])
