@@ -2,9 +2,10 @@
 
 The definitions file may declare each event type's fields (`events:`); a field a view or a
 label reads and that is not declared gets the rule its readers imply: a numeric aggregate
-(sum, mean, min, max, last) needs a number, a distinct count any scalar, a binary label 0, 1,
-true or false. A number's magnitude is capped (`MAX_MAGNITUDE` unless declared), so no window
-aggregate can overflow a double. Both engines and every reader apply the same rules, because
+(sum, mean, min, max, last) needs a number, a distinct count any scalar, a string feature
+(last_string, most_frequent) a string, a binary label 0, 1, true or false. A number's
+magnitude is capped (`MAX_MAGNITUDE` unless declared), so no window aggregate can overflow
+a double. Both engines and every reader apply the same rules, because
 an event that breaks one never enters the archive: it is dead-lettered with its reason.
 """
 
