@@ -69,3 +69,41 @@ def test_probes_cover_the_newest_event_the_skew_before_it_and_long_after() -> No
     probes = probe_times(VIEW, events, SKEW, T0 + 10 * 86_400_000)
     assert {newest - SKEW, newest, newest + 1, T0 + 10 * 86_400_000} <= set(probes)
     assert max(p for p in probes if p < T0 + 10 * 86_400_000) >= newest + 3_600_000  # every window has passed
+
+
+STRINGS = FeatureViewDef.model_validate(
+    {
+        "name": "w",
+        "version": 1,
+        "source": "t",
+        "entity": "k",
+        "ttl": "1d",
+        "features": [
+            {"name": "last", "agg": "last_string", "field": "c", "window": {"size": "1h"}},
+            {
+                "name": "top",
+                "agg": "most_frequent",
+                "field": "c",
+                "window": {"kind": "hopping", "size": "1h", "step": "5m"},
+            },
+        ],
+    }
+)
+
+
+def test_string_features_compare_exactly_and_a_different_string_is_a_value_mismatch() -> None:
+    recs = [Rec(T0 + i * 20_000, f"e{i}", {"c": "ab"[i % 3 == 0]}) for i in range(12)]
+    store = InMemoryOnlineStore()
+    store.register_views([STRINGS])
+    for entity, written in (("same", recs), ("other", [*recs[:-1], Rec(recs[-1].time_ms, "e11", {"c": "z"})])):
+        update = EntityState(STRINGS).apply(written, entity, SKEW)
+        assert update.write is not None
+        store.write_tiles([update.write])
+    states = dict(
+        zip(["same", "other"], store.read_state([OnlineKey("w", 1, "same"), OnlineKey("w", 1, "other")]), strict=True)
+    )
+    archive = {e: EntityEvents(events=recs) for e in states}
+    skew = compare_view(STRINGS, archive, states, SKEW, T0 + 86_400_000)
+    assert skew.probes > 0 and set(skew.by_cause) == {VALUE_DIFFERS}
+    assert all(m.startswith("other") for m in skew.mismatches) and skew.by_feature["last"] > 0
+    assert any("expected 'a', online 'z'" in m for m in skew.mismatches)
