@@ -30,6 +30,13 @@ VIEW = FeatureViewDef.model_validate(
                 "field": "m",
                 "window": {"kind": "hopping", "size": "1h", "step": "5m"},
             },
+            {"name": "last_m", "agg": "last_string", "field": "m", "window": {"size": "1h"}},
+            {
+                "name": "top_m",
+                "agg": "most_frequent",
+                "field": "m",
+                "window": {"kind": "hopping", "size": "10m", "step": "1m"},
+            },
         ],
     }
 )
