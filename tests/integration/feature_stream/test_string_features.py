@@ -1,4 +1,5 @@
-"""String features through the real worker: Redis evaluated at read time equals the archive's recomputation."""
+"""String features through the real worker: Redis evaluated at read time equals the archive's recomputation,
+and `fti train` on a snapshot of what the worker archived feeds them to LightGBM as categoricals."""
 
 from __future__ import annotations
 
@@ -9,7 +10,11 @@ import yaml
 
 from featurestore.definitions import load_definitions
 from featurestore.online import OnlineKey, RedisOnlineStore
+from featurestore.snapshots import SnapshotStore
 from fti_demo.simulate import SimConfig, generate
+from registry.models import ModelRegistry
+from trainer.pipeline import run_training
+from trainer.settings import TrainerSettings
 
 from .conftest import DEFS_PATH, FeaturePipeline
 
@@ -38,7 +43,16 @@ STRING_VIEW = {
 def _definitions(tmp_path: Path) -> Path:
     doc = yaml.safe_load(DEFS_PATH.read_text())
     doc["views"] = [STRING_VIEW]
-    doc["models"] = []
+    doc["models"] = [
+        {
+            "name": "merchants",
+            "label": "is_fraud",
+            "views": ["card_merchants:1"],
+            "params": {"num_leaves": 7, "min_data_per_group": 5, "min_data_in_leaf": 5},
+            "num_boost_round": 50,
+            "max_categories": 8,
+        }
+    ]
     path = tmp_path / "features.yaml"
     path.write_text(yaml.safe_dump(doc))
     return path
@@ -66,3 +80,20 @@ def test_the_worker_serves_string_features_equal_to_the_backfill(
         values = state.at(state.newest_ms)
         assert values["last_merchant"] in merchants and values["top_merchant_1h"] in merchants, (card, values)
         assert isinstance(values["n_1h"], float) and values["n_1h"] >= 1.0
+    _train_on_what_the_worker_archived(pipe, tmp_path, merchants)
+
+
+def _train_on_what_the_worker_archived(pipe: FeaturePipeline, tmp_path: Path, merchants: set[str]) -> None:
+    defs = load_definitions(pipe.settings.definitions_path)
+    snapshot = SnapshotStore(pipe.settings.offline_root).create(views=defs.views)
+    settings = TrainerSettings(
+        data_dir=tmp_path / "train", offline_store_uri=pipe.settings.offline_root, code_version="itest"
+    )
+    out = run_training(settings, "merchants", snapshot=snapshot, definitions=defs, seed=1)
+    vocabularies = ModelRegistry.from_uri(settings.registry_root).get("merchants", out.record.version).vocabularies
+    assert [v.column for v in vocabularies] == ["card_merchants__last_merchant", "card_merchants__top_merchant_1h"]
+    assert all(len(v.values) == 8 and v.has_other and set(v.values) <= merchants for v in vocabularies)
+    # LightGBM knows them as categoricals: their feature_infos list categories, not a [min:max] range.
+    infos = next(line for line in out.result.model_text.splitlines() if line.startswith("feature_infos="))
+    count_info, *string_infos = infos.removeprefix("feature_infos=").split(" ")
+    assert count_info.startswith("[") and not any(i.startswith("[") for i in string_infos), infos
