@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from typing import Any
@@ -72,6 +73,26 @@ def test_every_kind_is_exact_for_any_order_split_and_merge_order(agg: Aggregatio
         for p in partials:
             merged = kind.merge(merged, p)
         assert _same(kind.finish(merged), expected), (agg, events)
+
+
+@pytest.mark.parametrize("agg", list(KINDS), ids=lambda a: a.value)
+def test_every_kinds_merge_is_associative_and_commutative_with_empty_as_identity(agg: AggregationFunction) -> None:
+    kind: Kind[Any] = KINDS[agg]
+    rng = random.Random(len(agg.value) * 7919)
+    ids = itertools.count()  # event ids are unique (the worker dedups them); times often tie
+
+    def partial() -> Any:
+        p = kind.empty()
+        for _ in range(rng.randint(0, 6)):
+            p = kind.add(p, rng.randint(0, 9), f"e{next(ids):05d}", _value(rng))
+        return p
+
+    for _ in range(300):
+        a, b, c = partial(), partial(), partial()
+        left, right = kind.merge(kind.merge(a, b), c), kind.merge(a, kind.merge(b, c))
+        assert kind.encode(left) == kind.encode(right), (agg, a, b, c)  # the same partial, not just value
+        assert _same(kind.finish(kind.merge(a, b)), kind.finish(kind.merge(b, a)))
+        assert kind.encode(kind.merge(kind.empty(), a)) == kind.encode(a) == kind.encode(kind.merge(a, kind.empty()))
 
 
 @pytest.mark.parametrize("agg", list(KINDS), ids=lambda a: a.value)
