@@ -22,6 +22,7 @@ from google.protobuf.duration_pb2 import Duration
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from featurestore.event_schema import EventTypeDef, FieldRule, FieldType, label_rule
+from featurestore.expressions import Expression, ExpressionError, parse_expression
 from fti.v1 import features_pb2
 from fti_core.errors import InvalidArgumentError
 from fti_core.tasks import Metric, Task
@@ -31,6 +32,7 @@ __all__ = [
     "AggregationFunction",
     "DefinitionError",
     "Definitions",
+    "DerivedDef",
     "EventTypeDef",
     "FeatureDef",
     "FeatureViewDef",
@@ -124,11 +126,19 @@ class WindowDef(_Strict):
         return self
 
 
+def _parsed(what: str, text: str) -> Expression:
+    try:
+        return parse_expression(text)
+    except ExpressionError as exc:
+        raise ValueError(f"{what}: {exc}") from exc
+
+
 class FeatureDef(_Strict):
     name: str
     agg: AggregationFunction
     field: str | None = None
     window: WindowDef
+    where: str | None = None  # a filter (featurestore.expressions): events it is not true of do not count
 
     @property
     def is_string(self) -> bool:
@@ -146,7 +156,41 @@ class FeatureDef(_Strict):
     def _field_needed(self) -> FeatureDef:
         if self.agg is not AggregationFunction.COUNT and not self.field:
             raise ValueError(f"feature {self.name!r}: {self.agg.value} needs a field")
+        if self.where is not None:
+            _parsed(f"feature {self.name!r}: where", self.where)
         return self
+
+    @property
+    def filter(self) -> Expression | None:
+        """The parsed `where` (parses are cached by text)."""
+        return None if self.where is None else parse_expression(self.where)
+
+
+class DerivedDef(_Strict):
+    """A feature computed at read time from the view's other features: `expr` over their names."""
+
+    name: str
+    expr: str
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError(f"feature name {v!r} must match {_NAME.pattern}")
+        return v
+
+    @model_validator(mode="after")
+    def _parses(self) -> DerivedDef:
+        _parsed(f"derived feature {self.name!r}: expr", self.expr)
+        return self
+
+    @property
+    def expression(self) -> Expression:
+        return parse_expression(self.expr)
+
+
+# Feature keys added after views were first hashed: left out of `canonical()` while unset.
+_UNSET_OMITTED = ("where",)
 
 
 class FeatureViewDef(_Strict):
@@ -155,6 +199,7 @@ class FeatureViewDef(_Strict):
     source: str
     entity: str
     features: tuple[FeatureDef, ...]
+    derived: tuple[DerivedDef, ...] = ()
     allowed_lateness_ms: int = 0
     ttl_ms: int
     description: str = ""
@@ -178,12 +223,21 @@ class FeatureViewDef(_Strict):
             raise ValueError("version must be >= 1")
         if not self.features:
             raise ValueError("a view needs at least one feature")
-        names = [f.name for f in self.features]
+        names = self.feature_names
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"duplicate feature names {dupes}")
         if self.ttl_ms <= 0 or self.allowed_lateness_ms < 0:
             raise ValueError("ttl must be positive and allowed_lateness non-negative")
+        known = {f.name for f in self.features}
+        for d in self.derived:  # over the view's features, or derived ones defined above it
+            unknown = sorted(d.expression.names - known)
+            if unknown:
+                raise ValueError(
+                    f"derived feature {d.name!r}: expr {d.expr!r} reads {unknown}, not features of this view "
+                    f"(known: {sorted(known)})"
+                )
+            known.add(d.name)
         return self
 
     @property
@@ -192,11 +246,29 @@ class FeatureViewDef(_Strict):
 
     @property
     def feature_names(self) -> list[str]:
-        return [f.name for f in self.features]
+        """Every feature a read returns, in order: the aggregated ones, then the derived ones."""
+        return [f.name for f in self.features] + [d.name for d in self.derived]
+
+    @property
+    def read_fields(self) -> frozenset[str]:
+        """The event fields the view reads: aggregated fields and the fields its filters test."""
+        fields = {f.field for f in self.features if f.field}
+        for f in self.features:
+            if f.filter is not None:
+                fields |= f.filter.names
+        return frozenset(fields)
 
     def canonical(self) -> dict[str, Any]:
-        """Everything that determines the view's values; the description is left out."""
-        return self.model_dump(mode="json", exclude={"description"})
+        """Everything that determines the view's values; the description is left out, and so
+        are optional keys left unset, so a view without them keeps the hash it always had."""
+        doc = self.model_dump(mode="json", exclude={"description"})
+        for feature in doc["features"]:
+            for key in _UNSET_OMITTED:
+                if feature.get(key) is None:
+                    feature.pop(key, None)
+        if not doc["derived"]:
+            del doc["derived"]
+        return doc
 
     def content_hash(self) -> str:
         blob = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":")).encode()
@@ -219,9 +291,11 @@ class FeatureViewDef(_Strict):
                         size=_duration_pb(f.window.size_ms),
                         step=_duration_pb(f.window.step_ms),
                     ),
+                    where=f.where or "",
                 )
                 for f in self.features
             ],
+            derived=[features_pb2.DerivedFeatureSpec(name=d.name, expr=d.expr) for d in self.derived],
             allowed_lateness=_duration_pb(self.allowed_lateness_ms),
             ttl=_duration_pb(self.ttl_ms),
             description=self.description,
@@ -247,9 +321,11 @@ class FeatureViewDef(_Strict):
                     ],
                     field=f.field or None,
                     window=WindowDef.model_validate(window(f.window)),
+                    where=f.where or None,
                 )
                 for f in spec.features
             ),
+            derived=tuple(DerivedDef(name=d.name, expr=d.expr) for d in spec.derived),
             allowed_lateness_ms=spec.allowed_lateness.ToMilliseconds(),
             ttl_ms=spec.ttl.ToMilliseconds(),
             description=spec.description,

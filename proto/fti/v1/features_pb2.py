@@ -27,7 +27,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x66ti/v1/features.proto\x12\x06\x66ti.v1\x1a\x13\x66ti/v1/values.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"|\n\x06Window\x12 \n\x04kind\x18\x01 \x01(\x0e\x32\x12.fti.v1.WindowKind\x12\'\n\x04size\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\'\n\x04step\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"y\n\x0b\x46\x65\x61tureSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12-\n\x08\x66unction\x18\x02 \x01(\x0e\x32\x1b.fti.v1.AggregationFunction\x12\r\n\x05\x66ield\x18\x03 \x01(\t\x12\x1e\n\x06window\x18\x04 \x01(\x0b\x32\x0e.fti.v1.Window\"\x8a\x02\n\x0f\x46\x65\x61tureViewSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x19\n\x11source_event_type\x18\x03 \x01(\t\x12\x0e\n\x06\x65ntity\x18\x04 \x01(\t\x12%\n\x08\x66\x65\x61tures\x18\x05 \x03(\x0b\x32\x13.fti.v1.FeatureSpec\x12\x33\n\x10\x61llowed_lateness\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12&\n\x03ttl\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0b\x64\x65scription\x18\x08 \x01(\t\x12\x14\n\x0c\x63ontent_hash\x18\t \x01(\t\"L\n\tLabelSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nevent_type\x18\x02 \x01(\t\x12\x0e\n\x06\x65ntity\x18\x03 \x01(\t\x12\r\n\x05\x66ield\x18\x04 \x01(\t\"\x99\x02\n\rFeatureVector\x12\x0c\n\x04view\x18\x01 \x01(\t\x12\x14\n\x0cview_version\x18\x02 \x01(\r\x12\x12\n\nentity_key\x18\x03 \x01(\t\x12.\n\nevent_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x06values\x18\x05 \x03(\x0b\x32!.fti.v1.FeatureVector.ValuesEntry\x12/\n\x0bingest_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a<\n\x0bValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1c\n\x05value\x18\x02 \x01(\x0b\x32\r.fti.v1.Value:\x02\x38\x01\"Q\n\nFeatureRef\x12\x0c\n\x04view\x18\x01 \x01(\t\x12\x14\n\x0cview_version\x18\x02 \x01(\r\x12\x0f\n\x07\x66\x65\x61ture\x18\x03 \x01(\t\x12\x0e\n\x06\x65ntity\x18\x04 \x01(\t*\xea\x02\n\x13\x41ggregationFunction\x12$\n AGGREGATION_FUNCTION_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x41GGREGATION_FUNCTION_COUNT\x10\x01\x12\x1c\n\x18\x41GGREGATION_FUNCTION_SUM\x10\x02\x12\x1d\n\x19\x41GGREGATION_FUNCTION_MEAN\x10\x03\x12\x1c\n\x18\x41GGREGATION_FUNCTION_MIN\x10\x04\x12\x1c\n\x18\x41GGREGATION_FUNCTION_MAX\x10\x05\x12\x1d\n\x19\x41GGREGATION_FUNCTION_LAST\x10\x06\x12\'\n#AGGREGATION_FUNCTION_DISTINCT_COUNT\x10\x07\x12$\n AGGREGATION_FUNCTION_LAST_STRING\x10\x1e\x12&\n\"AGGREGATION_FUNCTION_MOST_FREQUENT\x10\x1f*\\\n\nWindowKind\x12\x1b\n\x17WINDOW_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14WINDOW_KIND_TUMBLING\x10\x01\x12\x17\n\x13WINDOW_KIND_HOPPING\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x66ti/v1/features.proto\x12\x06\x66ti.v1\x1a\x13\x66ti/v1/values.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"|\n\x06Window\x12 \n\x04kind\x18\x01 \x01(\x0e\x32\x12.fti.v1.WindowKind\x12\'\n\x04size\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\'\n\x04step\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x88\x01\n\x0b\x46\x65\x61tureSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12-\n\x08\x66unction\x18\x02 \x01(\x0e\x32\x1b.fti.v1.AggregationFunction\x12\r\n\x05\x66ield\x18\x03 \x01(\t\x12\x1e\n\x06window\x18\x04 \x01(\x0b\x32\x0e.fti.v1.Window\x12\r\n\x05where\x18\x14 \x01(\t\"0\n\x12\x44\x65rivedFeatureSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x65xpr\x18\x02 \x01(\t\"\xb7\x02\n\x0f\x46\x65\x61tureViewSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x19\n\x11source_event_type\x18\x03 \x01(\t\x12\x0e\n\x06\x65ntity\x18\x04 \x01(\t\x12%\n\x08\x66\x65\x61tures\x18\x05 \x03(\x0b\x32\x13.fti.v1.FeatureSpec\x12\x33\n\x10\x61llowed_lateness\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12&\n\x03ttl\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0b\x64\x65scription\x18\x08 \x01(\t\x12\x14\n\x0c\x63ontent_hash\x18\t \x01(\t\x12+\n\x07\x64\x65rived\x18\x14 \x03(\x0b\x32\x1a.fti.v1.DerivedFeatureSpec\"L\n\tLabelSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nevent_type\x18\x02 \x01(\t\x12\x0e\n\x06\x65ntity\x18\x03 \x01(\t\x12\r\n\x05\x66ield\x18\x04 \x01(\t\"\x99\x02\n\rFeatureVector\x12\x0c\n\x04view\x18\x01 \x01(\t\x12\x14\n\x0cview_version\x18\x02 \x01(\r\x12\x12\n\nentity_key\x18\x03 \x01(\t\x12.\n\nevent_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x06values\x18\x05 \x03(\x0b\x32!.fti.v1.FeatureVector.ValuesEntry\x12/\n\x0bingest_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a<\n\x0bValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1c\n\x05value\x18\x02 \x01(\x0b\x32\r.fti.v1.Value:\x02\x38\x01\"Q\n\nFeatureRef\x12\x0c\n\x04view\x18\x01 \x01(\t\x12\x14\n\x0cview_version\x18\x02 \x01(\r\x12\x0f\n\x07\x66\x65\x61ture\x18\x03 \x01(\t\x12\x0e\n\x06\x65ntity\x18\x04 \x01(\t*\xea\x02\n\x13\x41ggregationFunction\x12$\n AGGREGATION_FUNCTION_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x41GGREGATION_FUNCTION_COUNT\x10\x01\x12\x1c\n\x18\x41GGREGATION_FUNCTION_SUM\x10\x02\x12\x1d\n\x19\x41GGREGATION_FUNCTION_MEAN\x10\x03\x12\x1c\n\x18\x41GGREGATION_FUNCTION_MIN\x10\x04\x12\x1c\n\x18\x41GGREGATION_FUNCTION_MAX\x10\x05\x12\x1d\n\x19\x41GGREGATION_FUNCTION_LAST\x10\x06\x12\'\n#AGGREGATION_FUNCTION_DISTINCT_COUNT\x10\x07\x12$\n AGGREGATION_FUNCTION_LAST_STRING\x10\x1e\x12&\n\"AGGREGATION_FUNCTION_MOST_FREQUENT\x10\x1f*\\\n\nWindowKind\x12\x1b\n\x17WINDOW_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14WINDOW_KIND_TUMBLING\x10\x01\x12\x17\n\x13WINDOW_KIND_HOPPING\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,22 +36,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_FEATUREVECTOR_VALUESENTRY']._loaded_options = None
   _globals['_FEATUREVECTOR_VALUESENTRY']._serialized_options = b'8\001'
-  _globals['_AGGREGATIONFUNCTION']._serialized_start=1083
-  _globals['_AGGREGATIONFUNCTION']._serialized_end=1445
-  _globals['_WINDOWKIND']._serialized_start=1447
-  _globals['_WINDOWKIND']._serialized_end=1539
+  _globals['_AGGREGATIONFUNCTION']._serialized_start=1194
+  _globals['_AGGREGATIONFUNCTION']._serialized_end=1556
+  _globals['_WINDOWKIND']._serialized_start=1558
+  _globals['_WINDOWKIND']._serialized_end=1650
   _globals['_WINDOW']._serialized_start=119
   _globals['_WINDOW']._serialized_end=243
-  _globals['_FEATURESPEC']._serialized_start=245
-  _globals['_FEATURESPEC']._serialized_end=366
-  _globals['_FEATUREVIEWSPEC']._serialized_start=369
-  _globals['_FEATUREVIEWSPEC']._serialized_end=635
-  _globals['_LABELSPEC']._serialized_start=637
-  _globals['_LABELSPEC']._serialized_end=713
-  _globals['_FEATUREVECTOR']._serialized_start=716
-  _globals['_FEATUREVECTOR']._serialized_end=997
-  _globals['_FEATUREVECTOR_VALUESENTRY']._serialized_start=937
-  _globals['_FEATUREVECTOR_VALUESENTRY']._serialized_end=997
-  _globals['_FEATUREREF']._serialized_start=999
-  _globals['_FEATUREREF']._serialized_end=1080
+  _globals['_FEATURESPEC']._serialized_start=246
+  _globals['_FEATURESPEC']._serialized_end=382
+  _globals['_DERIVEDFEATURESPEC']._serialized_start=384
+  _globals['_DERIVEDFEATURESPEC']._serialized_end=432
+  _globals['_FEATUREVIEWSPEC']._serialized_start=435
+  _globals['_FEATUREVIEWSPEC']._serialized_end=746
+  _globals['_LABELSPEC']._serialized_start=748
+  _globals['_LABELSPEC']._serialized_end=824
+  _globals['_FEATUREVECTOR']._serialized_start=827
+  _globals['_FEATUREVECTOR']._serialized_end=1108
+  _globals['_FEATUREVECTOR_VALUESENTRY']._serialized_start=1048
+  _globals['_FEATUREVECTOR_VALUESENTRY']._serialized_end=1108
+  _globals['_FEATUREREF']._serialized_start=1110
+  _globals['_FEATUREREF']._serialized_end=1191
 # @@protoc_insertion_point(module_scope)

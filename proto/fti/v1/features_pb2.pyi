@@ -117,10 +117,15 @@ class FeatureSpec(_message.Message):
     FUNCTION_FIELD_NUMBER: _builtins.int
     FIELD_FIELD_NUMBER: _builtins.int
     WINDOW_FIELD_NUMBER: _builtins.int
+    WHERE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     function: Global___AggregationFunction.ValueType
     field: _builtins.str
     """The event value to aggregate; empty for COUNT."""
+    where: _builtins.str
+    """A filter in the feature expression language (featurestore/expressions.py): only events for
+    which it is true contribute. Empty: every event contributes.
+    """
     @_builtins.property
     def window(self) -> Global___Window: ...
     def __init__(
@@ -130,14 +135,40 @@ class FeatureSpec(_message.Message):
         function: Global___AggregationFunction.ValueType = ...,
         field: _builtins.str = ...,
         window: Global___Window | None = ...,
+        where: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["window", b"window"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["field", b"field", "function", b"function", "name", b"name", "window", b"window"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["field", b"field", "function", b"function", "name", b"name", "where", b"where", "window", b"window"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___FeatureSpec: _TypeAlias = FeatureSpec  # noqa: Y015
+
+@_typing.final
+class DerivedFeatureSpec(_message.Message):
+    """A feature computed when read from other features of the same view, never stored."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    EXPR_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    expr: _builtins.str
+    """An expression in the feature expression language over the view's feature names."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        expr: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expr", b"expr", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DerivedFeatureSpec: _TypeAlias = DerivedFeatureSpec  # noqa: Y015
 
 @_typing.final
 class FeatureViewSpec(_message.Message):
@@ -156,6 +187,7 @@ class FeatureViewSpec(_message.Message):
     TTL_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     CONTENT_HASH_FIELD_NUMBER: _builtins.int
+    DERIVED_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     version: _builtins.int
     source_event_type: _builtins.str
@@ -175,6 +207,10 @@ class FeatureViewSpec(_message.Message):
     def ttl(self) -> _duration_pb2.Duration:
         """Online values older than this are stale."""
 
+    @_builtins.property
+    def derived(self) -> _containers.RepeatedCompositeFieldContainer[Global___DerivedFeatureSpec]:
+        """Derived features, after `features` in the view's feature order."""
+
     def __init__(
         self,
         *,
@@ -187,10 +223,11 @@ class FeatureViewSpec(_message.Message):
         ttl: _duration_pb2.Duration | None = ...,
         description: _builtins.str = ...,
         content_hash: _builtins.str = ...,
+        derived: _abc.Iterable[Global___DerivedFeatureSpec] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["allowed_lateness", b"allowed_lateness", "ttl", b"ttl"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_lateness", b"allowed_lateness", "content_hash", b"content_hash", "description", b"description", "entity", b"entity", "features", b"features", "name", b"name", "source_event_type", b"source_event_type", "ttl", b"ttl", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_lateness", b"allowed_lateness", "content_hash", b"content_hash", "derived", b"derived", "description", b"description", "entity", b"entity", "features", b"features", "name", b"name", "source_event_type", b"source_event_type", "ttl", b"ttl", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
