@@ -62,9 +62,9 @@ class EntityState:
         self._keys = [r.order for r in self.recs]
         self._ids = {r.event_id for r in self.recs}
         self._steps = tile_steps(view)
-        # Per step, its features as (name, kind, field): looked up once, used per event.
+        # Per step, its features as (name, kind, field, filter): looked up once, used per event.
         self._plan = [
-            (s, [(f.name, kind_of(f.agg), f.field) for f in view.features if f.window.step_ms == s])
+            (s, [(f.name, kind_of(f.agg), f.field, f.filter) for f in view.features if f.window.step_ms == s])
             for s in self._steps
         ]
         self._tiles: dict[TileKey, Tile] = build_tiles(view, self.recs)
@@ -88,13 +88,14 @@ class EntityState:
             key = (s, tile_start(t, s))
             tile = self._tiles.get(key)
             if tile is None:
-                tile = self._tiles[key] = Tile(t, {name: kind.empty() for name, kind, _ in features})
+                tile = self._tiles[key] = Tile(t, {name: kind.empty() for name, kind, _, _ in features})
             elif t > tile.max_time_ms:
                 tile = self._tiles[key] = tile._replace(max_time_ms=t)
             # The cache owns its tiles' partials (dicts built here or by `build_tiles`): updated in place.
             partials = cast(dict[str, Any], tile.partials)
-            for name, kind, field in features:
-                partials[name] = kind.add(partials[name], t, eid, values.get(field) if field else None)
+            for name, kind, field, flt in features:
+                if flt is None or flt.test(values):  # `tiles.passes`: the feature's `where` filter
+                    partials[name] = kind.add(partials[name], t, eid, values.get(field) if field else None)
         return True
 
     def _between(self, lo_ms: int, hi_ms: int) -> list[Rec]:

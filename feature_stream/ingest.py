@@ -45,11 +45,9 @@ class Ingest:
         self.state = state
         self.future_skew_ms = future_skew_ms
         self.dedup_retention_ms = dedup_retention_ms
-        # Per event type: the views it feeds with the fields each reads (looked up once, not per event).
-        self._routes = {
-            t: [(v, frozenset(f.field for f in v.features if f.field)) for v in defs.views_for_event(t)]
-            for t in defs.event_types
-        }
+        # Per event type: the views it feeds with the fields each reads, its filters' included
+        # (looked up once, not per event).
+        self._routes = {t: [(v, v.read_fields) for v in defs.views_for_event(t)] for t in defs.event_types}
         self._least_lateness = {
             t: min((v.allowed_lateness_ms for v, _ in routes), default=None) for t, routes in self._routes.items()
         }

@@ -91,7 +91,7 @@ def accepted_events(
     parsed = archive if isinstance(archive, ParsedArchive) else ParsedArchive.of(archive)
     df = parsed.rows
     wanted = set(entities) if entities is not None else None
-    fields = {f.field for f in view.features if f.field}
+    fields = view.read_fields
     out: dict[str, EntityEvents] = {}
     types, ids = df["event_type"].tolist(), df["event_id"].tolist()
     times, wms, ingests = df["event_time_ms"].tolist(), df["watermark_ms"].tolist(), df["ingest_ns"].tolist()

@@ -35,7 +35,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
+import numpy as np
+
 from featurestore.definitions import AggregationFunction
+from featurestore.expressions import Expression, Vec
 from featurestore.values import FeatureValue, Scalar
 
 __all__ = ["KINDS", "Columns", "ExactSum", "Kind", "LastText", "LastValue", "kind_of", "numeric"]
@@ -71,9 +74,22 @@ class Columns:
         self._texts: dict[str, list[str | None]] = {}
         self._strings: dict[str, list[str | None]] = {}
         self._sums: dict[str, tuple[list[int], int, list[int]]] = {}
+        self._passing: dict[str, Columns] = {}
 
     def field(self, name: str | None) -> list[Scalar | None]:
         return [e.values.get(name) if name else None for e in self.events]
+
+    def passing(self, flt: Expression | None) -> Columns:
+        """The events a feature's filter is true of, as columns of their own (one vectorised
+        evaluation per filter; a window over them is a window over the feature's events)."""
+        if flt is None:
+            return self
+        got = self._passing.get(flt.text)
+        if got is None:
+            cols = {name: Vec.of(self.field(name)) for name in flt.names}
+            keep = np.flatnonzero(flt.mask(cols, len(self.events))).tolist()
+            got = self._passing[flt.text] = Columns([self.events[i] for i in keep])
+        return got
 
     def numbers(self, name: str) -> list[float | None]:
         if name not in self._numbers:

@@ -373,9 +373,13 @@ class Expression:
         true, _ = self.vector(columns, n).truth()
         return true
 
-    def numbers(self, columns: Mapping[str, Floats], n: int) -> Floats:
-        """`number` of many rows over float columns (NaN: missing in and out)."""
-        vecs = {k: Vec.numbers(np.nan_to_num(c, nan=0.0), ~np.isnan(c)) for k, c in columns.items()}
+    def numbers(self, columns: Mapping[str, npt.NDArray[Any]], n: int) -> Floats:
+        """`number` of many rows over feature columns: float (NaN: missing), or object (strings
+        beside floats and NaN). NaN is missing in the result too."""
+        vecs = {
+            k: Vec.numbers(np.nan_to_num(c, nan=0.0), ~np.isnan(c)) if c.dtype == np.float64 else Vec.of(c.tolist())
+            for k, c in columns.items()
+        }
         v = self.vector(vecs, n)
         return np.where(v.is_num, v.num, np.nan)
 

@@ -54,6 +54,7 @@ __all__ = [
     "evaluate_tiles",
     "feature_kinds",
     "horizon_ms",
+    "passes",
     "tail_start_ms",
     "tile_field",
     "tile_start",
@@ -119,16 +120,31 @@ def _features_of_step(view: FeatureViewDef, step: int) -> list[FeatureDef]:
     return [f for f in view.features if f.window.step_ms == step]
 
 
+def passes(feature: FeatureDef, values: Mapping[str, Scalar]) -> bool:
+    """Whether an event contributes to `feature` at all: its `where` filter is true of it.
+    The streaming engine's one test per event (the batch engine's is `Columns.passing`)."""
+    flt = feature.filter
+    return flt is None or flt.test(values)
+
+
 def _fold(features: Sequence[FeatureDef], events: Iterable[Event]) -> Tile:
     partials = {f.name: kind_of(f.agg).empty() for f in features}
     newest = -(2**63)
     for e in events:
         newest = max(newest, e.time_ms)
         for f in features:
-            partials[f.name] = kind_of(f.agg).add(
-                partials[f.name], e.time_ms, e.event_id, e.values.get(f.field) if f.field else None
-            )
+            if passes(f, e.values):
+                partials[f.name] = kind_of(f.agg).add(
+                    partials[f.name], e.time_ms, e.event_id, e.values.get(f.field) if f.field else None
+                )
     return Tile(newest, partials)
+
+
+def _derive(view: FeatureViewDef, out: Values) -> Values:
+    """Add the view's derived features, each from the values before it (read time only)."""
+    for d in view.derived:
+        out[d.name] = d.expression.number(out)
+    return out
 
 
 def build_tiles(view: FeatureViewDef, events: Iterable[Event], since_ms: int | None = None) -> dict[TileKey, Tile]:
@@ -147,24 +163,26 @@ def evaluate_events(view: FeatureViewDef, events: Sequence[Event], t: int, colum
     """Batch engine: the view read at t over one entity's accepted events, sorted by `order`
     (`columns`: the same events as `Columns`, when a caller reads many times over them)."""
     cols = columns if columns is not None else Columns(events)
-    times = cols.times
-    hi = bisect_right(times, t)
     out: Values = {}
     for f in view.features:
-        lo = bisect_left(times, window_start(t, f.window), 0, hi)
-        out[f.name] = kind_of(f.agg).window(cols, f.field, lo, hi)
-    return out
+        mine = cols.passing(f.filter)
+        hi = bisect_right(mine.times, t)
+        lo = bisect_left(mine.times, window_start(t, f.window), 0, hi)
+        out[f.name] = kind_of(f.agg).window(mine, f.field, lo, hi)
+    return _derive(view, out)
 
 
 def evaluate_many(view: FeatureViewDef, columns: Columns, times: npt.NDArray[np.int64]) -> npt.NDArray[Any]:
     """`evaluate_events` at many read times over one entity's columns: one row per time, one
-    column per feature (NaN for a missing value). Window bounds are found for all times at once.
-    Float64, or object (str values beside floats) when the view has string features."""
-    event_times = np.asarray(columns.times, dtype=np.int64)
+    column per feature in `feature_names` order (NaN for a missing value). Window bounds are found
+    for all times at once; derived features are computed over the columns at once. Float64, or
+    object (str values beside floats) when the view has string features."""
     strings = any(f.is_string for f in view.features)
-    out = np.full((len(times), len(view.features)), np.nan, dtype=object if strings else np.float64)
-    hi = np.searchsorted(event_times, times, side="right")
+    out = np.full((len(times), len(view.feature_names)), np.nan, dtype=object if strings else np.float64)
     for j, f in enumerate(view.features):
+        mine = columns.passing(f.filter)
+        event_times = np.asarray(mine.times, dtype=np.int64)
+        hi = np.searchsorted(event_times, times, side="right")
         size, step = f.window.size_ms, f.window.step_ms
         lo = np.minimum(np.searchsorted(event_times, (times // step) * step - size + step, side="left"), hi)
         if f.agg is AggregationFunction.COUNT:
@@ -172,11 +190,14 @@ def evaluate_many(view: FeatureViewDef, columns: Columns, times: npt.NDArray[np.
             continue
         bounds = list(zip(lo.tolist(), hi.tolist(), strict=True))
         if f.agg in (AggregationFunction.SUM, AggregationFunction.MEAN):
-            values = _sums(columns, f.field or "", bounds, f.agg is AggregationFunction.MEAN)
+            values = _sums(mine, f.field or "", bounds, f.agg is AggregationFunction.MEAN)
         else:
             kind = kind_of(f.agg)
-            values = [kind.window(columns, f.field, a, b) for a, b in bounds]
+            values = [kind.window(mine, f.field, a, b) for a, b in bounds]
         out[:, j] = [np.nan if v is None else v for v in values]
+    names = view.feature_names
+    for j, d in enumerate(view.derived, start=len(view.features)):
+        out[:, j] = d.expression.numbers({n: out[:, i] for i, n in enumerate(names[:j])}, len(times))
     return out
 
 
@@ -225,7 +246,7 @@ def evaluate_tiles(
         if cur is not None:
             p = kind.merge(p, cur.partials[f.name])
         out[f.name] = kind.finish(p)
-    return out
+    return _derive(view, out)
 
 
 _compact = json.JSONEncoder(separators=(",", ":")).encode
