@@ -30,6 +30,7 @@ from __future__ import annotations
 import ast
 import math
 import operator
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -511,7 +512,9 @@ def parse_expression(text: str) -> Expression:
         raise ExpressionError(text, text.find("\n" if "\n" in text else "\r") + 1, "an expression is one line")
     lead = len(text) - len(text.lstrip())
     try:
-        tree = ast.parse(text.lstrip(), mode="eval")
+        with warnings.catch_warnings():  # e.g. "invalid decimal literal": the text is refused or fine
+            warnings.simplefilter("ignore", SyntaxWarning)
+            tree = ast.parse(text.lstrip(), mode="eval")
     except SyntaxError as exc:
         raise ExpressionError(text, lead + (exc.offset or 1), f"syntax error ({exc.msg})") from exc
     except (ValueError, RecursionError, MemoryError) as exc:

@@ -203,3 +203,87 @@ def test_a_field_read_both_as_text_and_as_a_number_is_refused(
     doc["events"] = events
     with pytest.raises(DefinitionError, match=message):
         parse_definitions(doc)
+
+
+FILTERED = [
+    *VIEW["features"],
+    {"name": "big_1h", "agg": "count", "where": "total > 100", "window": {"size": "1h"}},
+    {"name": "nl_spend_1h", "agg": "sum", "field": "total", "where": 'country == "NL"', "window": {"size": "1h"}},
+]
+DERIVED = [{"name": "big_share_1h", "expr": "big_1h / n_1h"}, {"name": "share_pct", "expr": "big_share_1h * 100"}]
+
+
+def test_views_without_filters_or_derived_features_keep_the_hash_they_always_had() -> None:
+    # Computed by the release before `where:` and `derived:` existed: registered views and models stay valid.
+    assert parse_definitions(_with()).views[0].content_hash() == (
+        "e427e02e91fedc0f635cbe74fec6857053f904d90c7e6df5425aa6773891f2c5"
+    )
+
+
+def test_a_filter_or_derived_feature_changes_the_hash() -> None:
+    base = parse_definitions(_with(features=FILTERED)).views[0]
+    other_filter = copy.deepcopy(FILTERED)
+    other_filter[2]["where"] = "total > 101"
+    derived = parse_definitions(_with(features=FILTERED, derived=DERIVED)).views[0]
+    other_expr = [DERIVED[0], {"name": "share_pct", "expr": "big_share_1h * 1000"}]
+    hashes = {
+        parse_definitions(_with()).views[0].content_hash(),
+        base.content_hash(),
+        parse_definitions(_with(features=other_filter)).views[0].content_hash(),
+        derived.content_hash(),
+        parse_definitions(_with(features=FILTERED, derived=other_expr)).views[0].content_hash(),
+    }
+    assert len(hashes) == 5
+
+
+def test_filters_and_derived_features_travel_in_the_proto_and_name_their_fields() -> None:
+    view = parse_definitions(_with(features=FILTERED, derived=DERIVED)).views[0]
+    spec = view.to_proto()
+    assert [f.where for f in spec.features] == ["", "", "total > 100", 'country == "NL"']
+    assert [(d.name, d.expr) for d in spec.derived] == [(d["name"], d["expr"]) for d in DERIVED]
+    assert FeatureViewDef.from_proto(spec) == view
+    assert FeatureViewDef.from_proto(spec).content_hash() == spec.content_hash
+    assert view.feature_names == ["n_1h", "spend_1h", "big_1h", "nl_spend_1h", "big_share_1h", "share_pct"]
+    assert view.read_fields == {"total", "country"}  # a filter's field is read too
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (
+            {
+                "features": [
+                    *VIEW["features"],
+                    {"name": "x", "agg": "count", "where": "total >> 1", "window": {"size": "1h"}},
+                ]
+            },
+            "view orders:2: features.2: feature 'x': where: operator RShift is not allowed (use + - * /) at column 1",
+        ),
+        (
+            {
+                "features": [
+                    *VIEW["features"],
+                    {"name": "x", "agg": "count", "where": "total.real", "window": {"size": "1h"}},
+                ]
+            },
+            "feature 'x': where: attribute access is not allowed at column 1 of 'total.real'",
+        ),
+        (
+            {"derived": [{"name": "r", "expr": "n_1h / spend_2h"}]},
+            "view orders:2: derived feature 'r': expr 'n_1h / spend_2h' reads ['spend_2h'], not features of this view",
+        ),
+        (
+            {"derived": [{"name": "r", "expr": "r2 + 1"}, {"name": "r2", "expr": "n_1h"}]},
+            "derived feature 'r': expr 'r2 + 1' reads ['r2']",  # only features defined above it
+        ),
+        ({"derived": [{"name": "n_1h", "expr": "spend_1h"}]}, "duplicate feature names ['n_1h']"),
+        ({"derived": [{"name": "r", "expr": "n_1h +"}]}, "derived.0: derived feature 'r': expr: syntax error"),
+        ({"derived": [{"name": "r", "expr": "__import__('os')"}]}, "call of name '__import__' is not allowed"),
+    ],
+)
+def test_bad_filters_and_expressions_are_refused_naming_view_feature_and_column(
+    changes: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(DefinitionError) as err:
+        parse_definitions(_with(**changes))
+    assert message in str(err.value)

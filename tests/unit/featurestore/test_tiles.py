@@ -237,3 +237,97 @@ def test_evaluate_many_carries_string_features_as_text_beside_numbers() -> None:
             value = row[j]
             assert _same(None if isinstance(value, float) and math.isnan(value) else value, want[f.name]), (t, f.name)
     assert any(isinstance(v, str) for v in got[:, [f.is_string for f in view.features]].ravel())
+
+
+def _filtered_view() -> FeatureViewDef:
+    return FeatureViewDef.model_validate(
+        {
+            "name": "f",
+            "version": 1,
+            "source": "s",
+            "entity": "e",
+            "ttl": "1d",
+            "features": [
+                {"name": "n_10m", "agg": "count", "window": {"kind": "hopping", "size": "10m", "step": "1m"}},
+                {
+                    "name": "declined_10m",
+                    "agg": "count",
+                    "where": 'status == "declined"',
+                    "window": {"kind": "hopping", "size": "10m", "step": "1m"},
+                },
+                {"name": "big_sum_1h", "agg": "sum", "field": "x", "where": "x > 100", "window": {"size": "1h"}},
+                {
+                    "name": "abroad_max_1h",
+                    "agg": "max",
+                    "field": "x",
+                    "where": 'country not in ["NL"] and (x < 0 or status != "ok")',
+                    "window": {"kind": "hopping", "size": "1h", "step": "5m"},
+                },
+                {
+                    "name": "ok_last_1d",
+                    "agg": "last",
+                    "field": "x",
+                    "where": 'not (status == "declined")',
+                    "window": {"size": "1d"},
+                },
+            ],
+            "derived": [
+                {"name": "declined_ratio", "expr": "declined_10m / n_10m"},
+                {"name": "spread", "expr": "coalesce(abroad_max_1h, 0) - min(big_sum_1h, 1000)"},
+            ],
+        }
+    )
+
+
+def _filtered_events(rng: random.Random, n: int, span_ms: int) -> list[Event]:
+    def values() -> dict[str, Scalar]:
+        out: dict[str, Scalar] = {"x": rng.choice([-5.0, 0.0, 50.0, 101.0, 250.5, 1e6]) * rng.choice([1, -1])}
+        if rng.random() < 0.9:
+            out["status"] = rng.choice(["ok", "declined", "review"])
+        if rng.random() < 0.8:
+            out["country"] = rng.choice(["NL", "DE", "FR"])
+        return out
+
+    return [Event(rng.randint(0, span_ms), f"id{i:05d}", values()) for i in range(n)]
+
+
+def test_filtered_and_derived_features_are_the_same_in_every_engine_for_any_arrival_order() -> None:
+    view = _filtered_view()
+    rng = random.Random(21)
+    for _ in range(30):
+        events = _filtered_events(rng, rng.randint(1, 150), 3 * 3_600_000)
+        ordered = sorted(events, key=lambda e: e.order)
+        shuffled = events[:]
+        rng.shuffle(shuffled)
+        tiles = {k: decode_tile(view, encode_tile(view, t)) for k, t in build_tiles(view, shuffled).items()}
+        newest = ordered[-1].time_ms
+        probes = sorted({e.time_ms for e in rng.sample(ordered, min(6, len(ordered)))} | {newest, newest + 7 * MIN})
+        many = evaluate_many(view, Columns(ordered), np.array(probes, dtype=np.int64))
+        for row, t in enumerate(probes):
+            want = evaluate_events(view, ordered, t)
+            try:
+                got = evaluate_tiles(view, tiles, t)
+            except NeedTail:
+                got = evaluate_tiles(view, tiles, t, tail=shuffled)
+            assert list(want) == view.feature_names
+            assert all(_same(got[n], want[n]) for n in want), (t, got, want)
+            column = [None if math.isnan(x) else float(x) for x in many[row]]
+            assert all(_same(c, want[n]) for c, n in zip(column, view.feature_names, strict=True)), (t, column, want)
+
+
+def test_a_filtered_out_event_does_not_count_and_a_ratio_over_nothing_is_missing() -> None:
+    view = _filtered_view()
+    t0 = 1_800_000_000_000
+    events = [
+        Event(t0, "a", {"x": 150.0, "status": "declined", "country": "NL"}),
+        Event(t0 + 1, "b", {"x": 90.0, "status": "ok", "country": "DE"}),
+        Event(t0 + 2, "c", {"x": 500.0}),  # no status, no country: unknown, so filtered out where tested
+    ]
+    got = evaluate_events(view, events, t0 + 2)
+    assert got["n_10m"] == 3.0 and got["declined_10m"] == 1.0 and got["declined_ratio"] == 1 / 3
+    assert got["big_sum_1h"] == 650.0  # a and c; b is not above 100
+    assert got["abroad_max_1h"] is None  # a is in NL, b is ok and positive, c has no country
+    assert got["ok_last_1d"] == 90.0  # c's missing status is neither declined nor not: it does not count
+    assert got["spread"] == -650.0
+    later = evaluate_events(view, events, t0 + 3 * 3_600_000)
+    assert later["n_10m"] == 0.0 and later["declined_ratio"] is None  # 0 / 0: missing, not an error
