@@ -258,16 +258,22 @@ class FeatureViewDef(_Strict):
                 fields |= f.filter.names
         return frozenset(fields)
 
-    def canonical(self) -> dict[str, Any]:
-        """Everything that determines the view's values; the description is left out, and so
-        are optional keys left unset, so a view without them keeps the hash it always had."""
-        doc = self.model_dump(mode="json", exclude={"description"})
+    def document(self) -> dict[str, Any]:
+        """The view as JSON-able data, without the optional keys it leaves unset: a view that
+        uses none of them reads exactly as it did before they existed (hash, Redis spec)."""
+        doc = self.model_dump(mode="json")
         for feature in doc["features"]:
             for key in _UNSET_OMITTED:
                 if feature.get(key) is None:
                     feature.pop(key, None)
         if not doc["derived"]:
             del doc["derived"]
+        return doc
+
+    def canonical(self) -> dict[str, Any]:
+        """Everything that determines the view's values (`document()`); the description is left out."""
+        doc = self.document()
+        del doc["description"]
         return doc
 
     def content_hash(self) -> str:

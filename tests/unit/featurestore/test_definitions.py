@@ -287,3 +287,11 @@ def test_bad_filters_and_expressions_are_refused_naming_view_feature_and_column(
     with pytest.raises(DefinitionError) as err:
         parse_definitions(_with(**changes))
     assert message in str(err.value)
+
+
+def test_the_document_of_a_view_leaves_unset_new_keys_out_and_reads_back() -> None:
+    plain = parse_definitions(_with()).views[0]
+    assert "derived" not in plain.document() and all("where" not in f for f in plain.document()["features"])
+    rich = parse_definitions(_with(features=FILTERED, derived=DERIVED)).views[0]
+    assert FeatureViewDef.model_validate(rich.document()) == rich  # what Redis holds as the view's spec
+    assert FeatureViewDef.model_validate(plain.document()) == plain
