@@ -57,7 +57,7 @@ class Catalogue:
             if self._fs.exists(path):
                 continue
             self._fs.makedirs(f"{self._root}/{view.name}", exist_ok=True)
-            doc = {"definition": view.model_dump(mode="json"), "content_hash": view.content_hash()}
+            doc = {"definition": view.document(), "content_hash": view.content_hash()}
             tmp = f"{path}.tmp"
             with self._fs.open(tmp, "w") as fh:
                 json.dump(doc, fh, sort_keys=True, indent=1)

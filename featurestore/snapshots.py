@@ -278,7 +278,7 @@ class Snapshot:
             "min_event_time_ms": self.min_event_time_ms,
             "max_event_time_ms": self.max_event_time_ms,
             "files": [f.to_json() for f in self.files],
-            "views": [v.model_dump(mode="json") for v in self.views],
+            "views": [v.document() for v in self.views],
         }
 
 
