@@ -133,3 +133,5 @@ def test_streamed_filtered_and_derived_features_equal_the_batch_engine_for_any_a
         for t in [n - SKEW, n - 1000, n, n + 1, n + 11 * 60_000, n + 2 * 3_600_000]:
             got, want = state.at(t), evaluate_events(FILTERED, ordered, t)
             assert got == want and "share_a" in got, t
+            served = store.read_at([OnlineKey("vf", 1, "k1")], t)[0]  # the server's read
+            assert served is not None and served.values == want, t
