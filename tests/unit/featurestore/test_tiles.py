@@ -331,3 +331,33 @@ def test_a_filtered_out_event_does_not_count_and_a_ratio_over_nothing_is_missing
     assert got["spread"] == -650.0
     later = evaluate_events(view, events, t0 + 3 * 3_600_000)
     assert later["n_10m"] == 0.0 and later["declined_ratio"] is None  # 0 / 0: missing, not an error
+
+
+def test_derived_features_may_read_string_features_in_every_engine() -> None:
+    view = FeatureViewDef.model_validate(
+        {
+            "name": "s",
+            "version": 1,
+            "source": "s",
+            "entity": "e",
+            "ttl": "1d",
+            "features": [
+                {"name": "n", "agg": "count", "window": {"size": "10m"}},
+                {"name": "last_k", "agg": "last_string", "field": "k", "window": {"size": "10m"}},
+                {"name": "top_k", "agg": "most_frequent", "field": "k", "where": "x > 0", "window": {"size": "1h"}},
+            ],
+            "derived": [{"name": "same_k", "expr": 'last_k == top_k or last_k == "a"'}],
+        }
+    )
+    rng = random.Random(4)
+    events = sorted(_events(rng, 200, 3 * 3_600_000), key=lambda e: e.order)
+    probes = [e.time_ms for e in events[::7]] + [events[-1].time_ms + 11 * MIN]
+    many = evaluate_many(view, Columns(events), np.array(probes, dtype=np.int64))
+    seen = set()
+    for row, t in enumerate(probes):
+        want = evaluate_events(view, events, t)
+        assert evaluate_tiles(view, build_tiles(view, events), t, tail=events) == want
+        got = [None if isinstance(x, float) and math.isnan(x) else x for x in many[row]]
+        assert got == [want[n] for n in view.feature_names], t
+        seen.add(want["same_k"])
+    assert seen == {0.0, 1.0, None}  # equal, different, and missing (no string in the window)
