@@ -454,6 +454,8 @@ class _Parser:
         raise self.fail(node, f"{_describe(node)} is not allowed")
 
     def compare(self, node: ast.Compare) -> _Node:
+        if len(node.ops) > 1 and any(isinstance(op, ast.In | ast.NotIn) for op in node.ops):
+            raise self.fail(node, "`in` cannot be chained with other comparisons")
         parts: list[_Node] = []
         left = self.node(node.left)
         for op, right in zip(node.ops, node.comparators, strict=True):
@@ -462,9 +464,6 @@ class _Parser:
                     raise self.fail(right, '`in` takes a list of literals: x in [1, 2] or s in ["a", "b"]')
                 items = tuple(self.literal(e) for e in right.elts)
                 parts.append(_In(left, items, isinstance(op, ast.NotIn)))
-                left = _Lit(0.0)  # `x in [..] < y` chains make no sense
-                if len(node.ops) > 1:
-                    raise self.fail(node, "`in` cannot be chained with other comparisons")
                 continue
             fn = _CMP.get(type(op))
             if fn is None:

@@ -101,6 +101,7 @@ def test_names_are_the_fields_read_and_literals_are_not_names() -> None:
         ("1e999 > a", "number out of range", 1),
         ("amount in other", "`in` takes a list of literals", 11),
         ("amount in [other]", "holds only number and string literals", 12),
+        ("a in [1] == b", "cannot be chained", 1),
         ("_secret > 1", "names starting with _", 1),
         ("amount > 100 and", "syntax error", 0),
         ("amount = 100", "syntax error", 8),
