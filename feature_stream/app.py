@@ -37,7 +37,7 @@ from feature_stream.settings import FeatureStreamSettings
 from feature_stream.skips import load_skips
 from feature_stream.state import RedisStateStore
 from featurestore.catalogue import Catalogue
-from featurestore.definitions import Definitions, load_definitions
+from featurestore.definitions import DefinitionError, Definitions, load_definitions
 from featurestore.offline import OfflineStore
 from featurestore.online import AsyncRedisOnlineStore, RedisOnlineStore
 from fti.v1 import events_pb2
@@ -55,20 +55,40 @@ FLUSH_INTERVAL_S = 0.5
 REKEYED_CHUNK_ITEMS = 2_000
 
 
-def ensure_topics(settings: FeatureStreamSettings) -> list[str]:
-    """Create the raw, dead-letter and re-keyed topics when missing (broker auto-creation may be off)."""
+def ensure_topics(settings: FeatureStreamSettings, defs: Definitions | None = None) -> list[str]:
+    """Create the raw, dead-letter and re-keyed topics, and the sources' topics, when missing
+    (broker auto-creation may be off); a source topic is created like the raw one."""
     table = settings.topics
     rf = table.events.replication_factor
-    return create_missing_topics(
-        settings.confluent_config(),
-        [
-            table.events,
-            table.dlq,
-            TopicSpec(settings.repartition_topic, table.rekeyed_partitions, rf),
-            # Faust's partition assignor elects its leader through a one-partition topic.
-            TopicSpec(f"{settings.app_id}-__assignor-__leader", 1, rf),
-        ],
-    )
+    specs = [
+        table.events,
+        table.dlq,
+        TopicSpec(settings.repartition_topic, table.rekeyed_partitions, rf),
+        # Faust's partition assignor elects its leader through a one-partition topic.
+        TopicSpec(f"{settings.app_id}-__assignor-__leader", 1, rf),
+    ]
+    if defs is not None:
+        _check_source_topics(settings, defs)
+        specs += [TopicSpec(t, table.events.partitions, rf) for t in defs.source_topics()]
+    created = create_missing_topics(settings.confluent_config(), specs)
+    sourced = defs.source_topics() if defs is not None else {}
+    for t in created:
+        if t in sourced:
+            log.warning("created the missing topic %s of source %s", t, sourced[t].name)
+    return created
+
+
+def _check_source_topics(settings: FeatureStreamSettings, defs: Definitions) -> None:
+    """A source reads a topic of its own, never one the pipeline writes or the raw topic."""
+    ours = {
+        settings.events_topic: "the raw events topic (FTI_EVENTS_TOPIC)",
+        settings.dlq_topic: "the dead-letter topic",
+        settings.models_topic: "the model events topic",
+        settings.repartition_topic: "the worker's re-keyed topic",
+    }
+    for topic, src in defs.source_topics().items():
+        if topic in ours:
+            raise DefinitionError(f"source {src.name}: topic {topic!r} is {ours[topic]}; give the source its own")
 
 
 def _web_port(settings: FeatureStreamSettings) -> int:
@@ -99,9 +119,17 @@ def _hold(messages: Sequence[Message], consumer: Any) -> Callable[[], None]:
     return ack
 
 
-def _to_messages(messages: Sequence[Message]) -> list[InMessage]:
+def _to_messages(messages: Sequence[Message], source_topics: frozenset[str] = frozenset()) -> list[InMessage]:
     return [
-        InMessage(m.topic, m.partition, m.offset, m.key, m.value, int(m.timestamp * 1000) if m.timestamp else None)
+        InMessage(
+            m.topic,
+            m.partition,
+            m.offset,
+            m.key,
+            m.value,
+            int(m.timestamp * 1000) if m.timestamp else None,
+            own_keys=m.topic in source_topics,
+        )
         for m in messages
     ]
 
@@ -185,7 +213,9 @@ def build_app(
     health = health or Health(live_after_s=settings.live_after_s, stall_after_s=settings.stall_after_s)
     stop = stop or Stop()
     app = BatchApp(settings.app_id, **_app_config(settings))
-    raw = app.topic(settings.events_topic, key_type=bytes, value_type=bytes)
+    # The raw topic and every source's topics: one handler, each message decoded by its topic.
+    source_topics = frozenset(defs.source_topics())
+    raw = app.topic(settings.events_topic, *sorted(source_topics), key_type=bytes, value_type=bytes)
     rekeyed = app.topic(settings.repartition_topic, key_type=bytes, value_type=bytes)
     state_client = _redis(settings)
     processor = Processor(
@@ -207,7 +237,7 @@ def build_app(
         await skips.ensure_loaded()
         for i in range(0, len(messages), size):  # bounded batches keep online values fresh
             chunk = messages[i : i + size]
-            msgs = _to_messages(chunk)
+            msgs = _to_messages(chunk, source_topics)
             try:
                 await processor.ingest(msgs, _hold(chunk, app.consumer))
             except Exception as exc:
@@ -452,7 +482,7 @@ def _start(settings: FeatureStreamSettings, health: Health) -> Definitions:
     RedisOnlineStore.from_url(settings.redis_url.get_secret_value(), settings.redis_prefix).register_views(defs.views)
     if settings.state_slack_ms != 3_600_000:
         log.warning("FTI_WORKER_STATE_SLACK_MS is ignored: the worker keeps what reads at the newest time can see")
-    ensure_topics(settings)
+    ensure_topics(settings, defs)
     if settings.metrics_enabled:
         HealthServer(health, settings.metrics_host, settings.metrics_port).start()
     return defs

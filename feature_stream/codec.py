@@ -8,9 +8,11 @@ from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
 
+from feature_stream.decoders import Unmappable, decoder_for
 from featurestore.definitions import Definitions
 from featurestore.event_schema import FieldRule, check_values
 from featurestore.keys import MAX_ENTITY_KEY_CHARS, MAX_EVENT_ID_CHARS
+from featurestore.sources import SourceDef, SourceFormat
 from featurestore.values import Scalar, from_value
 from fti.v1 import events_pb2
 
@@ -81,6 +83,18 @@ def _rules(defs: Definitions) -> dict[str, _TypeRules]:
     return rules
 
 
+_SOURCES: dict[int, tuple[Definitions, dict[str, SourceDef]]] = {}
+
+
+def _sources(defs: Definitions) -> dict[str, SourceDef]:
+    cached = _SOURCES.get(id(defs))
+    if cached is not None and cached[0] is defs:
+        return cached[1]
+    topics = defs.source_topics()
+    _SOURCES[id(defs)] = (defs, topics)
+    return topics
+
+
 def _parse(data: bytes) -> events_pb2.Event | DeadLetter:
     try:
         return events_pb2.Event.FromString(data)
@@ -100,10 +114,16 @@ def _values(ev: events_pb2.Event) -> dict[str, Scalar] | DeadLetter:
     return values
 
 
-def decode_event(data: bytes | None, defs: Definitions) -> RawEvent | DeadLetter:
-    """Decode and validate one message value against the user's definitions."""
+def decode_event(data: bytes | None, defs: Definitions, topic: str | None = None) -> RawEvent | DeadLetter:
+    """Decode and validate one message value against the user's definitions.
+
+    `topic` picks the format: a topic a source reads is decoded by that source (`sources:`),
+    any other one (the raw topic) holds `fti.v1.Event` envelopes of event types with no source."""
     if not data:
         return DeadLetter(events_pb2.DEAD_LETTER_REASON_UNDECODABLE, "empty message")
+    source = _sources(defs).get(topic) if topic is not None else None
+    if source is not None and source.format is not SourceFormat.FTI_EVENT:
+        return _decode_mapped(data, defs, source, topic or "")
     ev = _parse(data)
     if isinstance(ev, DeadLetter):
         return ev
@@ -113,17 +133,65 @@ def decode_event(data: bytes | None, defs: Definitions) -> RawEvent | DeadLetter
         return DeadLetter(events_pb2.DEAD_LETTER_REASON_MISSING_EVENT_ID, "empty event_id")
     if not ev.HasField("event_time"):
         return DeadLetter(events_pb2.DEAD_LETTER_REASON_MISSING_EVENT_TIME, "no event_time")
+    wrong = _wrong_topic(defs, ev.event_type, source)
+    if wrong is not None:
+        return wrong
+    if ev.event_type not in _rules(defs):
+        return DeadLetter(events_pb2.DEAD_LETTER_REASON_UNKNOWN_EVENT_TYPE, f"event_type {ev.event_type!r}")
+    if not 0 <= ev.event_time.nanos < 1_000_000_000:
+        return _time_out_of_range(f"event_time {ev.event_time.seconds}s {ev.event_time.nanos}ns")
+    time_ms = ev.event_time.seconds * 1000 + ev.event_time.nanos // 1_000_000
+    values = _values(ev)
+    if isinstance(values, DeadLetter):
+        return values
+    return _validated(
+        defs,
+        RawEvent(ev.event_id, ev.event_type, time_ms, dict(ev.entities), values, ev.schema_version, ev.source),
+    )
+
+
+def _wrong_topic(defs: Definitions, event_type: str, source: SourceDef | None) -> DeadLetter | None:
+    """An envelope on a source's topic must be of that source's event type; an event type that
+    has a source is not read from the raw topic (each event type has one way in)."""
+    if source is not None and event_type != source.event_type:
+        detail = f"event_type {event_type!r} on a topic of source {source.name} ({source.event_type!r} only)"
+        return DeadLetter(events_pb2.DEAD_LETTER_REASON_UNKNOWN_EVENT_TYPE, detail)
+    if source is None and event_type in defs.sourced_event_types:
+        owner = next(s for s in defs.sources if s.event_type == event_type)
+        detail = (
+            f"event_type {event_type!r} comes from source {owner.name} (topics {list(owner.topics)}), not this topic"
+        )
+        return DeadLetter(events_pb2.DEAD_LETTER_REASON_UNKNOWN_EVENT_TYPE, detail)
+    return None
+
+
+def _decode_mapped(data: bytes, defs: Definitions, source: SourceDef, topic: str) -> RawEvent | DeadLetter:
+    """A json or protobuf source's message, mapped to an event and validated like an envelope."""
+    rules = _rules(defs)[source.event_type]
+    try:
+        m = decoder_for(defs, topic, source, frozenset(rules.entities)).decode(data)
+    except Unmappable as exc:
+        return DeadLetter(exc.reason, f"source {source.name}: {exc.detail}")
+    for name, x in m.values.items():
+        if isinstance(x, float) and not math.isfinite(x):
+            return DeadLetter(events_pb2.DEAD_LETTER_REASON_NON_FINITE_VALUE, f"value {name}={x}")
+    return _validated(defs, RawEvent(m.event_id, source.event_type, m.time_ms, m.entities, m.values, 1, source.name))
+
+
+def _time_out_of_range(what: str) -> DeadLetter:
+    return DeadLetter(
+        events_pb2.DEAD_LETTER_REASON_EVENT_TIME_OUT_OF_RANGE, f"{what} is not within 1900-01-01 and 2200-01-01"
+    )
+
+
+def _validated(defs: Definitions, ev: RawEvent) -> RawEvent | DeadLetter:
+    """The checks every event passes whatever its format: known type, time, keys, value rules."""
     rules = _rules(defs).get(ev.event_type)
     if rules is None:
         return DeadLetter(events_pb2.DEAD_LETTER_REASON_UNKNOWN_EVENT_TYPE, f"event_type {ev.event_type!r}")
-    time_ms = ev.event_time.seconds * 1000 + ev.event_time.nanos // 1_000_000
-    if not MIN_EVENT_TIME_MS <= time_ms < MAX_EVENT_TIME_MS or not 0 <= ev.event_time.nanos < 1_000_000_000:
-        return DeadLetter(
-            events_pb2.DEAD_LETTER_REASON_EVENT_TIME_OUT_OF_RANGE,
-            f"event_time {ev.event_time.seconds}s {ev.event_time.nanos}ns is not within 1900-01-01 and 2200-01-01",
-        )
-    entities = dict(ev.entities)
-    missing = [e for e in rules.entities if not entities.get(e)]
+    if not MIN_EVENT_TIME_MS <= ev.time_ms < MAX_EVENT_TIME_MS:
+        return _time_out_of_range(f"event_time {ev.time_ms} ms")
+    missing = [e for e in rules.entities if not ev.entities.get(e)]
     if missing:
         return DeadLetter(events_pb2.DEAD_LETTER_REASON_MISSING_ENTITY_KEY, f"missing entities {missing}")
     if len(ev.event_id) > MAX_EVENT_ID_CHARS:
@@ -131,24 +199,13 @@ def decode_event(data: bytes | None, defs: Definitions) -> RawEvent | DeadLetter
             events_pb2.DEAD_LETTER_REASON_INVALID_KEY,
             f"an event_id of {len(ev.event_id)} characters (at most {MAX_EVENT_ID_CHARS})",
         )
-    long = [e for e in rules.entities if len(entities[e]) > MAX_ENTITY_KEY_CHARS]
+    long = [e for e in rules.entities if len(ev.entities[e]) > MAX_ENTITY_KEY_CHARS]
     if long:
         return DeadLetter(
             events_pb2.DEAD_LETTER_REASON_INVALID_KEY,
-            f"entity key {long[0]} of {len(entities[long[0]])} characters (at most {MAX_ENTITY_KEY_CHARS})",
+            f"entity key {long[0]} of {len(ev.entities[long[0]])} characters (at most {MAX_ENTITY_KEY_CHARS})",
         )
-    values = _values(ev)
-    if isinstance(values, DeadLetter):
-        return values
-    bad = check_values(rules.values, values)
+    bad = check_values(rules.values, ev.values)
     if bad is not None:
         return DeadLetter(_VIOLATIONS[bad.kind], bad.detail)
-    return RawEvent(
-        event_id=ev.event_id,
-        event_type=ev.event_type,
-        time_ms=time_ms,
-        entities=entities,
-        values=values,
-        schema_version=ev.schema_version,
-        source=ev.source,
-    )
+    return ev

@@ -73,7 +73,7 @@ class Ingest:
             if wm is None:
                 metrics.DUPLICATES.inc()
                 continue
-            self._route(msg.state_key, ev, wm, now_ns, out)
+            self._route(msg, ev, wm, now_ns, out)
         out.events = len(decoded)
         for k in touched:
             st = self._keys[k]
@@ -81,13 +81,15 @@ class Ingest:
             out.keys[k] = st
         return out
 
-    def _route(self, key: str, ev: RawEvent, wm: int, now_ns: int, out: Decisions) -> None:
+    def _route(self, msg: InMessage, ev: RawEvent, wm: int, now_ns: int, out: Decisions) -> None:
+        key = msg.state_key
         out.archive.append(self._archive_row(key, ev, wm, now_ns))
         for view, fields in self._routes[ev.event_type]:
             vals = {k: x for k, x in ev.values.items() if k in fields}
             item = ViewItem(view.ref, ev.entities[view.entity], ev.event_id, ev.time_ms, wm, vals)
-            # A view keyed like the message is already partitioned right: no Kafka hop.
-            (out.local if item.entity_key == key else out.remote).append(item)
+            # A view keyed like a raw message is already partitioned right: no Kafka hop. A source
+            # topic's partitioner is the user's, so its items always take the re-keyed topic.
+            (out.local if item.entity_key == key and not msg.own_keys else out.remote).append(item)
 
     def _future(self, msg: InMessage, ev: RawEvent, now_ms: int) -> DeadLetter | None:
         """An event stamped beyond the future skew never enters the state: it would move its
@@ -106,7 +108,7 @@ class Ingest:
         for msg in msgs:
             ev: RawEvent | DeadLetter
             try:
-                ev = decode_event(msg.value, self.defs)
+                ev = decode_event(msg.value, self.defs, msg.topic)
             except Exception as exc:  # noqa: BLE001 - one message never stops the worker: it is dead-lettered
                 ev = DeadLetter(events_pb2.DEAD_LETTER_REASON_PROCESSING_FAILED, f"{type(exc).__name__}: {exc}")
             if isinstance(ev, RawEvent) and msg.position in self.skip:

@@ -28,6 +28,9 @@ class InMessage:
     key: bytes | None
     value: bytes | None
     timestamp_ms: int | None = None  # the record's Kafka timestamp, when known
+    # Set for a source's topic (`sources:`): its keys' watermarks are its own, because its
+    # partitions need not be assigned with the raw topic's (another count or partitioner).
+    own_keys: bool = False
 
     @property
     def position(self) -> str:
@@ -36,7 +39,8 @@ class InMessage:
     @property
     def state_key(self) -> str:
         # Unkeyed messages share their partition's watermark.
-        return self.key.decode(errors="replace") if self.key else f"~p{self.partition}"
+        key = self.key.decode(errors="replace") if self.key else f"~p{self.partition}"
+        return f"~t{self.topic}~{key}" if self.own_keys else key
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from featurestore.event_schema import EventTypeDef, FieldRule, FieldType, label_rule
 from featurestore.expressions import Expression, ExpressionError, parse_expression
+from featurestore.sources import SourceDef, SourceFormat
 from fti.v1 import features_pb2
 from fti_core.errors import InvalidArgumentError
 from fti_core.tasks import Metric, Task
@@ -38,6 +39,7 @@ __all__ = [
     "FeatureViewDef",
     "LabelDef",
     "ModelDef",
+    "SourceDef",
     "WindowDef",
     "load_definitions",
     "parse_definitions",
@@ -405,6 +407,7 @@ class Definitions(_Strict):
     labels: tuple[LabelDef, ...] = ()
     models: tuple[ModelDef, ...] = ()
     events: tuple[EventTypeDef, ...] = ()
+    sources: tuple[SourceDef, ...] = ()
 
     def value_rules(self) -> dict[str, dict[str, FieldRule]]:
         """Per event type, the rule of each field something reads or the file declares.
@@ -436,7 +439,16 @@ class Definitions(_Strict):
 
     @property
     def event_types(self) -> set[str]:
-        return {v.source for v in self.views} | {lbl.event_type for lbl in self.labels}
+        return {v.source for v in self.views} | {lbl.event_type for lbl in self.labels} | self.sourced_event_types
+
+    @property
+    def sourced_event_types(self) -> set[str]:
+        """Event types a source produces; every other one comes from the raw topic."""
+        return {s.event_type for s in self.sources}
+
+    def source_topics(self) -> dict[str, SourceDef]:
+        """Topic -> the source reading it."""
+        return {t: s for s in self.sources for t in s.topics}
 
     def label(self, name: str) -> LabelDef:
         for lbl in self.labels:
@@ -516,16 +528,19 @@ def _validate_section(kind: str, items: Iterable[Any], model: type[BaseModel]) -
     return out
 
 
-def parse_definitions(doc: Any) -> Definitions:
+def parse_definitions(doc: Any, base_dir: Path | None = None) -> Definitions:
+    """Validate a definitions document; `base_dir` resolves the relative paths it names
+    (a protobuf source's descriptor set), the current folder when None."""
     if not isinstance(doc, dict):
         raise DefinitionError("a definitions file is a mapping with views, labels and models")
-    unknown = set(doc) - {"views", "labels", "models", "events"}
+    unknown = set(doc) - {"views", "labels", "models", "events", "sources"}
     if unknown:
         raise DefinitionError(f"unknown top-level fields {sorted(unknown)}")
     views = _validate_section("view", doc.get("views") or [], FeatureViewDef)
     labels = _validate_section("label", doc.get("labels") or [], LabelDef)
     models = _validate_section("model", doc.get("models") or [], ModelDef)
     events = _validate_section("event", doc.get("events") or [], EventTypeDef)
+    sources = _resolve_sources(_validate_section("source", doc.get("sources") or [], SourceDef), base_dir)
     seen: set[str] = set()
     for v in views:
         if v.ref in seen:
@@ -535,12 +550,16 @@ def parse_definitions(doc: Any) -> Definitions:
         ("label", [x.name for x in labels]),
         ("model", [x.name for x in models]),
         ("event", [x.name for x in events]),
+        ("source", [x.name for x in sources]),
     ):
         for n in names:
             if names.count(n) > 1:
                 raise DefinitionError(f"{kind} {n}: defined twice")
-    defs = Definitions(views=tuple(views), labels=tuple(labels), models=tuple(models), events=tuple(events))
+    defs = Definitions(
+        views=tuple(views), labels=tuple(labels), models=tuple(models), events=tuple(events), sources=tuple(sources)
+    )
     _check_field_types(defs)
+    _check_sources(defs)
     for m in models:
         defs.label(m.label)
         try:
@@ -550,6 +569,55 @@ def parse_definitions(doc: Any) -> Definitions:
     return defs
 
 
+def _resolve_sources(sources: list[SourceDef], base_dir: Path | None) -> list[SourceDef]:
+    out = []
+    for src in sources:
+        try:
+            out.append(src.resolved(base_dir or Path.cwd()))
+        except ValueError as exc:
+            raise DefinitionError(f"source {src.name}: {exc}") from exc
+    return out
+
+
+def _check_sources(defs: Definitions) -> None:
+    """One source per event type, each topic read by one source, and a json/protobuf source maps
+    every entity and field its event type's views and labels read (else they would read nothing)."""
+    owner: dict[str, str] = {}
+    for src in defs.sources:
+        if src.event_type in owner:
+            raise DefinitionError(
+                f"source {src.name}: event type {src.event_type!r} already comes from source {owner[src.event_type]}"
+            )
+        owner[src.event_type] = src.name
+    topics: dict[str, str] = {}
+    for src in defs.sources:
+        for t in src.topics:
+            if t in topics:
+                raise DefinitionError(f"source {src.name}: topic {t!r} is already read by source {topics[t]}")
+            topics[t] = src.name
+    for src in defs.sources:
+        if src.format is not SourceFormat.FTI_EVENT:
+            _check_mapped(defs, src)
+
+
+def _check_mapped(defs: Definitions, src: SourceDef) -> None:
+    needs: list[tuple[str, str, str]] = []  # (who, "entity" | "value", name)
+    for v in defs.views_for_event(src.event_type):
+        needs.append((f"view {v.ref}", "entity", v.entity))
+        needs += [(f"view {v.ref}", "value", f.field) for f in v.features if f.field]
+    for lbl in defs.labels:
+        if lbl.event_type == src.event_type:
+            needs += [(f"label {lbl.name}", "entity", lbl.entity), (f"label {lbl.name}", "value", lbl.field)]
+    for who, kind, name in needs:
+        mapped = src.entities if kind == "entity" else src.values
+        if name not in mapped:
+            section = "entities" if kind == "entity" else "values"
+            raise DefinitionError(
+                f"source {src.name}: {who} reads {kind} {name!r} of {src.event_type!r}, "
+                f"which the source's {section} do not map"
+            )
+
+
 def load_definitions(path: Path) -> Definitions:
     try:
         doc = yaml.safe_load(path.read_text())
@@ -557,4 +625,4 @@ def load_definitions(path: Path) -> Definitions:
         raise DefinitionError(f"definitions file {path} does not exist") from exc
     except yaml.YAMLError as exc:
         raise DefinitionError(f"definitions file {path} is not valid YAML: {exc}") from exc
-    return parse_definitions(doc)
+    return parse_definitions(doc, path.parent)

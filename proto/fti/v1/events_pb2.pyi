@@ -51,6 +51,17 @@ class _DeadLetterReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Dead
     """Processing this one message raised; the worker went on without it."""
     DEAD_LETTER_REASON_FUTURE_EVENT_TIME: _DeadLetterReason.ValueType  # 15
     """Stamped further ahead of the record's Kafka timestamp than the worker's future skew allows."""
+    DEAD_LETTER_REASON_UNMAPPABLE_FIELD: _DeadLetterReason.ValueType  # 16
+    """Numbers 16 and on: messages of a source (`sources:` in the definitions) that do not map.
+    (An absent event time, event id or entity field gets MISSING_EVENT_TIME, MISSING_EVENT_ID or
+    MISSING_ENTITY_KEY, as in an fti.v1.Event, with the field's path in the detail.)
+    A mapped field holds what cannot be read as its part: an object or list where a scalar is
+    needed, a time text that is not ISO-8601, a bool or a float as an entity key.
+    """
+    DEAD_LETTER_REASON_BAD_WIRE_FORMAT: _DeadLetterReason.ValueType  # 17
+    """A Confluent wire-format header missing where the source requires it, or malformed
+    (short, or a message index naming another message type than the source's).
+    """
 
 class DeadLetterReason(_DeadLetterReason, metaclass=_DeadLetterReasonEnumTypeWrapper):
     """Dead-letter reason, also sent as the `fti-dlq-reason` header beside the original bytes."""
@@ -79,6 +90,17 @@ DEAD_LETTER_REASON_PROCESSING_FAILED: DeadLetterReason.ValueType  # 14
 """Processing this one message raised; the worker went on without it."""
 DEAD_LETTER_REASON_FUTURE_EVENT_TIME: DeadLetterReason.ValueType  # 15
 """Stamped further ahead of the record's Kafka timestamp than the worker's future skew allows."""
+DEAD_LETTER_REASON_UNMAPPABLE_FIELD: DeadLetterReason.ValueType  # 16
+"""Numbers 16 and on: messages of a source (`sources:` in the definitions) that do not map.
+(An absent event time, event id or entity field gets MISSING_EVENT_TIME, MISSING_EVENT_ID or
+MISSING_ENTITY_KEY, as in an fti.v1.Event, with the field's path in the detail.)
+A mapped field holds what cannot be read as its part: an object or list where a scalar is
+needed, a time text that is not ISO-8601, a bool or a float as an entity key.
+"""
+DEAD_LETTER_REASON_BAD_WIRE_FORMAT: DeadLetterReason.ValueType  # 17
+"""A Confluent wire-format header missing where the source requires it, or malformed
+(short, or a message index naming another message type than the source's).
+"""
 Global___DeadLetterReason: _TypeAlias = DeadLetterReason  # noqa: Y015
 
 @_typing.final
