@@ -36,6 +36,7 @@ class FeaturePipeline:
     settings: FeatureStreamSettings
     log_dir: Path
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    source_topics: list[str] = field(default_factory=list)  # the definitions' sources' topics
 
     def start_worker(self) -> subprocess.Popen[bytes]:
         log = (self.log_dir / f"worker-{len(self.workers)}.log").open("wb")
@@ -65,7 +66,7 @@ class FeaturePipeline:
             {"bootstrap.servers": self.settings.kafka_bootstrap_servers, "group.id": self.settings.app_id}
         )
         try:
-            for topic in (self.settings.events_topic, self.settings.repartition_topic):
+            for topic in (self.settings.events_topic, self.settings.repartition_topic, *self.source_topics):
                 meta = consumer.list_topics(topic, timeout=10).topics[topic]
                 tps = [TopicPartition(topic, p) for p in meta.partitions]
                 for tp in consumer.committed(tps, timeout=10):
