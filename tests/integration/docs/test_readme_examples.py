@@ -7,8 +7,11 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from confluent_kafka import Consumer
+import yaml
+from confluent_kafka import Consumer, Message
 
+from feature_stream.codec import RawEvent, decode_event
+from featurestore.definitions import parse_definitions
 from fti.v1 import events_pb2
 
 README = (Path(__file__).resolve().parents[3] / "README.md").read_text()
@@ -43,3 +46,36 @@ def test_produce_example_writes_an_event_the_pipeline_can_decode(
     event = events_pb2.Event.FromString(rec.value())
     assert event.event_type == "transaction" and event.entities["merchant_id"] == "m0007"
     assert event.values["amount"].double_value == 42.5 and event.event_time.ToMilliseconds() > 0
+
+
+def _consume_one(kafka_bootstrap: str, topic: str) -> Message:
+    consumer = Consumer(
+        {"bootstrap.servers": kafka_bootstrap, "group.id": uuid.uuid4().hex, "auto.offset.reset": "earliest"}
+    )
+    consumer.subscribe([topic])
+    try:
+        for _ in range(30):
+            rec = consumer.poll(1)
+            if rec is not None and rec.error() is None:
+                return rec
+    finally:
+        consumer.close()
+    raise AssertionError(f"nothing on {topic}")
+
+
+def test_bring_your_own_events_example_is_decoded_by_its_source(
+    kafka_bootstrap: str, topic_factory: Callable[..., str]
+) -> None:
+    section = README.split("## Bring your own events", 1)[1]
+    match = re.search(r"```yaml\n(.*?)```", section, re.S)
+    assert match is not None, "the section has no YAML example"
+    defs = parse_definitions(yaml.safe_load(match.group(1)))
+    topic = topic_factory("readme-json", partitions=1)
+    code = example("produce-json").replace('"localhost:9092"', repr(kafka_bootstrap)).replace('"rides.v1"', repr(topic))
+    exec(compile(code, "README.md#produce-json", "exec"), {})
+
+    ev = decode_event(_consume_one(kafka_bootstrap, topic).value(), defs, "rides.v1")
+    assert isinstance(ev, RawEvent), ev
+    assert (ev.event_type, ev.event_id, ev.source) == ("ride_completed", "r-1001", "rides")
+    assert ev.entities == {"driver_id": "42", "route": "Z1|Z2"}
+    assert ev.values == {"fare": 12.5, "distance_km": 3.2}
