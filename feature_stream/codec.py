@@ -83,16 +83,22 @@ def _rules(defs: Definitions) -> dict[str, _TypeRules]:
     return rules
 
 
-_SOURCES: dict[int, tuple[Definitions, dict[str, SourceDef]]] = {}
+@dataclass(frozen=True, slots=True)
+class _Sources:
+    by_topic: dict[str, SourceDef]
+    by_event_type: dict[str, SourceDef]
 
 
-def _sources(defs: Definitions) -> dict[str, SourceDef]:
+_SOURCES: dict[int, tuple[Definitions, _Sources]] = {}
+
+
+def _sources(defs: Definitions) -> _Sources:
     cached = _SOURCES.get(id(defs))
     if cached is not None and cached[0] is defs:
         return cached[1]
-    topics = defs.source_topics()
-    _SOURCES[id(defs)] = (defs, topics)
-    return topics
+    found = _Sources(defs.source_topics(), {s.event_type: s for s in defs.sources})
+    _SOURCES[id(defs)] = (defs, found)
+    return found
 
 
 def _parse(data: bytes) -> events_pb2.Event | DeadLetter:
@@ -121,7 +127,7 @@ def decode_event(data: bytes | None, defs: Definitions, topic: str | None = None
     any other one (the raw topic) holds `fti.v1.Event` envelopes of event types with no source."""
     if not data:
         return DeadLetter(events_pb2.DEAD_LETTER_REASON_UNDECODABLE, "empty message")
-    source = _sources(defs).get(topic) if topic is not None else None
+    source = _sources(defs).by_topic.get(topic) if topic is not None else None
     if source is not None and source.format is not SourceFormat.FTI_EVENT:
         return _decode_mapped(data, defs, source, topic or "")
     ev = _parse(data)
@@ -156,8 +162,8 @@ def _wrong_topic(defs: Definitions, event_type: str, source: SourceDef | None) -
     if source is not None and event_type != source.event_type:
         detail = f"event_type {event_type!r} on a topic of source {source.name} ({source.event_type!r} only)"
         return DeadLetter(events_pb2.DEAD_LETTER_REASON_UNKNOWN_EVENT_TYPE, detail)
-    if source is None and event_type in defs.sourced_event_types:
-        owner = next(s for s in defs.sources if s.event_type == event_type)
+    owner = _sources(defs).by_event_type.get(event_type) if source is None else None
+    if owner is not None:
         detail = (
             f"event_type {event_type!r} comes from source {owner.name} (topics {list(owner.topics)}), not this topic"
         )
