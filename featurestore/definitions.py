@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from featurestore.event_schema import EventTypeDef, FieldRule, FieldType, label_rule
 from featurestore.expressions import Expression, ExpressionError, parse_expression
-from featurestore.sources import SourceDef, SourceFormat
+from featurestore.sources import SourceDef, check_sources
 from fti.v1 import features_pb2
 from fti_core.errors import InvalidArgumentError
 from fti_core.tasks import Metric, Task
@@ -559,7 +559,10 @@ def parse_definitions(doc: Any, base_dir: Path | None = None) -> Definitions:
         views=tuple(views), labels=tuple(labels), models=tuple(models), events=tuple(events), sources=tuple(sources)
     )
     _check_field_types(defs)
-    _check_sources(defs)
+    try:
+        check_sources(defs)
+    except ValueError as exc:
+        raise DefinitionError(str(exc)) from exc
     for m in models:
         defs.label(m.label)
         try:
@@ -577,45 +580,6 @@ def _resolve_sources(sources: list[SourceDef], base_dir: Path | None) -> list[So
         except ValueError as exc:
             raise DefinitionError(f"source {src.name}: {exc}") from exc
     return out
-
-
-def _check_sources(defs: Definitions) -> None:
-    """One source per event type, each topic read by one source, and a json/protobuf source maps
-    every entity and field its event type's views and labels read (else they would read nothing)."""
-    owner: dict[str, str] = {}
-    for src in defs.sources:
-        if src.event_type in owner:
-            raise DefinitionError(
-                f"source {src.name}: event type {src.event_type!r} already comes from source {owner[src.event_type]}"
-            )
-        owner[src.event_type] = src.name
-    topics: dict[str, str] = {}
-    for src in defs.sources:
-        for t in src.topics:
-            if t in topics:
-                raise DefinitionError(f"source {src.name}: topic {t!r} is already read by source {topics[t]}")
-            topics[t] = src.name
-    for src in defs.sources:
-        if src.format is not SourceFormat.FTI_EVENT:
-            _check_mapped(defs, src)
-
-
-def _check_mapped(defs: Definitions, src: SourceDef) -> None:
-    needs: list[tuple[str, str, str]] = []  # (who, "entity" | "value", name)
-    for v in defs.views_for_event(src.event_type):
-        needs.append((f"view {v.ref}", "entity", v.entity))
-        needs += [(f"view {v.ref}", "value", f.field) for f in v.features if f.field]
-    for lbl in defs.labels:
-        if lbl.event_type == src.event_type:
-            needs += [(f"label {lbl.name}", "entity", lbl.entity), (f"label {lbl.name}", "value", lbl.field)]
-    for who, kind, name in needs:
-        mapped = src.entities if kind == "entity" else src.values
-        if name not in mapped:
-            section = "entities" if kind == "entity" else "values"
-            raise DefinitionError(
-                f"source {src.name}: {who} reads {kind} {name!r} of {src.event_type!r}, "
-                f"which the source's {section} do not map"
-            )
 
 
 def load_definitions(path: Path) -> Definitions:

@@ -15,11 +15,14 @@ import functools
 import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError, Message
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+
+if TYPE_CHECKING:
+    from featurestore.definitions import Definitions
 
 __all__ = [
     "EventIdDef",
@@ -29,6 +32,7 @@ __all__ = [
     "SourceFormat",
     "TimeUnit",
     "WireFormat",
+    "check_sources",
     "load_message_class",
 ]
 
@@ -205,6 +209,44 @@ class SourceDef(_Strict):
 
     def canonical(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude={"description"})
+
+
+def check_sources(defs: Definitions) -> None:
+    """One source per event type, each topic read by one source, and a json/protobuf source maps
+    every entity and field its event type's views and labels read (else they would read nothing).
+    Raises ValueError naming the source."""
+    owner: dict[str, str] = {}
+    topics: dict[str, str] = {}
+    for src in defs.sources:
+        if src.event_type in owner:
+            raise ValueError(
+                f"source {src.name}: event type {src.event_type!r} already comes from source {owner[src.event_type]}"
+            )
+        owner[src.event_type] = src.name
+        for t in src.topics:
+            if t in topics:
+                raise ValueError(f"source {src.name}: topic {t!r} is already read by source {topics[t]}")
+            topics[t] = src.name
+    for src in defs.sources:
+        if src.format is not SourceFormat.FTI_EVENT:
+            _check_mapped(defs, src)
+
+
+def _check_mapped(defs: Definitions, src: SourceDef) -> None:
+    needs: list[tuple[str, str, str]] = []  # (who, "entity" | "value", name)
+    for v in defs.views_for_event(src.event_type):
+        needs.append((f"view {v.ref}", "entity", v.entity))
+        needs += [(f"view {v.ref}", "value", f.field) for f in v.features if f.field]
+    for lbl in defs.labels:
+        if lbl.event_type == src.event_type:
+            needs += [(f"label {lbl.name}", "entity", lbl.entity), (f"label {lbl.name}", "value", lbl.field)]
+    for who, kind, name in needs:
+        section = "entities" if kind == "entity" else "values"
+        if name not in (src.entities if kind == "entity" else src.values):
+            raise ValueError(
+                f"source {src.name}: {who} reads {kind} {name!r} of {src.event_type!r}, "
+                f"which the source's {section} do not map"
+            )
 
 
 def _check_proto_path(desc: Any, path: str, *, timestamp_ok: bool) -> None:

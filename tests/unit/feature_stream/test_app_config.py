@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 
 import pytest
 
-from feature_stream.app import _app_config
+from feature_stream.app import _app_config, _check_source_topics
 from feature_stream.settings import FeatureStreamSettings
+from featurestore.definitions import DefinitionError, parse_definitions
 
 
 @pytest.fixture(autouse=True)
@@ -36,3 +38,24 @@ def test_internal_topics_follow_the_topics_table() -> None:
     assert (conf["topic_partitions"], conf["topic_replication_factor"]) == (6, 2)
     conf = _app_config(FeatureStreamSettings(rekeyed_topic_partitions=3))
     assert conf["topic_partitions"] == 3
+
+
+@pytest.mark.parametrize("topic", ["fti.events", "fti.events.dlq", "fti.models", "fti-features-fti.events-rekeyed"])
+def test_a_source_may_not_read_a_topic_of_the_pipeline(topic: str) -> None:
+    defs = parse_definitions(
+        {
+            "sources": [{"name": "mine", "event_type": "ev", "topics": ["ok", topic]}],
+            "views": [
+                {
+                    "name": "v",
+                    "version": 1,
+                    "source": "ev",
+                    "entity": "k",
+                    "ttl": "1d",
+                    "features": [{"name": "n", "agg": "count", "window": {"size": "1h"}}],
+                }
+            ],
+        }
+    )
+    with pytest.raises(DefinitionError, match=f"source mine: topic '{re.escape(topic)}' is the"):
+        _check_source_topics(FeatureStreamSettings(), defs)
