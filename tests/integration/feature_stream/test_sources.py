@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import random
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -18,11 +20,13 @@ import yaml
 from confluent_kafka import Producer
 
 from featurestore.keys import join_key
+from featurestore.offline import OfflineStore
 from featurestore.online import OnlineKey, RedisOnlineStore
 from featurestore.sources import load_message_class
 from fti.v1 import events_pb2
 from tests.fixtures.rides import build_descriptor_set, confluent_frame
 
+from ...waits import committed_offsets, group_members, wait_for
 from .conftest import FeaturePipeline
 from .test_dead_letters import _read_dlq
 
@@ -90,13 +94,13 @@ def _definitions(folder: Path, json_topic: str, proto_topic: str) -> Path:
     return path
 
 
-def _rides(start_ms: int, n: int) -> list[dict[str, Any]]:
+def _rides(start_ms: int, n: int, step_ms: int = 1000) -> list[dict[str, Any]]:
     rng = random.Random(1414)
     zones = ["Z1", "Z|2", "Z\\3", "Z4"]  # separators and escapes inside a part
     return [
         {
             "ride_id": f"ride-{i}",
-            "ts": start_ms + i * 1000,
+            "ts": start_ms + i * step_ms,
             "pickup_zone": rng.choice(zones),
             "dropoff_zone": rng.choice(zones),
             "driver": {"id": rng.randint(1, 9), "name": "x"},
@@ -107,12 +111,15 @@ def _rides(start_ms: int, n: int) -> list[dict[str, Any]]:
     ]
 
 
-def _produce(bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:
+def _produce(bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes]], rate: float | None = None) -> None:
     """A plain producer, as a user's service would be: nothing of the project's."""
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
-    for key, value in messages:
+    t0 = time.monotonic()
+    for n, (key, value) in enumerate(messages, 1):
         producer.produce(topic, key=key, value=value)
         producer.poll(0)
+        if rate and n % 100 == 0 and (ahead := n / rate - (time.monotonic() - t0)) > 0:
+            time.sleep(ahead)  # pacing the producer, not waiting for the worker
     assert producer.flush(30) == 0
 
 
@@ -218,3 +225,56 @@ def test_json_and_protobuf_sources_from_a_plain_client_are_exact_and_malformed_o
     report = done.stdout.decode()
     assert done.returncode == 0 and "OK: no mismatches" in report, report + done.stderr.decode()
     assert "route_activity" in report and "driver_billing" in report
+
+
+def test_a_source_topic_stays_exact_through_scale_out_and_kill_9(
+    feature_pipeline: Callable[..., FeaturePipeline], topic_factory: Callable[..., str], tmp_path: Path
+) -> None:
+    """Two workers share a source topic whose partition count is not the raw topic's, one is
+    killed mid-stream: every ride is archived once and every value equals the recomputation."""
+    json_topic, proto_topic = topic_factory("rides-json", 3), topic_factory("rides-pb", 1)
+    pipe = feature_pipeline(partitions=2, definitions=_definitions(tmp_path, json_topic, proto_topic))
+    pipe.source_topics += [json_topic, proto_topic]
+    rng = random.Random(77)
+    add_after, kill_after_more = rng.randrange(500, 1_500), rng.randrange(300, 1_000)
+    rides = _rides((int(time.time() * 1000) // HOUR - 1) * HOUR, 6_000, step_ms=500)  # all in one past hour
+    # Keyed by driver: each key's rides in time order on one partition (the key's watermark).
+    messages: list[tuple[bytes | None, bytes]] = [
+        (str(r["driver"]["id"]).encode(), json.dumps(r).encode()) for r in rides
+    ]
+    bootstrap, group = pipe.settings.kafka_bootstrap_servers, pipe.settings.app_id
+    producer = threading.Thread(target=_produce, args=(bootstrap, json_topic, messages, 1500.0), daemon=True)
+    producer.start()
+
+    def acked(at_least: int) -> int:
+        def check() -> int:
+            for w in pipe.workers:
+                assert w.poll() in (None, -signal.SIGKILL), pipe.logs()
+            done = sum(committed_offsets(bootstrap, group, json_topic).values())
+            return done if done >= at_least else 0
+
+        return wait_for(check, what=f"{at_least} source offsets acked", timeout_s=120, poll_s=0.1, details=pipe.logs)
+
+    first = pipe.start_worker()
+    acked(add_after)
+    pipe.start_worker()
+
+    def both_assigned() -> bool:
+        members = group_members(bootstrap, group)
+        return len(members) == 2 and all(members)
+
+    wait_for(both_assigned, what="a stable group of two workers", timeout_s=120, details=pipe.logs)
+    acked(min(sum(committed_offsets(bootstrap, group, json_topic).values()) + kill_after_more, len(messages)))
+    pipe.kill(first)
+    producer.join()
+    pipe.wait_caught_up(timeout=180)
+
+    archive = OfflineStore(pipe.settings.offline_root).read_archive()
+    missing = {r["ride_id"] for r in rides} - set(archive["event_id"])
+    assert not missing, (len(missing), sorted(missing)[:5], _read_dlq(pipe, 1)[:5], pipe.logs()[-3000:])
+    for s in pipe.parity():
+        assert s.mismatches == [], (s.view, s.mismatches[:10])
+    online = RedisOnlineStore.from_url(pipe.settings.redis_url.get_secret_value(), pipe.settings.redis_prefix)
+    routes = _expected_routes(rides)
+    got = online.read_at([OnlineKey("route_activity", 1, k) for k in routes], max(r["ts"] for r in rides) + 1)
+    assert {k: dict(v.values) if v else None for k, v in zip(routes, got, strict=True)} == routes
