@@ -69,7 +69,7 @@ def ensure_topics(settings: FeatureStreamSettings, defs: Definitions | None = No
     ]
     if defs is not None:
         _check_source_topics(settings, defs)
-        specs += [TopicSpec(t, table.events.partitions, rf) for t in defs.source_topics()]
+        specs += [table.source(t) for t in defs.source_topics()]
     created = create_missing_topics(settings.confluent_config(), specs)
     sourced = defs.source_topics() if defs is not None else {}
     for t in created:

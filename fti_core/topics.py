@@ -38,6 +38,11 @@ class TopicTable:
     models: TopicSpec
     rekeyed_partitions: int
 
+    def source(self, name: str) -> TopicSpec:
+        """A source's topic (`sources:` in the definitions) when the worker has to create it:
+        like the events topic, which it is read beside."""
+        return TopicSpec(name, self.events.partitions, self.events.replication_factor)
+
     def pipeline(self) -> tuple[TopicSpec, ...]:
         """The topics every deployment has (what `fti stack up` / `fti stack topics` create)."""
         return (self.events, self.dlq, self.models)

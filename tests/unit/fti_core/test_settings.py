@@ -320,6 +320,8 @@ def test_one_topics_table_with_the_same_defaults_for_every_process() -> None:
     assert table.rekeyed_partitions == 4
     assert FtiSettings(events_topic_partitions=8).topics.rekeyed_partitions == 8
     assert FtiSettings(rekeyed_topic_partitions=2).topics.rekeyed_partitions == 2
+    mine = FtiSettings(events_topic_partitions=6, events_topic_replication_factor=3).topics.source("rides.v1")
+    assert (mine.name, mine.partitions, mine.replication_factor) == ("rides.v1", 6, 3)
 
 
 def test_sections_are_the_documented_ones() -> None:
