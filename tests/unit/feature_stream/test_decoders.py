@@ -304,3 +304,16 @@ def test_protobuf_missing_parts_are_dead_lettered(proto_dir: Path) -> None:
     for msg, reason, detail in cases:
         letter = _dead(decode_event(msg.SerializeToString(), defs, "rides.v1"))
         assert letter.reason == reason and detail in letter.detail, letter
+
+
+def test_a_string_feature_reads_a_source_value_and_a_protobuf_enum_name(proto_dir: Path) -> None:
+    views = copy.deepcopy(VIEWS)
+    views[0]["features"].append(
+        {"name": "top_status", "agg": "most_frequent", "field": "status", "window": {"size": "1h"}}
+    )
+    defs = parse_definitions({"views": views, "sources": [copy.deepcopy(JSON_SOURCE)]})
+    assert _ok(decode_event(_ride(), defs, "rides.v1")).values["status"] == "completed"
+    letter = _dead(decode_event(_ride(status=3), defs, "rides.v1"))
+    assert letter.reason == R.DEAD_LETTER_REASON_WRONG_TYPE and "status=3" in letter.detail
+    ev = _ok(decode_event(_proto_ride(proto_dir).SerializeToString(), _proto_defs(proto_dir, "plain"), "rides.v1"))
+    assert ev.values["status"] == "STATUS_COMPLETED"
