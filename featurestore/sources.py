@@ -213,7 +213,8 @@ class SourceDef(_Strict):
 
 def check_sources(defs: Definitions) -> None:
     """One source per event type, each topic read by one source, and a json/protobuf source maps
-    every entity and field its event type's views and labels read (else they would read nothing).
+    every entity and field its event type's views (aggregated or tested by a `where:` filter) and
+    labels read (else they would read nothing).
     Raises ValueError naming the source."""
     owner: dict[str, str] = {}
     topics: dict[str, str] = {}
@@ -236,7 +237,7 @@ def _check_mapped(defs: Definitions, src: SourceDef) -> None:
     needs: list[tuple[str, str, str]] = []  # (who, "entity" | "value", name)
     for v in defs.views_for_event(src.event_type):
         needs.append((f"view {v.ref}", "entity", v.entity))
-        needs += [(f"view {v.ref}", "value", f.field) for f in v.features if f.field]
+        needs += [(f"view {v.ref}", "value", name) for name in sorted(v.read_fields)]  # filters' fields too
     for lbl in defs.labels:
         if lbl.event_type == src.event_type:
             needs += [(f"label {lbl.name}", "entity", lbl.entity), (f"label {lbl.name}", "value", lbl.field)]

@@ -157,3 +157,14 @@ def test_protobuf_field_paths_are_checked_against_the_message(
     path.write_text(yaml.safe_dump(doc))
     with pytest.raises(DefinitionError, match=message):
         load_definitions(path)
+
+
+def test_a_filter_field_must_be_mapped_too() -> None:
+    doc = _doc()
+    doc["views"][0]["features"].append(
+        {"name": "long_1h", "agg": "count", "where": "distance_km > 10", "window": {"size": "1h"}}
+    )
+    assert parse_definitions(doc).views[0].read_fields == {"fare", "distance_km"}
+    doc["sources"][0]["values"] = {"fare": "fare_usd"}
+    with pytest.raises(DefinitionError, match="source rides: view route_activity:1 reads value 'distance_km'"):
+        parse_definitions(doc)
