@@ -4,56 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from featurestore.accepted import ParsedArchive, accepted_events
 from featurestore.definitions import Definitions, FeatureViewDef, LabelDef, ModelDef
+from featurestore.pit import LABEL_TIME, TARGET, JoinStats, PointInTimeError, feature_column
+from featurestore.sdk.historical import EventReader, label_training_rows
 from registry.models import FeatureRef, Vocabulary
 from trainer.errors import TrainingDataError
-from trainer.pit import (
-    LABEL_TIME,
-    TARGET,
-    JoinStats,
-    ViewEvents,
-    event_fields,
-    feature_column,
-    join_point_in_time,
-    labels_from_fields,
-)
 
 __all__ = ["SnapshotReader", "TrainingSet", "build_training_set", "time_split"]
 
 Progress = Callable[[str], None]
-
-
-class SnapshotReader(Protocol):
-    """What the trainer needs of a snapshot (featurestore.snapshots.Snapshot has it)."""
-
-    @property
-    def id(self) -> str: ...
-
-    def archive(self, event_type: str) -> pd.DataFrame:
-        """Archive rows of one event type (offline archive columns), for `featurestore.accepted`."""
-
-    def events(self, event_type: str) -> pd.DataFrame: ...
-
-
-@runtime_checkable
-class EventFieldReader(Protocol):
-    """A snapshot that reads just the keys of its events that it is asked for (Snapshot does)."""
-
-    def event_fields(self, event_type: str, entities: Sequence[str], values: Sequence[str]) -> pd.DataFrame: ...
-
-
-def _label_fields(snapshot: SnapshotReader, label: LabelDef, kinds: Sequence[str]) -> pd.DataFrame:
-    # Decoding only the label field and the needed entity kinds is most of the dataset time saved.
-    if isinstance(snapshot, EventFieldReader):
-        return snapshot.event_fields(label.event_type, kinds, [label.field])
-    return event_fields(snapshot.events(label.event_type), kinds, [label.field])
+# What the trainer needs of a snapshot: what the SDK's point-in-time reads need (Snapshot has it).
+SnapshotReader = EventReader
 
 
 @dataclass(frozen=True)
@@ -100,24 +66,21 @@ def build_training_set(
     label = definitions.label(model.label)
     views = definitions.model_views(model_name)
     entities = _entities(views)
-    kinds = list(dict.fromkeys([label.entity, *entities]))
-    labels = labels_from_fields(_label_fields(snapshot, label, kinds), label, entities, model.task)
-    if labels.empty:
-        raise TrainingDataError(
-            f"snapshot {snapshot.id} has no usable {label.event_type!r} label events for model {model_name}"
+    try:
+        # The SDK's point-in-time join: one implementation for the trainer, the SDK and the CLI.
+        rows = label_training_rows(
+            snapshot,
+            definitions,
+            label.name,
+            views,
+            task=model.task.value,
+            allow_exact_matches=allow_exact_matches,
+            as_served=as_served,
+            progress=progress,
         )
-    progress(f"labels: {len(labels)} {label.event_type} events with a {label.field!r} target")
-    view_events = []
-    archives: dict[str, ParsedArchive] = {}
-    for v in views:
-        if v.source not in archives:  # views of one source share one parse of its events
-            archives[v.source] = ParsedArchive.of(snapshot.archive(v.source))
-        events = accepted_events(v, archives[v.source])
-        progress(f"view {v.ref}: {sum(len(e.events) for e in events.values())} accepted events, {len(events)} entities")
-        view_events.append(ViewEvents(v, events))
-    features, stats = join_point_in_time(
-        labels, view_events, allow_exact_matches=allow_exact_matches, as_served=as_served
-    )
+    except PointInTimeError as exc:
+        raise TrainingDataError(f"model {model_name}: {exc}") from exc
+    labels, features, stats = rows.labels, rows.features, rows.stats
     if not any(stats.matched.values()):
         raise TrainingDataError(
             f"snapshot {snapshot.id}: none of the {len(labels)} labels has an accepted event of its entities at or "

@@ -13,9 +13,9 @@ import pytest
 
 from featurestore.definitions import FeatureViewDef, LabelDef
 from featurestore.offline import ArchiveRow, OfflineStore
+from featurestore.pit import event_fields, labels_from_events, labels_from_fields
 from featurestore.snapshots import Snapshot, SnapshotStore, _entity_columns, _flat_strings, _in_order
 from featurestore.values import Scalar
-from trainer.pit import event_fields, labels_from_events, labels_from_fields
 
 T0 = 1_700_000_000_000
 VIEW = FeatureViewDef.model_validate(

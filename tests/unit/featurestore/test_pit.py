@@ -10,9 +10,8 @@ import pytest
 
 from featurestore.accepted import EntityEvents
 from featurestore.definitions import FeatureViewDef, LabelDef
+from featurestore.pit import LABEL_TIME, PointInTimeError, ViewEvents, join_point_in_time, labels_from_events
 from featurestore.tiles import Event
-from trainer.errors import TrainingDataError
-from trainer.pit import LABEL_TIME, ViewEvents, join_point_in_time, labels_from_events
 
 T0 = 1_700_000_000_000
 HOUR = 3_600_000
@@ -149,7 +148,7 @@ def test_labels_need_binary_targets_and_are_ordered() -> None:
             "values": [{"y": 1}, {"y": 0}, {"y": 2}],
         }
     )
-    with pytest.raises(TrainingDataError, match="0/1"):
+    with pytest.raises(PointInTimeError, match="0/1"):
         labels_from_events(events, label, ["card_id"], "binary")
     out = labels_from_events(events, label, ["card_id"], "regression")
     assert list(out["event_id"]) == ["a", "c", "b"]

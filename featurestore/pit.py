@@ -1,4 +1,6 @@
-"""Point-in-time training sets: each label gets, per view, the view read at the label's time.
+"""Point-in-time joins: each row (a label, or an entity at a timestamp) gets, per view, the view read at its time.
+
+The one implementation the SDK (`featurestore.sdk`), `fti features training-set` and the trainer share.
 
 Pure functions over plain data, no I/O. The windows are evaluated with the one definition
 every engine uses (`featurestore.tiles.evaluate_events`, over the accepted events of
@@ -31,12 +33,13 @@ import pandas as pd
 from featurestore.accepted import EntityEvents
 from featurestore.definitions import FeatureViewDef, LabelDef
 from featurestore.tiles import evaluate_events, evaluate_many
-from trainer.errors import TrainingDataError
+from fti_core.errors import InvalidArgumentError
 
 __all__ = [
     "LABEL_TIME",
     "TARGET",
     "JoinStats",
+    "PointInTimeError",
     "ViewEvents",
     "event_fields",
     "feature_column",
@@ -47,6 +50,10 @@ __all__ = [
 
 LABEL_TIME = "label_time"
 TARGET = "target"
+
+
+class PointInTimeError(InvalidArgumentError):
+    """Rows that cannot be joined: labels with unusable targets, rows without a needed entity column."""
 
 
 def feature_column(view: str, feature: str) -> str:
@@ -112,7 +119,7 @@ def labels_from_fields(fields: pd.DataFrame, label: LabelDef, entity_kinds: Sequ
     out = out[out[TARGET].notna() & out[label.entity].notna()]
     if task == "binary" and not out[TARGET].isin([0.0, 1.0]).all():
         bad = sorted(set(out[TARGET][~out[TARGET].isin([0.0, 1.0])].tolist()))[:5]
-        raise TrainingDataError(f"label {label.name}: binary targets must be 0/1 (or booleans), saw {bad}")
+        raise PointInTimeError(f"label {label.name}: binary targets must be 0/1 (or booleans), saw {bad}")
     if not _in_label_order(out):
         out = out.sort_values([LABEL_TIME, "event_id"], kind="stable")
     return out.reset_index(drop=True)
@@ -132,14 +139,43 @@ def _epoch_ms(times: pd.Series) -> npt.NDArray[np.int64]:
     return np.asarray(pd.to_datetime(times, utc=True).dt.as_unit("ms").array.asi8, dtype=np.int64)
 
 
+def _served(
+    vr: ViewEvents, got: EntityEvents, rows: list[int], at: npt.NDArray[np.int64], out: npt.NDArray[Any]
+) -> int:
+    """As the server saw it: each row reads only the events ingested by its time. A row whose
+    windows hold no event ingested after it reads the same events as "as of event time", so it
+    takes the vectorised values; only the others are evaluated over their own subset."""
+    columns = got.columns()
+    out[rows] = evaluate_many(vr.view, columns, at)
+    if not got.events:
+        return 0
+    times = np.asarray(columns.times, dtype=np.int64)
+    ingest = np.asarray(got.ingest_ns, dtype=np.int64)
+    cut = at * 1_000_000
+    hi = np.searchsorted(times, at, side="right")
+    starts = np.min([(at // f.window.step_ms) * f.window.step_ms - f.window.size_ms + f.window.step_ms
+                     for f in vr.view.features], axis=0)  # fmt: skip
+    lo = np.minimum(np.searchsorted(times, starts, side="left"), hi)
+    # Seen by t: some event stamped at or before t was ingested by t (the earliest ingest so far).
+    first_ingest = np.minimum.accumulate(ingest)
+    matched = int(((hi > 0) & (first_ingest[np.maximum(hi - 1, 0)] <= cut)).sum())
+    names = vr.view.feature_names
+    for i, t, a, b, c in zip(rows, at.tolist(), lo.tolist(), hi.tolist(), cut.tolist(), strict=True):
+        if a < b and int(ingest[a:b].max()) > c:  # an event of its windows arrived after t
+            # Only events of its windows can count, so the subset is cut to them first.
+            seen = [e for e, n in zip(got.events[a:b], got.ingest_ns[a:b], strict=True) if n <= c]
+            values = evaluate_events(vr.view, seen, t)
+            out[i] = [np.nan if values[n] is None else values[n] for n in names]
+    return matched
+
+
 def _view_values(
     vr: ViewEvents, keys: Sequence[object], times: npt.NDArray[np.int64], as_served: bool
 ) -> tuple[npt.NDArray[Any], int]:
-    """The view read at each label's time (rows of NaN where the label lacks the entity key);
+    """The view read at each row's time (rows of NaN where the row lacks the entity key);
     object-typed when the view has string features (their values stay `str`)."""
-    names = vr.view.feature_names
     strings = any(f.is_string for f in vr.view.features)
-    out = np.full((len(keys), len(names)), np.nan, dtype=object if strings else np.float64)
+    out = np.full((len(keys), len(vr.view.feature_names)), np.nan, dtype=object if strings else np.float64)
     by_entity: dict[str, list[int]] = {}
     for i, key in enumerate(keys):
         if key is not None and not (isinstance(key, float) and np.isnan(key)):
@@ -149,12 +185,8 @@ def _view_values(
     for key, rows in by_entity.items():
         got = vr.events.get(key, empty)
         at = times[rows]
-        if as_served:  # each label sees its own subset of the events
-            for i, t in zip(rows, at.tolist(), strict=True):
-                events = got.seen_by(t)
-                values = evaluate_events(vr.view, events, t)
-                out[i] = [np.nan if values[n] is None else values[n] for n in names]
-                matched += bool(events) and events[0].time_ms <= t
+        if as_served:
+            matched += _served(vr, got, rows, at, out)
             continue
         out[rows] = evaluate_many(vr.view, got.columns(), at)
         if got.events:
@@ -182,7 +214,7 @@ def join_point_in_time(
     at = 0
     for vr in views:
         if vr.view.entity not in labels.columns:
-            raise TrainingDataError(f"labels carry no {vr.view.entity!r} column for view {vr.view.ref}")
+            raise PointInTimeError(f"labels carry no {vr.view.entity!r} column for view {vr.view.ref}")
         missing[vr.view.entity] = int(labels[vr.view.entity].isna().sum())
         n = len(vr.view.feature_names)
         values[:, at : at + n], matched[vr.view.name] = _view_values(
