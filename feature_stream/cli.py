@@ -1,9 +1,10 @@
-"""`fti features ...`: worker, backfill, verify, compact and snapshot commands."""
+"""`fti features ...`: worker, backfill, verify, compact, snapshot and training-set commands."""
 
 from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 import click
 
@@ -191,3 +192,25 @@ def snapshot_show(snapshot_id: str) -> None:
 
     snap = SnapshotStore(_settings().offline_root).get(snapshot_id)
     click.echo(json.dumps(snap.to_json(), indent=1))
+
+
+@features.command("training-set")
+@click.option("--model", required=True, help="A model of the definitions: its label and its feature set.")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Parquet file.")
+@click.option(
+    "--as-of",
+    type=click.Choice(["event_time", "served"]),
+    default="event_time",
+    show_default=True,
+    help="event_time: every accepted event stamped by the label's time; served: only those ingested by then.",
+)
+@click.option("--snapshot", default="latest", show_default=True, help="Snapshot id, latest, or live (the archive now).")
+def training_set(model: str, out: Path, as_of: str, snapshot: str) -> None:
+    """Export a model's point-in-time training set (the rows `fti train` builds) as parquet, atomically."""
+    from featurestore.sdk import FeatureStore
+    from featurestore.sdk.export import export_training_set
+
+    store = FeatureStore.from_settings(_settings())
+    written = export_training_set(store, model, out, as_of="served" if as_of == "served" else "event_time",
+                                  snapshot=snapshot)  # fmt: skip
+    click.echo(json.dumps(written.to_json(), indent=1))

@@ -25,11 +25,11 @@ from featurestore.sdk.historical import (
 )
 from featurestore.sdk.online import OnlineFeatures, online_keys, readings
 from featurestore.sdk.refs import FeatureSelection, select_features
-from featurestore.snapshots import Snapshot, SnapshotStore
+from featurestore.snapshots import SnapshotStore
 from fti_core.errors import InvalidArgumentError, NotFoundError
 from fti_core.settings import FtiSettings, load_settings
 
-__all__ = ["EVENT_TIMESTAMP", "FeatureStore"]
+__all__ = ["EVENT_TIMESTAMP", "AsOf", "FeatureStore", "Output"]
 
 EVENT_TIMESTAMP = "event_timestamp"
 AsOf = Literal["event_time", "served"]
@@ -67,11 +67,11 @@ class FeatureStore:
             RedisOnlineStore.from_url(s.redis_url.get_secret_value(), s.redis_prefix),
         )
 
-    def reader(self, snapshot: str | Snapshot | None = None) -> EventReader:
-        """A snapshot by id (or "latest"), or the live archive when None."""
-        if snapshot is None:
+    def reader(self, snapshot: str | EventReader | None = None) -> EventReader:
+        """A snapshot by id (or "latest"), or the live archive when None (or "live")."""
+        if snapshot is None or snapshot == "live":
             return LiveArchive(self.offline)
-        if isinstance(snapshot, Snapshot):
+        if not isinstance(snapshot, str):
             return snapshot
         store = SnapshotStore(self._offline_root or self.offline.root)
         if snapshot == "latest":
@@ -88,7 +88,7 @@ class FeatureStore:
         label: str,
         views: Sequence[FeatureViewDef],
         *,
-        snapshot: str | Snapshot | None = None,
+        snapshot: str | EventReader | None = None,
         as_of: AsOf = "event_time",
         allow_exact_matches: bool = True,
         progress: Progress = lambda _msg: None,
@@ -111,7 +111,7 @@ class FeatureStore:
         *,
         as_of: AsOf = "event_time",
         to: Output = "pandas",
-        snapshot: str | Snapshot | None = None,
+        snapshot: str | EventReader | None = None,
         timestamp_column: str = EVENT_TIMESTAMP,
         entity_columns: Mapping[str, Sequence[str]] | None = None,
         allow_exact_matches: bool = True,
@@ -134,18 +134,20 @@ class FeatureStore:
         return pa.Table.from_pandas(out, preserve_index=False) if to == "arrow" else out
 
     def _label_frame(
-        self, label: str, selection: FeatureSelection, snapshot: str | Snapshot | None, as_of: AsOf, exact: bool
+        self, label: str, selection: FeatureSelection, snapshot: str | EventReader | None, as_of: AsOf, exact: bool
     ) -> pd.DataFrame:
         views = [v.view for v in selection.views]
         got = self.label_training_rows(label, views, snapshot=snapshot, as_of=as_of, allow_exact_matches=exact)
-        labels = got.labels.rename(columns={LABEL_TIME: EVENT_TIMESTAMP, TARGET: label})
+        # Keys first, then the target, then the features: the order an entity_df read gives.
+        keys = ["event_id", LABEL_TIME, *(c for c in got.labels.columns if c not in ("event_id", LABEL_TIME, TARGET))]
+        labels = got.labels[[*keys, TARGET]].rename(columns={LABEL_TIME: EVENT_TIMESTAMP, TARGET: label})
         return pd.concat([labels, got.features[list(selection.columns)]], axis=1)
 
     def _entity_frame(
         self,
         entity_df: pd.DataFrame,
         selection: FeatureSelection,
-        snapshot: str | Snapshot | None,
+        snapshot: str | EventReader | None,
         as_of: AsOf,
         timestamp_column: str,
         entity_columns: Mapping[str, Sequence[str]] | None,
