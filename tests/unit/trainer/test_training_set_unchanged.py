@@ -78,3 +78,15 @@ def test_training_matrices_are_bit_equal_to_before_and_to_the_sdk(
     exported = pq.read_table(written.path).to_pandas()
     assert exported[ts.columns].to_numpy(dtype=np.float64).tobytes() == ts.x.tobytes()
     assert written.source == snap.id
+
+
+def test_the_old_trainer_pit_module_still_imports_with_a_warning() -> None:
+    import importlib
+    import sys
+
+    import featurestore.pit
+
+    sys.modules.pop("trainer.pit", None)
+    with pytest.warns(DeprecationWarning, match="featurestore.pit"):
+        old = importlib.import_module("trainer.pit")
+    assert old.join_point_in_time is featurestore.pit.join_point_in_time
