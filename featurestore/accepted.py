@@ -102,7 +102,9 @@ def accepted_events(
             continue
         if is_late(times[i], wms[i], view.allowed_lateness_ms):
             continue
-        values = {k: x for k, x in parsed.values[i].items() if k in fields}
+        values = parsed.values[i]
+        if not values.keys() <= fields:  # only the fields the view reads (most events hold nothing else)
+            values = {k: x for k, x in values.items() if k in fields}
         got = out.setdefault(str(key), EntityEvents())
         got.events.append(Event(int(times[i]), str(ids[i]), values))
         got.ingest_ns.append(int(ingests[i]))
