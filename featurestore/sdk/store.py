@@ -13,6 +13,7 @@ import pyarrow as pa
 from featurestore.definitions import Definitions, FeatureViewDef, load_definitions
 from featurestore.offline import OfflineStore
 from featurestore.online import OnlineStore, RedisOnlineStore
+from featurestore.online_layout import DEFAULT_PREFIX
 from featurestore.pit import LABEL_TIME, TARGET, PointInTimeError
 from featurestore.sdk.historical import (
     EventReader,
@@ -51,7 +52,7 @@ class FeatureStore:
         offline: OfflineStore | str,
         online: OnlineStore | str | None = None,
         *,
-        redis_prefix: str = "fti",
+        redis_prefix: str = DEFAULT_PREFIX,
     ) -> None:
         self.definitions = definitions if isinstance(definitions, Definitions) else load_definitions(Path(definitions))
         self.offline = offline if isinstance(offline, OfflineStore) else OfflineStore(offline)
@@ -124,6 +125,8 @@ class FeatureStore:
         `features`: `view:version:feature` / `view:feature` refs, or a model name (its feature set).
         `as_of="served"` reads only what had been ingested by each row's time.
         """
+        if to not in ("pandas", "arrow"):
+            raise InvalidArgumentError(f"to must be 'pandas' or 'arrow', not {to!r}")
         selection = select_features(self.definitions, features)
         if isinstance(entity_df_or_label, str):
             out = self._label_frame(entity_df_or_label, selection, snapshot, as_of, allow_exact_matches)

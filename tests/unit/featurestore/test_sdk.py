@@ -22,6 +22,7 @@ from featurestore.pit import PointInTimeError
 from featurestore.sdk import FeatureStatus, FeatureStore
 from featurestore.sdk.export import METADATA_KEY, export_training_set
 from featurestore.snapshots import SnapshotStore
+from fti_core.errors import InvalidArgumentError
 
 T0 = 1_700_000_000_000  # a whole hour
 MIN = 60_000
@@ -195,6 +196,12 @@ def test_refs_and_rows_are_checked_with_clear_errors(tmp_path: Path) -> None:
         fs.get_historical_features(rows, ["card:n_10m"], timestamp_column="ts")
     with pytest.raises(PointInTimeError, match="no 'route' column"):
         fs.get_historical_features(rows, ["route:rides_1h"])
+    with pytest.raises(InvalidArgumentError, match="as_of must be 'event_time' or 'served'"):
+        fs.get_historical_features(rows, ["card:n_10m"], as_of="now")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="to must be 'pandas' or 'arrow'"):
+        fs.get_historical_features(rows, ["card:n_10m"], to="polars")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="has no online store"):
+        fs.get_online_features(["card:n_10m"], [{"card_id": "c1"}])
 
 
 def _online(tmp_path: Path, now: int) -> FeatureStore:
