@@ -3,6 +3,7 @@ labels and model feature sets, snapshots, and online reads with their statuses a
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -256,3 +257,27 @@ def test_online_features_of_an_earlier_layout_row_past_its_ttl_are_stale(tmp_pat
     assert got.rows[0]["route__rides_1h"].status is FeatureStatus.STALE
     with pytest.raises(Exception, match="no 'card_id' key"):
         fs.get_online_features(["card:n_10m"], [{"route": "r1"}])
+
+
+def test_training_set_command_writes_the_models_rows(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from feature_stream.cli import features
+
+    rows = [_txn(i, "c1", T0 + i * MIN, float(i)) for i in range(3)]
+    rows += [_row(0, "label", T0 + 2 * MIN, {"card_id": "c1"}, {"y": 1}, T0 + 2 * MIN + 1)]
+    fs = _store(tmp_path, rows)
+    defs = tmp_path / "features.yaml"
+    defs.write_text(json.dumps(_defs().model_dump(mode="json")))  # JSON is YAML
+    env = {"FTI_OFFLINE_STORE_URI": str(tmp_path / "offline"), "FTI_DEFINITIONS_PATH": str(defs)}
+    out = tmp_path / "fraud.parquet"
+    args = ["training-set", "--model", "fraud", "--out", str(out), "--snapshot", "live", "--as-of", "served"]
+    result = CliRunner().invoke(features, args, env=env)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["rows"] == 1
+    table = pq.read_table(out).to_pandas()
+    # As served: the label's own time saw the three transactions (ingested at their times).
+    assert table.equals(fs.get_historical_features("is_fraud", "fraud", as_of="served"))
+    assert table["card__n_10m"].tolist() == [3]
+    missing = CliRunner().invoke(features, ["training-set", "--model", "fraud", "--out", str(out)], env=env)
+    assert missing.exit_code != 0 and "no snapshot" in str(missing.exception)
