@@ -7,8 +7,10 @@ decides it:
 * `missing`: no value (an entity with no event in the window of a `last` or `mean`, a view
   with nothing stored, a value that is not a finite number or a string);
 * `stale`: the entity's newest event is older than the view's TTL at the read time (history
-  replayed from long ago reads as stale), or an earlier-layout row past its TTL; a stale
-  value is reported as None, because the server scores it as missing;
+  replayed from long ago, a stopped worker): the windows are still evaluated at the read time
+  and the value is what the server scores (a count is 0), but every window shorter than the
+  TTL is empty. A row of the earlier layout past its TTL is stale with no value (the server
+  scores it as missing);
 * `ok`: anything else. A count or sum of an entity with no event in its window is a real 0.
 
 `age_ms` is the read time minus the entity's newest event time (-1 when nothing is stored).
@@ -54,14 +56,15 @@ def _usable(raw: object) -> Scalar | None:
     return None
 
 
-def read_status(view: FeatureViewDef, row: OnlineValue | None, now_ms: int) -> tuple[FeatureStatus | None, int]:
-    """The status every feature of a view read gets (None: each feature's own value decides), and its age."""
+def read_status(view: FeatureViewDef, row: OnlineValue | None, now_ms: int) -> tuple[FeatureStatus | None, int, bool]:
+    """The status every feature of a view read gets (None: each feature's own value decides), its
+    age, and whether the values are used (not for nothing stored, nor an earlier-layout row past its TTL)."""
     if row is None:
-        return FeatureStatus.MISSING, -1
+        return FeatureStatus.MISSING, -1, False
     age = row.age_ms(now_ms)
-    if row.is_stale(now_ms) or (age >= 0 and age > view.ttl_ms):
-        return FeatureStatus.STALE, age
-    return None, age
+    if row.is_stale(now_ms):
+        return FeatureStatus.STALE, age, False
+    return (FeatureStatus.STALE if age > view.ttl_ms else None), age, True
 
 
 @dataclass(frozen=True)
@@ -116,9 +119,9 @@ def readings(
     for row_keys in keys:
         row: dict[str, OnlineFeature] = {}
         for vs, value in zip(selection.views, values[at : at + len(row_keys)], strict=True):
-            status, age = read_status(vs.view, value, now_ms)
+            status, age, used = read_status(vs.view, value, now_ms)
             for name, column in zip(vs.features, vs.columns, strict=True):
-                got = _usable(value.values.get(name)) if value is not None and status is None else None
+                got = _usable(value.values.get(name)) if value is not None and used else None
                 mine = status or (FeatureStatus.OK if got is not None else FeatureStatus.MISSING)
                 row[column] = OnlineFeature(got, mine, age)
         at += len(row_keys)

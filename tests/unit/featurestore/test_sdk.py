@@ -233,8 +233,8 @@ def test_online_features_ok_missing_and_stale_with_ages(tmp_path: Path) -> None:
     assert fresh["card__n_10m"].value == 2 and fresh["card__amount_10m"].value == 10.0
     assert fresh["card__stamp"].value == now - MIN
     assert {f.status for f in fresh.values()} == {FeatureStatus.OK} and {f.age_ms for f in fresh.values()} == {age}
-    # Its newest event is older than the view's 1h TTL: stale, scored as missing as the server does.
-    assert {(f.status, f.value) for f in old.values()} == {(FeatureStatus.STALE, None)}
+    # Its newest event is older than the view's 1h TTL: stale, its windows read now (empty) as the server scores them.
+    assert [(f.status, f.value) for f in old.values()] == [(FeatureStatus.STALE, v) for v in (0, 0.0, None)]
     assert old["card__n_10m"].age_ms == got.read_at_ms - (now - 3 * HOUR)
     # Nothing stored: a count is a real 0, a `last` has no value.
     assert (never["card__n_10m"].status, never["card__n_10m"].value, never["card__n_10m"].age_ms) == (
@@ -254,7 +254,7 @@ def test_online_features_of_an_earlier_layout_row_past_its_ttl_are_stale(tmp_pat
     online.write([OnlineRow("route", 2, "r1", now - 2 * 86_400_000, {"rides_1h": 3.0}, ttl_ms=86_400_000)])
     fs = FeatureStore(_defs(), str(tmp_path / "offline"), online)
     got = fs.get_online_features(["route:rides_1h"], pd.DataFrame({"route": ["r1"]}))
-    assert got.rows[0]["route__rides_1h"].status is FeatureStatus.STALE
+    assert (got.rows[0]["route__rides_1h"].status, got.rows[0]["route__rides_1h"].value) == (FeatureStatus.STALE, None)
     with pytest.raises(Exception, match="no 'card_id' key"):
         fs.get_online_features(["card:n_10m"], [{"route": "r1"}])
 
