@@ -144,7 +144,7 @@ class FeatureStore:
         # Keys first, then the target, then the features: the order an entity_df read gives.
         keys = ["event_id", LABEL_TIME, *(c for c in got.labels.columns if c not in ("event_id", LABEL_TIME, TARGET))]
         labels = got.labels[[*keys, TARGET]].rename(columns={LABEL_TIME: EVENT_TIMESTAMP, TARGET: label})
-        return pd.concat([labels, got.features[list(selection.columns)]], axis=1)
+        return pd.concat([labels, _typed(got.features, selection)], axis=1)
 
     def _entity_frame(
         self,
@@ -165,8 +165,9 @@ class FeatureStore:
         clash = sorted(set(out.columns) & set(selection.columns))
         if clash:
             raise PointInTimeError(f"entity_df already has feature columns {clash}")
+        typed = _typed(features, selection)
         for column in selection.columns:
-            out[column] = features[column].to_numpy()
+            out[column] = typed[column].to_numpy()
         return out
 
     def get_online_features(
@@ -191,3 +192,15 @@ def _served(as_of: AsOf) -> bool:
     if as_of not in ("event_time", "served"):
         raise InvalidArgumentError(f"as_of must be 'event_time' or 'served', not {as_of!r}")
     return as_of == "served"
+
+
+def _typed(features: pd.DataFrame, selection: FeatureSelection) -> pd.DataFrame:
+    """The selected columns, numeric features as float64 (the join gives every column as objects
+    when any view has string features; those stay `str`, NaN when missing)."""
+    out = {}
+    for vs in selection.views:
+        strings = {f.name for f in vs.view.features if f.is_string}
+        for name, column in zip(vs.features, vs.columns, strict=True):
+            values = features[column]
+            out[column] = values if name in strings else values.astype("float64")
+    return pd.DataFrame(out, index=features.index)
