@@ -202,5 +202,12 @@ def _typed(features: pd.DataFrame, selection: FeatureSelection) -> pd.DataFrame:
         strings = {f.name for f in vs.view.features if f.is_string}
         for name, column in zip(vs.features, vs.columns, strict=True):
             values = features[column]
-            out[column] = values if name in strings else values.astype("float64")
+            out[column] = values if name in strings else _floats(values)
     return pd.DataFrame(out, index=features.index)
+
+
+def _floats(values: pd.Series) -> pd.Series:
+    try:
+        return values.astype("float64")
+    except (TypeError, ValueError):  # a derived feature that yields text stays as it is
+        return values

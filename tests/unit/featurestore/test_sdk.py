@@ -57,6 +57,7 @@ def _defs() -> Definitions:
                         {"name": "rides_1h", "agg": "count", "window": {"size": "1h"}},
                         {"name": "last_zone", "agg": "last_string", "field": "zone", "window": {"size": "1h"}},
                     ],
+                    "derived": [{"name": "rides_half", "expr": "rides_1h / 2"}],
                 },
             ],
             "labels": [{"name": "is_fraud", "event_type": "label", "entity": "card_id", "field": "y"}],
@@ -286,13 +287,14 @@ def test_training_set_command_writes_the_models_rows(tmp_path: Path) -> None:
     assert missing.exit_code != 0 and "no snapshot" in str(missing.exception)
 
 
-def test_string_features_stay_strings_and_numbers_stay_floats(tmp_path: Path) -> None:
+def test_string_and_derived_features_keep_their_types(tmp_path: Path) -> None:
     rides = [_row(i, "ride", T0 + i * MIN, {"route": "r1"}, {"zone": z}, T0 + i * MIN) for i, z in enumerate("ab")]
     fs = _store(tmp_path, rides)
     rows = pd.DataFrame({"route": ["r1", "r1", "r2"], "event_timestamp": [T0, T0 + 5 * MIN, T0 + 5 * MIN]})
-    got = fs.get_historical_features(rows, ["route:rides_1h", "route:last_zone"])
+    got = fs.get_historical_features(rows, ["route:rides_1h", "route:last_zone", "route:2:rides_half"])
     assert isinstance(got, pd.DataFrame)
     assert got["route__rides_1h"].dtype == np.float64 and got["route__rides_1h"].tolist() == [1.0, 2.0, 0.0]
+    assert got["route__rides_half"].dtype == np.float64 and got["route__rides_half"].tolist() == [0.5, 1.0, 0.0]
     assert got["route__last_zone"].tolist()[:2] == ["a", "b"] and pd.isna(got["route__last_zone"][2])
     table = fs.get_historical_features(rows, ["route:last_zone"], to="arrow")
     assert isinstance(table, pa.Table)

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from featurestore.definitions import FeatureViewDef, LabelDef
-from trainer.pit import LABEL_TIME, ViewEvents, join_point_in_time, labels_from_events
+from featurestore.pit import LABEL_TIME, ViewEvents, join_point_in_time, labels_from_events
 
 from .test_pit import HOUR, _by_entity, _events, _label_events
 
