@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from confluent_kafka import Producer
+from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
 
 DEPARTURES = "flights.departures"
 OUTCOMES = "flights.outcomes"
@@ -100,11 +101,27 @@ def events(flights: pd.DataFrame, shift_ms: int) -> Iterator[tuple[str, str, dic
         yield OUTCOMES, route, outcome, landed_ms
 
 
+def ensure_topics(bootstrap: str, topics: list[str], partitions: int) -> None:
+    """Create the topics that do not exist yet (the broker may not create them on first use)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    existing = set(admin.list_topics(timeout=30).topics)
+    wanted = [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in topics if t not in existing]
+    for topic, future in admin.create_topics(wanted).items() if wanted else ():
+        try:
+            future.result(30)
+        except Exception as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise SystemExit(f"error: cannot create topic {topic}: {exc}") from exc
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bootstrap", default="localhost:9092")
     p.add_argument("--days", type=int, default=14, help="how many days of January 2013 (365: the whole year)")
     p.add_argument("--origin", default=None, help="only flights from this airport (EWR, JFK or LGA)")
+    p.add_argument("--partitions", type=int, default=3, help="partitions of the topics when created")
+    p.add_argument("--departures-topic", default=DEPARTURES)
+    p.add_argument("--outcomes-topic", default=OUTCOMES)
     p.add_argument("--ends-ago", type=float, default=600.0, help="seconds before now of the last departure")
     a = p.parse_args(argv)
 
@@ -113,16 +130,25 @@ def main(argv: list[str] | None = None) -> int:
     # Outcomes that would land in the future are not known yet: they are not sent.
     now_ms = int(time.time() * 1000)
     stream = sorted((e for e in events(flights, shift_ms) if e[3] <= now_ms), key=lambda e: e[3])
+    topics = {DEPARTURES: a.departures_topic, OUTCOMES: a.outcomes_topic}
+    ensure_topics(a.bootstrap, list(topics.values()), a.partitions)
     producer = Producer({"bootstrap.servers": a.bootstrap, "linger.ms": 20, "enable.idempotence": True})
+    failed: list[str] = []
+
+    def delivered(err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            failed.append(str(err))
+
     counts = {DEPARTURES: 0, OUTCOMES: 0}
     for i, (topic, key, doc, _) in enumerate(stream):
-        producer.produce(topic, key=key.encode(), value=json.dumps(doc, separators=(",", ":")).encode())
+        value = json.dumps(doc, separators=(",", ":")).encode()
+        producer.produce(topics[topic], key=key.encode(), value=value, on_delivery=delivered)
         counts[topic] += 1
         if i % 10_000 == 0:
             producer.poll(0)
             print(f"produced {i:,}/{len(stream):,}", file=sys.stderr)
-    if producer.flush(30) != 0:
-        print("error: not every message was delivered within 30 s", file=sys.stderr)
+    if producer.flush(30) != 0 or failed:
+        print(f"error: {len(failed)} messages not delivered ({failed[:1]}), or not within 30 s", file=sys.stderr)
         return 1
     print(json.dumps({"departures": counts[DEPARTURES], "outcomes": counts[OUTCOMES], "shift_ms": shift_ms}))
     return 0
