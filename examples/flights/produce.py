@@ -10,8 +10,9 @@ streams with a plain confluent-kafka producer, the way an airline's systems migh
   flight would be made (a few minutes before its scheduled departure), which is the time
   the training set reads the features at.
 
-The 2013 timeline is shifted so that the last departure replayed lands `--ends-ago` before
-now (a replay of old history would otherwise give windows that are empty when read now).
+The 2013 timeline is shifted by whole hours so that the last departure replayed lands at
+least `--ends-ago` (and less than an hour more) before now: a replay of old history as it was
+would give windows that are empty when read now.
 
     python examples/flights/produce.py --days 14 --origin EWR --bootstrap localhost:9092
 """
@@ -35,6 +36,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 DEPARTURES = "flights.departures"
 OUTCOMES = "flights.outcomes"
 LATE_MIN = 15  # an arrival this many minutes late or more counts as delayed
+HOUR_MS = 3_600_000
 PREDICT_LEAD_MIN = 10  # predictions are made this long before the scheduled departure
 
 
@@ -126,10 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
 
     flights = load_flights(a.days, a.origin)
-    shift_ms = int(time.time() * 1000 - a.ends_ago * 1000) - int(flights["dep_ms"].max())
-    # Outcomes that would land in the future are not known yet: they are not sent.
-    now_ms = int(time.time() * 1000)
-    stream = sorted((e for e in events(flights, shift_ms) if e[3] <= now_ms), key=lambda e: e[3])
+    last_ms = int(flights["dep_ms"].max())
+    # A whole number of hours, so every window step (a divisor of an hour or a whole number of
+    # hours) cuts the replay where it cut 2013: a replay gives the same features whenever it runs.
+    shift_ms = (int(time.time() * 1000 - a.ends_ago * 1000) - last_ms) // HOUR_MS * HOUR_MS
+    # The replay stops at the last departure: outcomes of flights still in the air are not known.
+    stream = sorted((e for e in events(flights, shift_ms) if e[3] <= last_ms + shift_ms), key=lambda e: e[3])
     topics = {DEPARTURES: a.departures_topic, OUTCOMES: a.outcomes_topic}
     ensure_topics(a.bootstrap, list(topics.values()), a.partitions)
     producer = Producer({"bootstrap.servers": a.bootstrap, "linger.ms": 20, "enable.idempotence": True})
