@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 
+import msgspec
 import pytest
 import redis
 import redis.asyncio as aredis
@@ -18,12 +19,16 @@ from feature_stream.state import (
     RedisStateStore,
     Seen,
     StateStore,
+    pack_rec,
+    pack_seen,
+    unpack_seen,
 )
 from fti_core.errors import UnavailableError
 
 # Quotes, backslashes, control characters and non-ASCII text must arrive byte for byte.
 ODD = 'é"\\\n\x00☃𝄞'
 BIG = 5_000  # fields in one hash: more than one Lua unpack() can take at once
+msgpack_encode = msgspec.msgpack.encode
 
 
 @pytest.fixture
@@ -87,14 +92,73 @@ async def test_saves_load_back_as_the_in_memory_store_holds_them(store: RedisSta
     assert len(seen[f"card-0{ODD}"]) == 4 and len(seen[f"card-1{ODD}"]) == 5
 
 
-async def test_stored_layout_is_unchanged(store: RedisStateStore, redis_url: str, redis_prefix: str) -> None:
+async def test_stored_layout_is_one_packed_record_per_event(
+    store: RedisStateStore, redis_url: str, redis_prefix: str
+) -> None:
     rec = _rec("e1", 7)
-    await store.save({"k": KeyChanges({"e1": _seen(7)}, set())}, _changes(("card_stats:1", "c"), rec))
+    big = Rec(1007, "e2", {"id": 2**63 - 1, "neg": -(2**62) - 3, "x": 0.1})
+    await store.save({"k": KeyChanges({"e1": _seen(7)}, set())}, _changes(("card_stats:1", "c"), rec, big))
     client = redis.Redis.from_url(redis_url)
-    assert client.hgetall(f"{redis_prefix}:st:in:k") == {b"e1": b"events/3/7|1007|2007"}
-    tag = json.dumps(f"{ODD}7")  # the worker's encoder writes ASCII with escapes
+    # [position, time_ms, watermark_ms - time_ms]
+    assert client.hgetall(f"{redis_prefix}:st:in:k") == {b"e1": msgpack_encode(["events/3/7", 1007, 1000])}
     raw = client.hgetall(f"{redis_prefix}:st:vw:card_stats:v1:c")
-    assert raw == {b"e1": f'[1007,{{"amount":2.3333333333333335,"n":7,"ok":false,"tag":{tag}}}]'.encode()}
+    assert raw == {b"e1": msgpack_encode([1007, dict(rec.values)]), b"e2": msgpack_encode([1007, dict(big.values)])}
+    loaded = (await store.load_entities([("card_stats:1", "c")]))[("card_stats:1", "c")]
+    assert {r.event_id: r for r in loaded} == {"e1": rec, "e2": big}
+    assert {r.event_id: [type(x) for x in r.values.values()] for r in loaded} == {
+        "e1": [float, int, bool, str],
+        "e2": [int, int, float],
+    }
+
+
+# The encoders of the earlier release, verbatim: its `Seen.encode` and its `_rec_encode`.
+_old_json = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def _old_seen(s: Seen) -> str:
+    return f"{s.position}|{s.time_ms}|{s.watermark_ms}"
+
+
+def _old_rec(rec: Rec) -> str:
+    return _old_json([rec.time_ms, dict(rec.values)])
+
+
+async def test_state_of_the_earlier_json_layout_loads_exactly_and_is_rewritten_packed(
+    store: RedisStateStore, redis_url: str, redis_prefix: str
+) -> None:
+    keys, changes = _first_save()
+    client = redis.Redis.from_url(redis_url)
+    for k, kc in keys.items():
+        client.hset(f"{redis_prefix}:st:in:{k}", mapping={e: _old_seen(s) for e, s in kc.added.items()})
+    for (view, entity), recs in changes.added.items():
+        name = f"{redis_prefix}:st:vw:{view.replace(':', ':v')}:{entity}"
+        client.hset(name, mapping={e: _old_rec(r) for e, r in recs.items()})
+    oracle = InMemoryStateStore()
+    await oracle.save(keys, changes)
+    assert await _snapshot(store) == await _snapshot(oracle)  # values and their types exact
+    assert store.repacked == sum(len(kc.added) for kc in keys.values()) + sum(len(r) for r in changes.added.values())
+    # Rewritten packed, byte for byte what a save of the same state writes.
+    assert client.hget(f"{redis_prefix}:st:in:big", "ev-3") == pack_seen(_seen(3))
+    assert client.hget(f"{redis_prefix}:st:vw:merchant_stats:v2:big", "ev-3") == pack_rec(_rec("ev-3", 3))
+    # Later saves and loads go on from the rewritten state; nothing is left to rewrite.
+    for keys2, changes2 in (_second_save(),):
+        await store.save(keys2, changes2)
+        await oracle.save(keys2, changes2)
+    before = store.repacked
+    assert await _snapshot(store) == await _snapshot(oracle)
+    assert store.repacked == before
+
+
+async def test_a_rewrite_never_overwrites_a_field_changed_after_the_load(
+    store: RedisStateStore, redis_url: str, redis_prefix: str
+) -> None:
+    client = redis.Redis.from_url(redis_url)
+    name = f"{redis_prefix}:st:in:k"
+    client.hset(name, mapping={"a": "events/0/1|5|6", "b": "events/0/2|4|6"})
+    raw = client.hgetall(name)
+    client.hdel(name, "b")  # another worker pruned it between the read and the rewrite
+    await store._repack_legacy([(name, f, v, pack_seen(unpack_seen(v))) for f, v in raw.items()])
+    assert client.hgetall(name) == {b"a": pack_seen(Seen("events/0/1", 5, 6))}
 
 
 async def test_state_written_by_an_older_worker_loads_and_takes_drops(
@@ -125,19 +189,34 @@ async def test_redis_errors_are_unavailable(store: RedisStateStore, redis_url: s
     await unreachable.close()
 
 
-def _changes(ref: tuple[str, str], rec: Rec) -> EntityChanges:
+def _changes(ref: tuple[str, str], *recs: Rec) -> EntityChanges:
     changes = EntityChanges()
-    changes.add(ref, rec)
+    for rec in recs:
+        changes.add(ref, rec)
     return changes
 
 
-async def test_a_large_save_goes_in_bounded_calls_each_hash_whole(store: RedisStateStore) -> None:
+# The fields one call of the save script carries, counted by the decoder the script uses.
+_COUNT_FIELDS = """
+local n = 0
+for _, op in ipairs(cmsgpack.unpack(ARGV[1])) do
+  for _ in pairs(op[1]) do n = n + 1 end
+  n = n + #op[2]
+end
+return n
+"""
+
+
+async def test_a_large_save_goes_in_bounded_calls_each_hash_whole(store: RedisStateStore, redis_url: str) -> None:
     # A script blocks Redis while it runs; a hash split across calls could be half-saved.
     keys, changes = _first_save()
     calls = list(store._save_calls(keys, changes))
     assert len(calls) > 2
     names = [n for ns, _ in calls for n in ns]
     assert len(names) == len(set(names)) == len(keys) + len(changes.added)
+    total = 0
     for ns, doc in calls:
-        fields = sum(len(sets) + len(deletes) for sets, deletes in json.loads(doc))
+        fields = redis.Redis.from_url(redis_url).eval(_COUNT_FIELDS, 0, doc)
         assert fields <= SAVE_FIELDS_PER_CALL or len(ns) == 1, (len(ns), fields)
+        total += fields
+    assert total == sum(len(k.added) for k in keys.values()) + sum(len(r) for r in changes.added.values())
