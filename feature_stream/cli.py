@@ -140,13 +140,20 @@ def compact(min_files: int) -> None:
     """Merge each offline partition's small files into one (safe while workers and readers run).
 
     The worker writes a few files per partition every flush (0.5 s); run this periodically
-    (one at a time) to keep listings and reads fast. Reads return the same rows before and after."""
+    (one at a time) to keep listings and reads fast. Reads return the same rows before and after.
+    Archive partitions holding files of the earlier JSON-text layout are rewritten typed
+    whatever their number of files."""
     from tqdm import tqdm
 
+    from featurestore.archive_layout import ARCHIVE_LAYOUT
     from featurestore.offline import OfflineStore
 
     store = OfflineStore(_settings().offline_root)
-    due = {d: files for d, files in store.partitions().items() if len(files) >= max(2, min_files)}
+    due = {
+        d: files
+        for d, files in store.partitions().items()
+        if len(files) >= max(2, min_files) or (d.startswith("archive/") and store.legacy_archive(files))
+    }
     done = [store.compact(d, files) for d, files in tqdm(sorted(due.items()), desc="compacting", unit="partition")]
     summary = {
         "stale_tmp_files_removed": store.clean_tmp(),
@@ -154,6 +161,7 @@ def compact(min_files: int) -> None:
         "files_before": sum(c.files for c in done),
         "rows_before": sum(c.rows_before for c in done),
         "rows_after": sum(c.rows_after for c in done),
+        "archive_layout": ARCHIVE_LAYOUT,
     }
     click.echo(json.dumps(summary, indent=1))
 

@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 
@@ -133,19 +134,29 @@ def compare_view(
     return skew
 
 
+def _frozen(d: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """A dict as a hashable value that tells 1, 1.0 and True apart (as their JSON text did)."""
+    return tuple(sorted((k, repr(x)) for k, x in d.items()))
+
+
 def explain(view: FeatureViewDef, archive: pd.DataFrame) -> dict[str, str]:
     """Per entity, what could make its values differ: ids archived twice with different
     content (copies the dedup scope had to choose between), or late events."""
     df = archive[archive["event_type"] == view.source]
     if df.empty:
         return {}
-    entity = [json.loads(x).get(view.entity) for x in df["entities_json"]]
-    df = df.assign(entity_key=entity)
+    legacy = "entities_json" in df.columns  # rows of the earlier JSON-text layout
+    entities = [json.loads(x) for x in df["entities_json"]] if legacy else df["entities"].tolist()
+    values = [json.loads(x) for x in df["values_json"]] if legacy else df["values"].tolist()
+    df = df.assign(
+        entity_key=[e.get(view.entity) for e in entities],
+        content=[(_frozen(e), _frozen(v)) for e, v in zip(entities, values, strict=True)],
+    )
     hints: dict[str, str] = {}
     wm, t = df["watermark_ms"].to_numpy(), df["event_time_ms"].to_numpy()
     for key in df[(wm >= 0) & (t < wm - view.allowed_lateness_ms)]["entity_key"].dropna():
         hints[str(key)] = LATE_EVENTS
-    copies = df.drop_duplicates(["event_id", "entities_json", "values_json"])
+    copies = df.drop_duplicates(["event_id", "content"])
     twice = copies[copies.duplicated("event_id", keep=False)]
     for key in twice["entity_key"].dropna():
         hints[str(key)] = DUPLICATE_IDS

@@ -67,8 +67,12 @@ class ParsedArchive:
 
     @classmethod
     def of(cls, archive: pd.DataFrame) -> ParsedArchive:
+        """From archive rows as `OfflineStore.read_archive` gives them (entities and values as
+        dicts), or with the JSON-text columns of the earlier layout (parsed here)."""
         rows = dedup_archive(archive)
-        return cls(rows, _json_objects(rows["entities_json"]), _json_objects(rows["values_json"]))
+        if "entities_json" in rows.columns:
+            return cls(rows, _json_objects(rows["entities_json"]), _json_objects(rows["values_json"]))
+        return cls(rows, rows["entities"].tolist(), rows["values"].tolist())
 
 
 def _json_objects(texts: pd.Series) -> list[dict[str, Any]]:

@@ -6,8 +6,11 @@ Layout under the root (the contract the snapshot store and backfill read):
   dead_letters/date=<YYYY-MM-DD>/<topic>-<partition>-<offset>.bin
       the original bytes of a dead letter too large to send whole to the dead-letter topic
   archive/event_type=<type>/date=<YYYY-MM-DD>/part-<uuid>.parquet
-      event_id, event_type, event_time_ms, entities_json, values_json, source, schema_version,
+      event_id, event_type, event_time_ms, entities, values, source, schema_version,
       msg_key, watermark_ms (-1: none), late, ingest_ns
+      `entities` and `values` are typed Arrow maps (layout 2, named in the file's metadata; see
+      `featurestore.archive_layout`). Files of the earlier JSON-text layout (`entities_json`,
+      `values_json`) are read alike until `compact` rewrites them.
 
 Files are written aside under `_tmp/` and then renamed into place, so a reader never sees a
 partial file. Writers append only; a feature row that changes (an allowed out-of-order event
@@ -19,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import io
-import json
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -32,24 +34,30 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from featurestore.archive_layout import (
+    ARCHIVE_LAYOUT,
+    ARCHIVE_SCHEMA,
+    archive_layout,
+    entities_array,
+    map_dicts,
+    typed_archive,
+    values_array,
+)
 from featurestore.values import Scalar
 from fti_core.errors import UnavailableError
 
-__all__ = ["ARCHIVE_COLUMNS", "ArchiveRow", "Compaction", "FeatureRow", "OfflineStore", "date_of"]
+__all__ = [
+    "ARCHIVE_COLUMNS",
+    "ArchiveRow",
+    "Compaction",
+    "FeatureRow",
+    "OfflineStore",
+    "archive_frame",
+    "date_of",
+    "first_ingested",
+]
 
-ARCHIVE_COLUMNS = (
-    "event_id",
-    "event_type",
-    "event_time_ms",
-    "entities_json",
-    "values_json",
-    "source",
-    "schema_version",
-    "msg_key",
-    "watermark_ms",
-    "late",
-    "ingest_ns",
-)
+ARCHIVE_COLUMNS = tuple(ARCHIVE_SCHEMA.names)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,10 +99,6 @@ class ArchiveRow:
 # A listing is retried this often when its files vanish under a reader (compactions).
 _READ_ATTEMPTS = 5
 
-# `json.dumps(x, sort_keys=True)` builds a new encoder per call; one shared encoder gives the
-# same text at ~2/3 of the cost (two calls per archived event).
-_sorted_json = json.JSONEncoder(sort_keys=True).encode
-
 
 def date_of(ms: int) -> str:
     return _date_of_day(ms // 86_400_000)
@@ -117,21 +121,23 @@ def _feature_schema(features: Sequence[str]) -> pa.Schema:
     return pa.schema(fields + [pa.field(f, pa.float64()) for f in features])
 
 
-_ARCHIVE_SCHEMA = pa.schema(
-    [
-        ("event_id", pa.string()),
-        ("event_type", pa.string()),
-        ("event_time_ms", pa.int64()),
-        ("entities_json", pa.string()),
-        ("values_json", pa.string()),
-        ("source", pa.string()),
-        ("schema_version", pa.int32()),
-        ("msg_key", pa.string()),
-        ("watermark_ms", pa.int64()),
-        ("late", pa.bool_()),
-        ("ingest_ns", pa.int64()),
-    ]
-)
+def archive_frame(table: pa.Table) -> pd.DataFrame:
+    """An archive table (layout 2) as pandas: `entities` and `values` one dict per row, each
+    value the Python value written (int, float, str or bool)."""
+    frame = table.drop_columns(["entities", "values"]).to_pandas()
+    frame.insert(3, "entities", pd.Series(map_dicts(table["entities"]), index=frame.index, dtype=object))
+    frame.insert(4, "values", pd.Series(map_dicts(table["values"]), index=frame.index, dtype=object))
+    return frame
+
+
+def first_ingested(table: pa.Table) -> pa.Table:
+    """One row per (event_type, event_id), the first ingested copy, in (event_time_ms, event_id) order."""
+    if table.num_rows == 0:
+        return table
+    keys = ["event_type", "event_id"]
+    order = table.select([*keys, "ingest_ns"]).to_pandas().sort_values("ingest_ns", kind="stable")
+    kept = order.drop_duplicates(keys, keep="first").index.to_numpy()
+    return table.take(pa.array(kept)).sort_by([("event_time_ms", "ascending"), ("event_id", "ascending")])
 
 
 class OfflineStore:
@@ -206,8 +212,8 @@ class OfflineStore:
                 "event_id": [r.event_id for r in part],
                 "event_type": [r.event_type for r in part],
                 "event_time_ms": [r.event_time_ms for r in part],
-                "entities_json": [_sorted_json(dict(r.entities)) for r in part],
-                "values_json": [_sorted_json(dict(r.values)) for r in part],
+                "entities": entities_array([r.entities for r in part]),
+                "values": values_array([r.values for r in part]),
                 "source": [r.source for r in part],
                 "schema_version": [r.schema_version for r in part],
                 "msg_key": [r.msg_key for r in part],
@@ -215,7 +221,7 @@ class OfflineStore:
                 "late": [r.late for r in part],
                 "ingest_ns": [r.ingest_ns for r in part],
             }
-            self.write_table(f"archive/event_type={event_type}/date={date}", pa.table(cols, schema=_ARCHIVE_SCHEMA))
+            self.write_table(f"archive/event_type={event_type}/date={date}", pa.table(cols, schema=ARCHIVE_SCHEMA))
         return len(rows)
 
     # -- reading ---------------------------------------------------------------------------
@@ -226,19 +232,26 @@ class OfflineStore:
             return []
         return sorted(p for p in self.fs.find(base) if p.endswith(".parquet"))
 
-    def _read(self, list_files: Callable[[], Sequence[str]], schema: pa.Schema) -> pd.DataFrame:
-        """Every file `list_files` names, as one frame. A compaction may replace files between
-        the listing and the reads; it publishes the merged file before it deletes the parts,
-        so a file gone missing means: list again."""
+    def _read(
+        self,
+        list_files: Callable[[], Sequence[str]],
+        schema: pa.Schema,
+        convert: Callable[[pa.Table, str], pa.Table] | None = None,
+    ) -> pa.Table:
+        """Every file `list_files` names, as one table (each converted by `convert`). A compaction
+        may replace files between the listing and the reads; it publishes the merged file
+        before it deletes the parts, so a file gone missing means: list again."""
         for _ in range(_READ_ATTEMPTS):
             files = list_files()
             if not files:
-                return schema.empty_table().to_pandas()
+                return schema.empty_table()
             try:
-                tables = [self._read_file(f, schema) for f in files]
+                tables = [self._read_file(f, None if convert else schema) for f in files]
             except FileNotFoundError:
                 continue
-            return pa.concat_tables(tables).to_pandas()
+            if convert:
+                tables = [convert(t, f) for t, f in zip(tables, files, strict=True)]
+            return pa.concat_tables(tables)
         raise UnavailableError(f"offline files kept vanishing while read ({_READ_ATTEMPTS} listings)")
 
     def _read_file(self, path: str, schema: pa.Schema | None = None) -> pa.Table:
@@ -250,7 +263,7 @@ class OfflineStore:
 
     def read_features(self, view: str, version: int, features: Sequence[str], *, latest: bool = True) -> pd.DataFrame:
         """Feature rows of a view version; with `latest`, the newest ingest per (entity_key, event_id)."""
-        df = self._read(lambda: self.feature_files(view, version), _feature_schema(features))
+        df = self._read(lambda: self.feature_files(view, version), _feature_schema(features)).to_pandas()
         if latest and len(df):
             df = df.sort_values("ingest_ns", kind="stable").drop_duplicates(["entity_key", "event_id"], keep="last")
         return df.sort_values(["entity_key", "event_time_ms", "event_id"], kind="stable").reset_index(drop=True)
@@ -265,13 +278,27 @@ class OfflineStore:
     def archive_files(self, event_type: str) -> list[str]:
         return self._files(f"archive/event_type={event_type}")
 
-    def read_archive(self, event_types: Sequence[str] | None = None) -> pd.DataFrame:
-        """Raw archive rows, one per (event_type, event_id) — the first ingested copy — in event-time order."""
+    def read_archive_table(self, event_types: Sequence[str] | None = None) -> pa.Table:
+        """Raw archive rows in layout 2 (files of the JSON layout converted), one per
+        (event_type, event_id) — the first ingested copy — in (event_time_ms, event_id) order."""
         types = self.archive_event_types() if event_types is None else list(event_types)
-        df = self._read(lambda: [f for t in types for f in self.archive_files(t)], _ARCHIVE_SCHEMA)
-        if len(df):
-            df = df.sort_values("ingest_ns", kind="stable").drop_duplicates(["event_type", "event_id"], keep="first")
-        return df.sort_values(["event_time_ms", "event_id"], kind="stable").reset_index(drop=True)
+
+        def files() -> list[str]:
+            return [f for t in types for f in self.archive_files(t)]
+
+        return first_ingested(self._read(files, ARCHIVE_SCHEMA, typed_archive))
+
+    def read_archive(self, event_types: Sequence[str] | None = None) -> pd.DataFrame:
+        """`read_archive_table` as pandas (`archive_frame`: entities and values as dicts)."""
+        return archive_frame(self.read_archive_table(event_types))
+
+    def legacy_archive(self, files: Sequence[str]) -> bool:
+        """Whether any of `files` is an archive file of an earlier layout (compaction rewrites it)."""
+        for f in files:
+            with self.fs.open(f, "rb") as fh:
+                if archive_layout(pq.read_schema(fh)) < ARCHIVE_LAYOUT:
+                    return True
+        return False
 
     # -- compaction ------------------------------------------------------------------------
 
@@ -292,7 +319,10 @@ class OfflineStore:
         merged file is published (renamed into place) before the parts are deleted: a reader
         sees the parts, or both (equal rows, removed by its own de-duplication), or the merged
         file. Files written meanwhile are left alone."""
-        table = pa.concat_tables([self._read_file(f) for f in files], promote_options="default")
+        tables = [self._read_file(f) for f in files]
+        if rel_dir.startswith("archive/"):  # earlier layouts are rewritten typed
+            tables = [typed_archive(t, f) for t, f in zip(tables, files, strict=True)]
+        table = pa.concat_tables(tables, promote_options="default")
         keys = ["entity_key", "event_id"] if rel_dir.startswith("features/") else ["event_id"]
         order = table.select([*keys, "ingest_ns"]).to_pandas().sort_values("ingest_ns", kind="stable")
         kept = order.drop_duplicates(keys, keep="last" if len(keys) == 2 else "first").index.sort_values()
@@ -330,4 +360,4 @@ class OfflineStore:
 
     @staticmethod
     def archive_schema() -> pa.Schema:
-        return _ARCHIVE_SCHEMA
+        return ARCHIVE_SCHEMA

@@ -8,6 +8,8 @@ there are no per-event feature rows to copy; snapshots made before read-time win
 feature files too, and `Snapshot.feature_rows` still reads them. The manifest (id, files with
 row counts and SHA-256, time range, view definitions) is written last and atomically, so a
 snapshot either exists whole or not at all, and later writes by the worker never change it.
+Event files are written in the archive's typed layout (`featurestore.archive_layout`); those
+of snapshots made before it (JSON text) are read alike, never rewritten (their SHA-256 holds).
 """
 
 from __future__ import annotations
@@ -30,44 +32,28 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from featurestore.archive_layout import (
+    ARCHIVE_SCHEMA,
+    archive_layout,
+    json_rows,
+    map_dicts,
+    typed_archive,
+    value_column,
+)
 from featurestore.catalogue import Catalogue
 from featurestore.definitions import FeatureViewDef
-from featurestore.offline import OfflineStore
+from featurestore.offline import OfflineStore, archive_frame
 from fti_core.errors import IntegrityError, NotFoundError
 
 __all__ = ["Snapshot", "SnapshotFile", "SnapshotStore"]
 
 _EVENT_COLUMNS = ["event_id", "event_type", "event_time", "entities", "values", "late"]
-_EVENT_READ_COLUMNS = ["event_id", "event_type", "event_time_ms", "entities_json", "values_json", "late"]
+_EVENT_READ_COLUMNS = ["event_id", "event_type", "event_time_ms", "entities", "values", "late"]
+_LEGACY = {"entities": "entities_json", "values": "values_json"}  # the JSON-text layout's names
 
 
 def _utc_ms(column: pa.ChunkedArray) -> pd.DatetimeIndex:
     return pd.to_datetime(column.to_numpy(), unit="ms", utc=True).as_unit("ms")
-
-
-def _json_rows(texts: pa.Array | pa.ChunkedArray) -> list[Any]:
-    """`json.loads` of every row, done as one parse of the rows joined into a JSON array.
-
-    One call instead of one per row is ~3.5x faster. The writer stores `json.dumps(dict)` per row
-    and the file's SHA-256 was checked, so the joined parse is trusted only when it yields one
-    object per row; anything else (a null, a non-object, a count mismatch) goes row by row, which
-    fails or succeeds exactly as a per-row parse does.
-    """
-    if isinstance(texts, pa.ChunkedArray):
-        texts = texts.combine_chunks()
-    texts = texts.cast(pa.large_string())
-    if len(texts) == 0:
-        return []
-    if texts.null_count == 0:
-        one = pa.LargeListArray.from_arrays(pa.array([0, len(texts)], pa.int64()), texts)
-        joined = pc.binary_join(one, pa.scalar(",", pa.large_string()))[0].as_buffer()
-        try:
-            rows = json.loads(b"[" + (joined.to_pybytes() if joined is not None else b"") + b"]")
-        except ValueError:
-            rows = None
-        if isinstance(rows, list) and len(rows) == len(texts) and set(map(type, rows)) == {dict}:
-            return rows
-    return [json.loads(x) for x in texts.to_pylist()]
 
 
 def _pluck(rows: list[Any], key: str) -> npt.NDArray[np.object_]:
@@ -95,10 +81,10 @@ def _json_keys(column: pa.Array | pa.ChunkedArray, keys: Sequence[str]) -> dict[
     texts = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     sample = texts.slice(0, 4096)
     if texts.null_count or len(pc.unique(sample)) * 2 > len(sample):
-        rows = _json_rows(texts)
+        rows = json_rows(texts)
         return {k: _pluck(rows, k) for k in keys}
     encoded = texts.dictionary_encode()
-    distinct = _json_rows(encoded.dictionary)
+    distinct = json_rows(encoded.dictionary)
     at = encoded.indices.to_numpy()
     return {k: _pluck(distinct, k)[at] for k in keys}
 
@@ -135,6 +121,13 @@ def _flat_strings(texts: pa.Array, keys: Sequence[str]) -> dict[str, pd.Series] 
         # pandas types a list of only Nones (or nothing) as object, not str.
         out[key] = found.to_pandas() if found.null_count < len(found) else pd.Series([None] * len(found))
     return out
+
+
+def _rows(table: pa.Table, name: str) -> list[Any]:
+    """One dict per row of `entities` or `values`, from typed maps or (earlier layout) JSON text."""
+    if name in table.column_names:
+        return map_dicts(table[name])
+    return json_rows(table[_LEGACY[name]])
 
 
 def _in_order(table: pa.Table, keys: Sequence[str]) -> pa.Table:
@@ -187,7 +180,10 @@ class Snapshot:
             data = fh.read()
         if hashlib.sha256(data).hexdigest() != f.sha256:
             raise IntegrityError(f"snapshot {self.id}: {f.path} does not match its recorded SHA-256")
-        # The whole file is hashed, but only the columns asked for are decoded.
+        # The whole file is hashed, but only the columns asked for are decoded. Event files of
+        # the JSON-text layout (snapshots made before typed archives) name two columns apart.
+        if f.kind == "events" and archive_layout(pq.read_schema(pa.BufferReader(data))) < 2:
+            columns = [_LEGACY.get(c, c) for c in columns]
         return pq.read_table(pa.BufferReader(data), columns=list(columns))
 
     def view(self, name: str, version: int) -> FeatureViewDef:
@@ -216,11 +212,11 @@ class Snapshot:
         return out
 
     def archive(self, event_type: str) -> pd.DataFrame:
-        """Archive rows of one event type with the offline archive columns, in (time, id) order."""
-        table = self._event_table(event_type, list(OfflineStore.archive_schema().names))
+        """Archive rows of one event type as `OfflineStore.read_archive` gives them, in (time, id) order."""
+        table = self._event_table(event_type, list(ARCHIVE_SCHEMA.names))
         if table is None:
-            return OfflineStore.archive_schema().empty_table().to_pandas()
-        return table.to_pandas()
+            return archive_frame(ARCHIVE_SCHEMA.empty_table())
+        return archive_frame(typed_archive(table, f"snapshot {self.id}: {event_type}"))
 
     def event_types(self) -> list[str]:
         return sorted(f.name for f in self.files if f.kind == "events")
@@ -242,8 +238,8 @@ class Snapshot:
                 "event_id": table["event_id"].to_pandas(),
                 "event_type": table["event_type"].to_pandas(),
                 "event_time": _utc_ms(table["event_time_ms"]),
-                "entities": _json_rows(table["entities_json"]),
-                "values": _json_rows(table["values_json"]),
+                "entities": _rows(table, "entities"),
+                "values": _rows(table, "values"),
                 "late": table["late"].to_numpy(zero_copy_only=False).astype(bool),
             }
         )
@@ -255,7 +251,7 @@ class Snapshot:
         a list of the decoded values: strings, NaN when absent) and `values.<field>` per field (raw
         decoded values, object dtype, None when absent).
         """
-        table = self._event_table(event_type, ["event_id", "event_time_ms", "entities_json", "values_json"])
+        table = self._event_table(event_type, ["event_id", "event_time_ms", "entities", "values"])
         names = [f"entities.{k}" for k in entities] + [f"values.{k}" for k in values]
         if table is None:
             return pd.DataFrame({c: pd.Series(dtype="object") for c in ["event_id", "event_time", *names]})
@@ -265,6 +261,12 @@ class Snapshot:
                 "event_time": _utc_ms(table["event_time_ms"]),
             }
         )
+        if "entities" in table.column_names:  # typed maps: look the keys up, decode nothing else
+            for key in entities:
+                out[f"entities.{key}"] = pd.Series(value_column(table["entities"], key))
+            for key in values:
+                out[f"values.{key}"] = pd.Series(value_column(table["values"], key), dtype="object")
+            return out
         for key, series in _entity_columns(table["entities_json"], entities).items():
             out[f"entities.{key}"] = series
         for key, got in _json_keys(table["values_json"], values).items():
@@ -305,14 +307,15 @@ class SnapshotStore:
         files: list[SnapshotFile] = []
         times: list[int] = []
         for event_type in self._store.archive_event_types():
-            df = self._store.read_archive([event_type])
+            table = self._store.read_archive_table([event_type])
             if upto_ms is not None:
-                df = df[df["event_time_ms"] <= upto_ms]
-            table = pa.Table.from_pandas(df, schema=OfflineStore.archive_schema(), preserve_index=False)
+                table = table.filter(pc.less_equal(table["event_time_ms"], upto_ms))
             rel = f"events/{event_type}.parquet"
             rows, sha = self._write(snap_id, rel, table)
             files.append(SnapshotFile("events", event_type, 0, rel, rows, sha))
-            times.extend(df["event_time_ms"].agg(["min", "max"]).tolist() if len(df) else [])
+            if table.num_rows:
+                bounds = pc.min_max(table["event_time_ms"])
+                times.extend([bounds["min"].as_py(), bounds["max"].as_py()])
         snap = Snapshot(
             id=snap_id,
             created_at_ms=now,

@@ -10,7 +10,6 @@ same event id under two message keys.
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -109,7 +108,7 @@ def _assert_exact(pipe: FeaturePipeline) -> None:
 def _cross_partition_disorder_ms(pipe: FeaturePipeline) -> int:
     """How far, at most, a driver's events were ingested behind a later one of the same driver."""
     df = OfflineStore(pipe.settings.offline_root).read_archive()
-    df = df.assign(driver=[json.loads(e)["driver_id"] for e in df["entities_json"]])
+    df = df.assign(driver=[e["driver_id"] for e in df["entities"]])
     worst = 0
     for _, g in df.sort_values(["ingest_ns", "event_time_ms"]).groupby("driver"):
         t = g["event_time_ms"].to_numpy()
