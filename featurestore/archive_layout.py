@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -27,8 +28,11 @@ from fti_core.errors import IntegrityError, InvalidArgumentError
 __all__ = [
     "ARCHIVE_LAYOUT",
     "ARCHIVE_SCHEMA",
+    "ENTITIES_TYPE",
     "LAYOUT_KEY",
     "LEGACY_ARCHIVE_SCHEMA",
+    "VALUES_TYPE",
+    "VALUE_TYPE",
     "archive_layout",
     "entities_array",
     "json_rows",
@@ -37,6 +41,8 @@ __all__ = [
     "value_column",
     "values_array",
 ]
+
+log = logging.getLogger("featurestore.offline")
 
 ARCHIVE_LAYOUT = 2
 LAYOUT_KEY = b"fti.archive_layout"
@@ -191,10 +197,24 @@ def value_column(column: pa.Array | pa.ChunkedArray, key: str) -> list[Any]:
     return result
 
 
+_warned: list[str] = []
+
+
+def _warn_once(where: str) -> None:
+    if not _warned:
+        _warned.append(where)
+        log.warning(
+            "archive files of the earlier JSON-text layout found (%s, ...): read alike until the next "
+            "release; `fti features compact` rewrites them typed",
+            where,
+        )
+
+
 def typed_archive(table: pa.Table, where: str = "archive file") -> pa.Table:
     """`table` in layout 2: unchanged when it is, converted (JSON decoded once) when it is layout 1."""
     if archive_layout(table.schema) >= 2:
         return table.cast(ARCHIVE_SCHEMA) if table.schema != ARCHIVE_SCHEMA else table
+    _warn_once(where)
     ents, vals = json_rows(table["entities_json"]), json_rows(table["values_json"])
     bad = next(
         (i for i, (e, v) in enumerate(zip(ents, vals, strict=True)) if type(e) is not dict or type(v) is not dict), None
