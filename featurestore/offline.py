@@ -230,7 +230,14 @@ class OfflineStore:
         base = self.path(rel_dir)
         if not self.fs.exists(base):
             return []
-        return sorted(p for p in self.fs.find(base) if p.endswith(".parquet"))
+        # fsspec's walk lists a directory as empty when a file in it vanishes mid-listing (a
+        # compaction deleting its parts): a reader then saw no rows at all. Raise and list again.
+        for _ in range(_READ_ATTEMPTS):
+            try:
+                return sorted(p for p in self.fs.find(base, on_error="raise") if p.endswith(".parquet"))
+            except FileNotFoundError:
+                continue
+        raise UnavailableError(f"offline files under {rel_dir} kept vanishing while listed ({_READ_ATTEMPTS} listings)")
 
     def _read(
         self,
