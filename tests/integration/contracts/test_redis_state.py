@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 
 import msgspec
@@ -24,6 +23,8 @@ from feature_stream.state import (
     unpack_seen,
 )
 from fti_core.errors import UnavailableError
+
+from ...legacy_state import old_rec, old_seen
 
 # Quotes, backslashes, control characters and non-ASCII text must arrive byte for byte.
 ODD = 'é"\\\n\x00☃𝄞'
@@ -111,28 +112,16 @@ async def test_stored_layout_is_one_packed_record_per_event(
     }
 
 
-# The encoders of the earlier release, verbatim: its `Seen.encode` and its `_rec_encode`.
-_old_json = json.JSONEncoder(separators=(",", ":")).encode
-
-
-def _old_seen(s: Seen) -> str:
-    return f"{s.position}|{s.time_ms}|{s.watermark_ms}"
-
-
-def _old_rec(rec: Rec) -> str:
-    return _old_json([rec.time_ms, dict(rec.values)])
-
-
 async def test_state_of_the_earlier_json_layout_loads_exactly_and_is_rewritten_packed(
     store: RedisStateStore, redis_url: str, redis_prefix: str
 ) -> None:
     keys, changes = _first_save()
     client = redis.Redis.from_url(redis_url)
     for k, kc in keys.items():
-        client.hset(f"{redis_prefix}:st:in:{k}", mapping={e: _old_seen(s) for e, s in kc.added.items()})
+        client.hset(f"{redis_prefix}:st:in:{k}", mapping={e: old_seen(s) for e, s in kc.added.items()})
     for (view, entity), recs in changes.added.items():
         name = f"{redis_prefix}:st:vw:{view.replace(':', ':v')}:{entity}"
-        client.hset(name, mapping={e: _old_rec(r) for e, r in recs.items()})
+        client.hset(name, mapping={e: old_rec(r) for e, r in recs.items()})
     oracle = InMemoryStateStore()
     await oracle.save(keys, changes)
     assert await _snapshot(store) == await _snapshot(oracle)  # values and their types exact
