@@ -133,6 +133,10 @@ _unpack_rec = msgspec.msgpack.Decoder(tuple[int, dict[str, Any]]).decode
 _SEEN_HEAD, _REC_HEAD = 0x93, 0x92  # msgpack fixarray of 3 / of 2
 
 
+def _is_packed(raw: bytes, head: int) -> bool:
+    return len(raw) > 0 and raw[0] == head
+
+
 def pack_seen(seen: Seen) -> bytes:
     # The watermark as an offset from the event's time: usually a few bytes, not nine.
     return _pack((seen.position, seen.time_ms, seen.watermark_ms - seen.time_ms))
@@ -140,7 +144,7 @@ def pack_seen(seen: Seen) -> bytes:
 
 def unpack_seen(raw: bytes) -> Seen:
     """A packed `Seen`, or one in the earlier text layout "position|time_ms|watermark_ms"."""
-    if raw[:1] == b"\x93":
+    if _is_packed(raw, _SEEN_HEAD):
         pos, t, dw = _unpack_seen(raw)
         return Seen(pos, t, t + dw)
     text, t_text, wm_text = raw.decode().rsplit("|", 2)
@@ -148,20 +152,17 @@ def unpack_seen(raw: bytes) -> Seen:
 
 
 def pack_rec(rec: Rec) -> bytes:
-    return _pack((rec.time_ms, rec.values))
+    values = rec.values if type(rec.values) is dict else dict(rec.values)  # msgspec packs dicts
+    return _pack((rec.time_ms, values))
 
 
 def unpack_rec(event_id: str, raw: bytes) -> Rec:
     """A packed event, or one in the earlier JSON layout `[time_ms, {field: value}]`."""
-    if raw[:1] == b"\x92":
+    if _is_packed(raw, _REC_HEAD):
         t, values = _unpack_rec(raw)
         return Rec(t, event_id, values)
     t, values = json.loads(raw)
     return Rec(int(t), event_id, values)
-
-
-def _is_packed(raw: bytes, head: int) -> bool:
-    return len(raw) > 0 and raw[0] == head
 
 
 def _lua_str(raw: bytes) -> msgspec.Raw:

@@ -40,7 +40,7 @@ import redis
 import redis.asyncio as aredis
 
 from feature_stream.aggregate import Rec
-from feature_stream.state import EntityChanges, KeyChanges, RedisStateStore, Seen
+from feature_stream.state import EntityChanges, KeyChanges, KeyState, RedisStateStore, Seen
 from featurestore.archive_layout import value_column
 from featurestore.offline import ArchiveRow, OfflineStore, date_of
 from featurestore.online_tiles import LUA_HASH_HELPERS
@@ -66,7 +66,7 @@ _sorted_json = json.JSONEncoder(sort_keys=True).encode
 
 
 class OldStateStore:
-    """The JSON layout's save (one cjson document per call of <= 2,000 fields) and load."""
+    """The earlier release's save (one cjson document per call of <= 2,000 fields) and load."""
 
     def __init__(self, client: aredis.Redis, prefix: str) -> None:
         self._r, self._p = client, prefix
@@ -93,23 +93,33 @@ class OldStateStore:
         if names:
             await self._save(names, [_ops_json(docs)])
 
-    async def load(self, keys: list[str], refs: list[tuple[str, str]]) -> int:
+    async def _hgetall_many(self, names: list[str]) -> list[dict[bytes, bytes]]:
         pipe = self._r.pipeline(transaction=False)
-        for k in keys:
-            pipe.hgetall(f"{self._p}:in:{k}")
-        for view, entity in refs:
-            pipe.hgetall(f"{self._p}:vw:{view.replace(':', ':v')}:{entity}")
-        raws = await pipe.execute()
-        n = 0
-        for raw in raws[: len(keys)]:
+        for name in names:
+            pipe.hgetall(name)
+        raws: list[dict[bytes, bytes]] = await pipe.execute()
+        return raws
+
+    async def load_keys(self, keys: list[str]) -> dict[str, KeyState]:
+        raws = await self._hgetall_many([f"{self._p}:in:{k}" for k in keys])
+        out: dict[str, KeyState] = {}
+        for k, raw in zip(keys, raws, strict=True):
+            st = KeyState()
             for f, v in raw.items():
                 pos, t, wm = v.decode().rsplit("|", 2)
-                n += bool(Seen(pos, int(t), int(wm)).position and f)
-        for raw in raws[len(keys) :]:
-            for f, v in raw.items():
-                t, values = json.loads(v)
-                n += bool(Rec(int(t), f.decode(), values).values)
-        return n
+                st.seen[f.decode()] = Seen(pos, int(t), int(wm))
+            st.max_ms = max((s.time_ms for s in st.seen.values()), default=-1)
+            out[k] = st
+        return out
+
+    async def load_entities(self, refs: list[tuple[str, str]]) -> dict[tuple[str, str], list[Rec]]:
+        raws = await self._hgetall_many([f"{self._p}:vw:{v.replace(':', ':v')}:{e}" for v, e in refs])
+        return {ref: [_old_rec(f.decode(), v) for f, v in raw.items()] for ref, raw in zip(refs, raws, strict=True)}
+
+
+def _old_rec(event_id: str, raw: bytes) -> Rec:
+    t, values = json.loads(raw)
+    return Rec(int(t), event_id, values)
 
 
 def _old_archive_table(rows: list[ArchiveRow]) -> pa.Table:
@@ -169,15 +179,15 @@ def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - t, out
 
 
-def _memory(client: redis.Redis, prefix: str, part: str) -> int:
-    total = 0
-    for name in client.scan_iter(match=f"{prefix}:{part}:*", count=2000):
-        total += int(client.memory_usage(name, samples=0) or 0)
-    return total
+def _memory(client: redis.Redis, names: list[str]) -> int:
+    """Redis's own `MEMORY USAGE` of these keys, summed (the shared Redis holds others too)."""
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.memory_usage(name, samples=0)
+    return sum(int(n or 0) for n in pipe.execute())
 
 
-def _drop(client: redis.Redis, prefix: str) -> None:
-    names = list(client.scan_iter(match=f"{prefix}:*", count=2000))
+def _drop(client: redis.Redis, names: list[str]) -> None:
     for i in range(0, len(names), 1000):
         client.delete(*names[i : i + 1000])
 
@@ -187,6 +197,8 @@ def _state_run(url: str, layout: str, rows: list[ArchiveRow]) -> dict[str, float
     prefix = f"bench-state-{uuid.uuid4().hex[:8]}"
     sync = redis.Redis.from_url(url)
     key_names, refs = list(keys), list(changes.added)
+    in_names = [f"{prefix}:in:{k}" for k in key_names]
+    vw_names = [f"{prefix}:vw:{v.replace(':', ':v')}:{e}" for v, e in refs]
 
     async def go() -> dict[str, float]:
         client = aredis.Redis.from_url(url)
@@ -195,13 +207,11 @@ def _state_run(url: str, layout: str, rows: list[ArchiveRow]) -> dict[str, float
         await (old if layout == "json" else new).save(keys, changes)
         out = {"save_s": time.perf_counter() - t}
         t = time.perf_counter()
-        if layout == "json":
-            await old.load(key_names, refs)
-        else:
-            await new.load_keys(key_names)
-            await new.load_entities(refs)
+        store = old if layout == "json" else new
+        await store.load_keys(key_names)
+        await store.load_entities(refs)
         out["load_s"] = time.perf_counter() - t
-        out["key_bytes"], out["entity_bytes"] = _memory(sync, prefix, "in"), _memory(sync, prefix, "vw")
+        out["key_bytes"], out["entity_bytes"] = _memory(sync, in_names), _memory(sync, vw_names)
         if layout == "json":  # the first start of the new worker on it: read, and rewritten packed
             t = time.perf_counter()
             await new.load_keys(key_names)
@@ -214,7 +224,7 @@ def _state_run(url: str, layout: str, rows: list[ArchiveRow]) -> dict[str, float
     try:
         return asyncio.run(go())
     finally:
-        _drop(sync, prefix)
+        _drop(sync, in_names + vw_names)
 
 
 def _archive_run(folder: Path, layout: str, rows: list[ArchiveRow]) -> dict[str, float]:
