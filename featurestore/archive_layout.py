@@ -136,13 +136,27 @@ def entities_array(maps: Sequence[Mapping[str, str]]) -> pa.Array:
         raise InvalidArgumentError(f"archive entities must map strings to strings: {exc}") from exc
 
 
+_PLAIN = {float, int, str, bool, type(None)}
+
+
+def _plain(x: Any) -> Any:
+    if type(x) in _PLAIN:
+        return x
+    for t in (bool, int, float, str):  # bool before int: it is one
+        if isinstance(x, t):
+            return t(x)
+    if hasattr(x, "item") and type(x.item()) in _PLAIN:  # numpy scalars
+        return x.item()
+    raise InvalidArgumentError(f"archive values of unsupported types: [{type(x).__name__!r}]")
+
+
 def values_array(maps: Sequence[Mapping[str, Scalar | None]]) -> pa.Array:
     """The values of each row as one map entry per field, each value in the child of its type."""
     offsets, keys, items = _flatten(maps)
     kinds = [type(x) for x in items]
-    odd = set(kinds) - {float, int, str, bool, type(None)}
-    if odd:
-        raise InvalidArgumentError(f"archive values of unsupported types: {sorted(t.__name__ for t in odd)}")
+    if set(kinds) - _PLAIN:  # subclasses (an IntEnum, numpy scalars) as their plain type, or refused
+        items = [_plain(x) for x in items]
+        kinds = [type(x) for x in items]
     lo, hi = _INT64
     fits = [k is int and lo <= x <= hi for x, k in zip(items, kinds, strict=True)]
     children = [

@@ -3,22 +3,30 @@ compaction rewriting them typed."""
 
 from __future__ import annotations
 
+import enum
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
 from feature_stream.cli import features
-from featurestore.archive_layout import ARCHIVE_LAYOUT, ENTITIES_TYPE, LAYOUT_KEY, VALUES_TYPE, values_array
+from featurestore.archive_layout import ARCHIVE_LAYOUT, ENTITIES_TYPE, LAYOUT_KEY, VALUES_TYPE, map_dicts, values_array
 from featurestore.offline import ARCHIVE_COLUMNS, ArchiveRow, OfflineStore
 from featurestore.values import Scalar
 from fti_core.errors import InvalidArgumentError
 from tests.legacy_archive import write_legacy_archive
 
 DAY = 86_400_000
+
+
+class Flag(enum.IntEnum):
+    ON = 1
+
+
 ODD = 'é"\\\n\x00☃𝄞,]}'
 EDGE: list[Scalar | None] = [
     0,
@@ -114,6 +122,9 @@ def test_compact_rewrites_json_layout_files_typed_and_reads_stay_the_same(
     assert '"partitions": 0' in again.output, again.output
 
 
-def test_a_value_of_another_type_is_refused_loudly() -> None:
+def test_a_value_of_another_type_is_refused_loudly_and_subclasses_stored_as_plain() -> None:
     with pytest.raises(InvalidArgumentError, match="unsupported types: \\['list'\\]"):
         values_array([{"x": 1}, {"y": [1, 2]}])  # type: ignore[dict-item]
+    got = map_dicts(values_array([{"a": Flag.ON, "b": np.float32(0.5), "c": np.int64(2**40)}]))
+    assert got == [{"a": 1, "b": 0.5, "c": 2**40}]
+    assert [type(x) for x in got[0].values()] == [int, float, int]
