@@ -1,41 +1,63 @@
-"""Feature pipeline benchmark (not a test): worker throughput vs a bare consume+decode loop, and freshness.
+"""Feature pipeline benchmark (not a test): the worker against floors and a hand-written baseline.
 
-    FTI_KAFKA_BOOTSTRAP_SERVERS=localhost:9092 FTI_REDIS_URL=redis://localhost:6379/0 \
-        python bench/feature_pipeline/run.py --events 100000 --rate 200 --seconds 15
+    python bench/feature_pipeline/run.py                       # full run: 100k transactions, 3 rounds, 1M entities
+    python bench/feature_pipeline/run.py --events 20000 --rounds 3 --entities 20000   # CI size
 
-1. Produces `--events` demo transactions (plus labels and duplicates) to a fresh topic.
-2. Bare loop: a confluent-kafka consumer reads and decodes every message (fti.v1.Event).
-   Faust floor: Faust's consumer as the worker runs it, decoding and acking only.
-3. Worker: `fti features worker` on the same topic; events/s is measured from its first
-   committed batch to caught up (raw and re-keyed topics), so start-up is not counted.
-4. Freshness: with the worker idle, probe events are produced at a fixed rate, each for a
-   new card; the time from produce to the card's value being visible in Redis is recorded.
-Prints the figures and writes JSON (`--out`).
+On ONE topic of demo transactions (`produce_backlog`: labels, duplicates, late and out-of-order
+events included), in rounds A B C D E, A B C D E, ... (interleaved, so a noisy neighbour hits
+every contender alike), each its own process:
+  A bare       confluent-kafka consume + decode of `fti.v1.Event` (consumers.py)
+  B faust      Faust's consumer as the worker runs it, decode + ack only (consumers.py)
+  C baseline   hand-written: confluent-kafka + dicts, the card_activity view, same dedup and
+               lateness rules, in memory, tiles to Redis per poll (baseline.py)
+  D worker-1   `fti features worker` with a definitions file holding only card_activity
+  E worker-all `fti features worker` on all demo views
+For each: events/s (all messages of the topic), CPU µs per event (process CPU time over the
+timed interval; the worker's from /proc of its process tree) and the worker's peak RSS.
+Medians over rounds with min and max; the ratios worker ÷ baseline per round and their median.
+Then: freshness (produce → card's tiles visible in Redis) p50/p99 while producing at half of
+the all-views worker's median rate; Redis bytes per entity per view after `--entities`
+distinct entities (memory.py). Writes JSON (`--out`). A process the bench started that dies
+stops the bench with one line and status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
-import signal
+import random
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import redis
-from confluent_kafka import Consumer, Producer, TopicPartition
+import yaml
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+
+sys.path.insert(0, str(Path(__file__).parent))  # the bench's sibling modules, also when loaded by path
+
+from memory import measure, produce_entities
+from procs import BenchAbort, check_alive, stop, tree_usage
 
 from featurestore.values import to_value
 from fti.v1 import events_pb2
 from fti_demo.simulate import SimConfig, generate
 
 ROOT = Path(__file__).parents[2]
+HERE = Path(__file__).parent
+DEMO_DEFS = ROOT / "examples/fraud/features.yaml"
+TARGETS = {"one_view_ratio": 0.5, "all_views_ratio": 0.35, "freshness_p99_ms": 100.0, "bytes_per_entity_view": 2048}
 
 
 def produce_backlog(bootstrap: str, topic: str, events: int, partitions: int) -> int:
@@ -61,231 +83,423 @@ def _percentile(xs: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))] if s else float("nan")
 
 
-def bare_loop(bootstrap: str, topic: str, total: int) -> float:
-    c = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": f"bare-{uuid.uuid4().hex}", "auto.offset.reset": "earliest"}
-    )
-    c.subscribe([topic])
-    n, t0 = 0, None
-    while n < total:
-        # Ask for no more than what is left: `consume` waits out its timeout for a short batch.
-        for msg in c.consume(min(1000, total - n), timeout=1.0):
-            if msg.error() is None:
-                t0 = t0 or time.monotonic()
-                events_pb2.Event.FromString(msg.value() or b"")
-                n += 1
-    elapsed = time.monotonic() - (t0 or time.monotonic())
-    c.close()
-    return n / elapsed
+class Bench:
+    """What every phase shares: servers, the run's tag, what to clean up."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.bootstrap = os.environ.get("FTI_KAFKA_BOOTSTRAP_SERVERS", "localhost:9092")
+        self.redis_url = os.environ.get("FTI_REDIS_URL", "redis://localhost:6379/0")
+        self.r = redis.Redis.from_url(self.redis_url)
+        self.tag = uuid.uuid4().hex[:8]
+        self.topic = f"bench-raw-{self.tag}"
+        self.logs = Path(tempfile.mkdtemp(prefix=f"bench-{self.tag}-"))
+        self.dirs: list[str] = []
+        self.defs_all = DEMO_DEFS
+        self.defs_one = self.logs / "card_activity.yaml"
+        self.defs_one.write_text(yaml.safe_dump(_only_view(DEMO_DEFS, "card_activity")))
+        self.n = 0
+        self.kept: subprocess.Popen[bytes] | None = None  # the last all-views worker, for freshness
+        self.kept_prefix = ""
+
+    def run_child(self, what: str, cmd: list[str], timeout_s: float) -> dict[str, Any]:
+        """Run a contender process to its end; its RESULT line, or the bench stops."""
+        log = self.logs / f"{what}-{self.n}.log"
+        self.n += 1
+        with log.open("wb") as fh:
+            proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT)
+            try:
+                proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                stop(proc)
+                raise BenchAbort(f"{what} did not finish in {timeout_s:.0f} s; its log: {log}") from None
+        text = log.read_text(errors="replace")
+        if proc.returncode != 0:
+            raise BenchAbort(f"{what} (pid {proc.pid}) exited with status {proc.returncode}; its log: {log}")
+        lines = [line.split("RESULT ", 1)[1] for line in text.splitlines() if "RESULT " in line]
+        if not lines:
+            raise BenchAbort(f"{what} ended without a result; its log: {log}")
+        got: dict[str, Any] = json.loads(lines[0])
+        return got
+
+    def worker_env(self, defs: Path, run: str) -> dict[str, str]:
+        prefix = f"bench-{self.tag}-{run}"
+        offline = tempfile.mkdtemp(prefix=f"bench-offline-{run}-")
+        self.dirs.append(offline)
+        return {
+            **os.environ,
+            "FTI_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "FTI_REDIS_URL": self.redis_url,
+            "FTI_EVENTS_TOPIC": self.topic if not run.startswith("mem") else f"{self.topic}-mem",
+            "FTI_DLQ_TOPIC": f"{self.topic}-dlq",
+            "FTI_WORKER_APP_ID": f"bench-app-{self.tag}-{run}",
+            "FTI_REDIS_PREFIX": prefix,
+            "FTI_OFFLINE_STORE_URI": offline,
+            "FTI_DEFINITIONS_PATH": str(defs),
+            "FTI_EVENTS_TOPIC_PARTITIONS": str(self.args.partitions),
+            "FTI_WORKER_COMMIT_INTERVAL_S": "0.2",
+            "FTI_WORKER_METRICS_ENABLED": "false",
+        }
+
+    def start_worker(self, env: dict[str, str], run: str) -> tuple[subprocess.Popen[bytes], Path]:
+        log = self.logs / f"worker-{run}.log"
+        code = "from feature_stream.cli import features; features(['worker'])"
+        with log.open("wb") as fh:
+            proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=fh, stderr=subprocess.STDOUT)
+        return proc, log
+
+    def cleanup(self) -> None:
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        mine = [t for t in admin.list_topics(timeout=10).topics if self.tag in t and t.startswith("bench-")]
+        if mine:
+            admin.delete_topics(mine)
+        # Every Redis prefix of the run starts with "bench-<tag>-": one scan finds them all.
+        batch: list[bytes] = []
+        for key in self.r.scan_iter(match=f"bench-{self.tag}-*", count=10_000):
+            batch.append(key)
+            if len(batch) >= 5000:
+                self.r.unlink(*batch)
+                batch.clear()
+        if batch:
+            self.r.unlink(*batch)
+        for d in self.dirs:
+            shutil.rmtree(d, ignore_errors=True)
 
 
-# Faust's consumer as the worker runs it (BatchApp, same settings and event loop), decoding and
-# acking each event and doing nothing else: the most any Faust worker could do here.
-FAUST_FLOOR_APP = """
-import os, time
-import faust
-from feature_stream.app import _app_config, _use_event_loop
-from feature_stream.batch_consumer import BatchApp
-from feature_stream.settings import FeatureStreamSettings
-from fti.v1 import events_pb2
-
-settings = FeatureStreamSettings()
-_use_event_loop(settings.event_loop)
-app = BatchApp(os.environ["FLOOR_APP_ID"], **_app_config(settings))
-topic = app.topic(os.environ["FLOOR_TOPIC"], key_type=bytes, value_type=bytes)
-total, seen, t0 = int(os.environ["FLOOR_TOTAL"]), 0, None
-
-@app.batch_handler(topic)
-async def handle(messages):
-    global seen, t0
-    t0 = t0 or time.monotonic()
-    for m in messages:
-        events_pb2.Event.FromString(m.value or b"")
-        m.incref()
-        m.ack(app.consumer)
-    seen += len(messages)
-    if seen >= total:
-        print(f"RATE {total / (time.monotonic() - t0)}", flush=True)
-        os._exit(0)
-
-faust.Worker(app, loglevel="WARNING", quiet=True).execute_from_commandline()
-"""
+def _only_view(path: Path, view: str) -> dict[str, Any]:
+    """The demo definitions with one view (and no models, which name the others)."""
+    doc: dict[str, Any] = yaml.safe_load(path.read_text())
+    doc["views"] = [v for v in doc["views"] if v["name"] == view]
+    doc.pop("models", None)
+    return doc
 
 
-def faust_floor(bootstrap: str, topic: str, total: int) -> float:
-    env = {
-        **os.environ,
-        "FTI_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "FLOOR_APP_ID": f"floor-{uuid.uuid4().hex[:8]}",
-        "FLOOR_TOPIC": topic,
-        "FLOOR_TOTAL": str(total),
-    }
-    out = subprocess.run(
-        [sys.executable, "-c", FAUST_FLOOR_APP], env=env, capture_output=True, text=True, timeout=300, check=False
-    )
-    # Faust's worker routes print() through its logger, so the line may come on stderr.
-    rates = [line.split("RATE ")[1].split()[0] for line in (out.stdout + out.stderr).splitlines() if "RATE " in line]
-    if not rates:
-        raise RuntimeError(f"faust floor run failed: {out.stderr[-2000:]}")
-    return float(rates[0])
+class _Offsets:
+    """Committed and end offsets of a consumer group over some topics (one client, reused)."""
 
+    def __init__(self, bootstrap: str, group: str) -> None:
+        self.c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
 
-def _committed(bootstrap: str, group: str, topics: list[str]) -> tuple[int, int]:
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
-    done = high_total = 0
-    try:
+    def progress(self, topics: list[str]) -> tuple[int, int]:
+        done = high_total = 0
         for topic in topics:
-            meta = c.list_topics(topic, timeout=10).topics.get(topic)
-            if meta is None or meta.error is not None:
+            meta = self.c.list_topics(topic, timeout=10).topics.get(topic)
+            if meta is None or meta.error is not None or not meta.partitions:
                 return 0, 1
             tps = [TopicPartition(topic, p) for p in meta.partitions]
-            for tp in c.committed(tps, timeout=10):
-                high = c.get_watermark_offsets(tp, timeout=10)[1]
-                done += max(tp.offset, 0)
-                high_total += high
-    finally:
-        c.close()
-    return done, high_total
+            try:
+                for tp in self.c.committed(tps, timeout=10):
+                    done += max(tp.offset, 0)
+                    high_total += self.c.get_watermark_offsets(tp, timeout=10)[1]
+            except KafkaException:  # a new topic's leader not known yet: not caught up
+                return 0, 1
+        return done, high_total
+
+    def close(self) -> None:
+        self.c.close()
 
 
-def worker_rate(bootstrap: str, env: dict[str, str], raw_total: int) -> tuple[float, subprocess.Popen[bytes]]:
+def worker_round(
+    bench: Bench, defs: Path, run: str, raw_total: int, keep: bool = False
+) -> tuple[dict[str, Any], subprocess.Popen[bytes] | None]:
+    """Start a worker on the topic; events/s and CPU from its first committed batch to caught up
+    (raw and re-keyed topics), so start-up is not counted. Stopped unless `keep`."""
+    env = bench.worker_env(defs, run)
     group = env["FTI_WORKER_APP_ID"]
     topics = [env["FTI_EVENTS_TOPIC"], f"{group}-{env['FTI_EVENTS_TOPIC']}-rekeyed"]
-    log = open(Path(tempfile.gettempdir()) / f"{group}.log", "wb")  # noqa: SIM115 - lives as long as the worker
-    code = "from feature_stream.cli import features; features(['worker'])"
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=log, stderr=subprocess.STDOUT)
-    first: tuple[float, int] | None = None
-    while True:
-        raw_done, _ = _committed(bootstrap, group, topics[:1])
-        now = time.monotonic()
-        if first is None and raw_done > 0:
-            first = (now, raw_done)
-        done, high = _committed(bootstrap, group, topics)
-        if first is not None and raw_done >= raw_total and done >= high:
-            return (raw_total - first[1]) / max(now - first[0], 1e-6), proc
-        time.sleep(0.2)
+    started = time.monotonic()
+    proc, log = bench.start_worker(env, run)
+    offsets = _Offsets(bench.bootstrap, group)
+    first: tuple[float, int, float] | None = None
+    deadline = time.monotonic() + bench.args.worker_timeout
+    try:
+        while True:
+            check_alive(proc, f"worker {run}", log)
+            if time.monotonic() > deadline:
+                raise BenchAbort(f"worker {run} did not catch up in {bench.args.worker_timeout:.0f} s; its log: {log}")
+            raw_done, _ = offsets.progress(topics[:1])
+            now = time.monotonic()
+            if first is None and raw_done > 0:
+                first = (now, raw_done, tree_usage(proc.pid).cpu_s)
+            done, high = offsets.progress(topics)
+            if first is not None and raw_done >= raw_total and done >= high:
+                usage = tree_usage(proc.pid)
+                break
+            time.sleep(0.1)
+    finally:
+        offsets.close()
+    events = raw_total - first[1]
+    if events <= 0:  # all done by its first commit (a tiny backlog): time it from its start instead
+        events, first = raw_total, (started, 0, 0.0)
+    seconds = max(now - first[0], 1e-6)
+    result = {
+        "events": events,
+        "seconds": round(seconds, 3),
+        "events_per_s": round(events / seconds, 1),
+        "cpu_us_per_event": round((usage.cpu_s - first[2]) / max(events, 1) * 1e6, 1),
+        "peak_rss_mb": round(usage.peak_rss_bytes / 2**20, 1),
+        "redis_prefix": env["FTI_REDIS_PREFIX"],
+    }
+    if keep:
+        return result, proc
+    stop(proc)
+    return result, None
 
 
-def freshness(bootstrap: str, topic: str, redis_url: str, prefix: str, rate: float, seconds: float) -> list[float]:
-    r = redis.Redis.from_url(redis_url)
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
-    sent: dict[str, float] = {}
-    seen: dict[str, float] = {}
+def _child_result(got: dict[str, Any]) -> dict[str, Any]:
+    events, seconds = got["events"], max(got["seconds"], 1e-6)
+    return {
+        **{k: v for k, v in got.items() if k not in ("seconds", "cpu_s")},
+        "seconds": round(seconds, 3),
+        "events_per_s": round(events / seconds, 1),
+        "cpu_us_per_event": round(got["cpu_s"] / max(events, 1) * 1e6, 1),
+    }
+
+
+def contenders(bench: Bench, total: int) -> dict[str, Callable[[bool], dict[str, Any]]]:
+    py, a = sys.executable, bench.args
+    common = ["--bootstrap", bench.bootstrap, "--topic", bench.topic, "--total", str(total)]
+    timeout = a.worker_timeout
+
+    def floor(mode: str) -> Callable[[bool], dict[str, Any]]:
+        return lambda _: _child_result(bench.run_child(mode, [py, str(HERE / "consumers.py"), mode, *common], timeout))
+
+    def baseline(_: bool) -> dict[str, Any]:
+        prefix = f"bench-{bench.tag}-base{bench.n}"
+        cmd = [py, str(HERE / "baseline.py"), *common, "--redis-url", bench.redis_url, "--prefix", prefix]
+        return _child_result(bench.run_child("baseline", [*cmd, "--definitions", str(DEMO_DEFS)], timeout))
+
+    def worker(defs: Path, name: str) -> Callable[[bool], dict[str, Any]]:
+        def go(last: bool) -> dict[str, Any]:
+            run = f"{name}{bench.n}"
+            bench.n += 1
+            result, proc = worker_round(bench, defs, run, total, keep=last and name == "all")
+            if proc is not None:
+                bench.kept, bench.kept_prefix = proc, result["redis_prefix"]
+            return result
+
+        return go
+
+    return {
+        "bare": floor("bare"),
+        "faust": floor("faust"),
+        "baseline": baseline,
+        "worker_one_view": worker(bench.defs_one, "one"),
+        "worker_all_views": worker(bench.defs_all, "all"),
+    }
+
+
+def _spread(rounds: list[dict[str, Any]], name: str, field: str) -> dict[str, float]:
+    xs = [r[name][field] for r in rounds]
+    return {"median": round(statistics.median(xs), 2), "min": min(xs), "max": max(xs)}
+
+
+def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in rounds[0]:
+        out[name] = {f: _spread(rounds, name, f) for f in ("events_per_s", "cpu_us_per_event")}
+        if name.startswith("worker"):
+            out[name]["peak_rss_mb"] = _spread(rounds, name, "peak_rss_mb")
+    ratios: dict[str, Any] = {}
+    for name, base in (("worker_one_view", "baseline"), ("worker_all_views", "baseline"), ("faust", "bare")):
+        per = [r[name]["events_per_s"] / r[base]["events_per_s"] for r in rounds]
+        ratios[f"{name}/{base}"] = {
+            "median": round(statistics.median(per), 4),
+            "min": round(min(per), 4),
+            "max": round(max(per), 4),
+        }
+    out["ratios"] = ratios
+    return out
+
+
+def freshness(bench: Bench, proc: subprocess.Popen[bytes], prefix: str, rate: float, seconds: float) -> list[float]:
+    """Produce probe transactions at `rate` for the demo's cards and merchants (uniformly), stamped
+    now; ms from produce to the event being in its card's online state (the tail hash holds the
+    raw events of the newest tiles by id, written with the tiles)."""
+    producer = Producer({"bootstrap.servers": bench.bootstrap, "linger.ms": 0})
+    r = redis.Redis.from_url(bench.redis_url)
+    pending: dict[tuple[str, str], float] = {}
+    lat: list[float] = []
     lock = threading.Lock()
-    stop = threading.Event()
+    done = threading.Event()
 
     def watch() -> None:
-        while not stop.is_set() or len(seen) < len(sent):
-            with lock:
-                waiting = [k for k in sent if k not in seen]
+        give_up = 0.0
+        while True:
+            with lock:  # the oldest first (dicts keep insertion order), a bounded number per look
+                waiting = list(itertools.islice(pending, 300))
+            if done.is_set():
+                give_up = give_up or time.monotonic() + 10
+                if not waiting or time.monotonic() > give_up:
+                    return
             if waiting:
                 pipe = r.pipeline(transaction=False)
-                for k in waiting:
-                    pipe.exists(f"{prefix}:tiles:card_activity:v1:{k}")
+                for card, eid in waiting:
+                    pipe.hexists(f"{prefix}:tail:card_activity:v1:{card}", eid)
+                got = pipe.execute()
                 now = time.monotonic()
-                for k, ok in zip(waiting, pipe.execute(), strict=True):
-                    if ok:
-                        seen[k] = now
-            if stop.is_set() and time.monotonic() - stop_at[0] > 10:
-                return
-            time.sleep(0.002)
+                with lock:
+                    for k, ok in zip(waiting, got, strict=True):
+                        if ok:
+                            lat.append((now - pending.pop(k)) * 1000)
+            time.sleep(0.001)
 
-    stop_at = [0.0]
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
-    n = int(rate * seconds)
-    t0 = time.monotonic()
+    rng = random.Random(3)
+    n, t0 = int(rate * seconds), time.monotonic()
     for i in range(n):
-        card = f"probe-{uuid.uuid4().hex[:10]}"
+        if i % 500 == 0:
+            check_alive(proc, "worker (freshness)")
+        card, merchant, eid = f"c{rng.randrange(2000):05d}", f"m{rng.randrange(300):04d}", uuid.uuid4().hex
         ev = events_pb2.Event(
-            event_id=uuid.uuid4().hex,
+            event_id=eid,
             event_type="transaction",
-            entities={"card_id": card, "merchant_id": "m0001"},
-            values={"amount": to_value(10.0 + i % 7), "merchant_id": to_value("m0001")},
+            entities={"card_id": card, "merchant_id": merchant},
+            values={"amount": to_value(10.0 + i % 7), "merchant_id": to_value(merchant)},
             schema_version=1,
             source="bench",
         )
         ev.event_time.FromMilliseconds(int(time.time() * 1000))
-        producer.produce(topic, key=card.encode(), value=ev.SerializeToString())
-        producer.poll(0)
         with lock:
-            sent[card] = time.monotonic()
+            pending[(card, eid)] = time.monotonic()
+        producer.produce(bench.topic, key=card.encode(), value=ev.SerializeToString())
+        producer.poll(0)
         ahead = (i + 1) / rate - (time.monotonic() - t0)
         if ahead > 0:
             time.sleep(ahead)
     producer.flush(10)
-    stop_at[0] = time.monotonic()
-    stop.set()
+    done.set()
     watcher.join()
-    return [(seen[k] - sent[k]) * 1000 for k in sent if k in seen]
+    if pending:
+        print(f"  {len(pending)} of {n} probes never became visible within 10 s (left out of the percentiles)")
+    return lat
+
+
+def memory_phase(bench: Bench) -> dict[str, Any]:
+    """Redis bytes per entity per view after `--entities` distinct entities (all demo views)."""
+    a = bench.args
+    topic = f"{bench.topic}-mem"
+    used0 = int(bench.r.info("memory")["used_memory"])
+    t0 = time.monotonic()
+    total = produce_entities(bench.bootstrap, topic, a.partitions, bench.tag, a.entities, a.entity_events)
+    print(f"  produced {total:,} events for {a.entities:,} cards and merchants in {time.monotonic() - t0:.0f} s")
+    t1 = time.monotonic()
+    result, proc = worker_round(bench, bench.defs_all, "mem", total, keep=True)
+    assert proc is not None
+    try:
+        used1 = int(bench.r.info("memory")["used_memory"])
+        prefix = result["redis_prefix"]
+        state_prefix = f"{prefix}:state:bench-app-{bench.tag}-mem"
+        got = measure(bench.r, prefix, state_prefix, bench.tag, a.entities, a.entity_events, a.sample)
+        usage = tree_usage(proc.pid)
+    finally:
+        stop(proc)
+    return {
+        "entities": a.entities,
+        "events_per_entity": a.entity_events,
+        "worker_peak_rss_mb": round(usage.peak_rss_bytes / 2**20, 1),
+        "worker_seconds_to_catch_up": round(time.monotonic() - t1, 1),
+        "used_memory_delta_per_entity": round((used1 - used0) / a.entities, 1),
+        **got,
+    }
+
+
+def _line(name: str, s: dict[str, Any]) -> str:
+    e, c = s["events_per_s"], s["cpu_us_per_event"]
+    text = f"  {name:17} {e['median']:>10,.0f} events/s ({e['min']:,.0f}-{e['max']:,.0f})"
+    text += f"  {c['median']:>7.1f} us CPU/event ({c['min']:.1f}-{c['max']:.1f})"
+    if "peak_rss_mb" in s:
+        text += f"  peak RSS {s['peak_rss_mb']['max']:.0f} MB"
+    return text
+
+
+def throughput(bench: Bench, total: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    runs = contenders(bench, total)
+    rounds: list[dict[str, Any]] = []
+    for i in range(bench.args.rounds):
+        last = i == bench.args.rounds - 1
+        got: dict[str, Any] = {}
+        for name, go in runs.items():
+            got[name] = go(last)
+            print(f"round {i + 1}/{bench.args.rounds} {name}: {got[name]['events_per_s']:,.0f} events/s, "
+                  f"{got[name]['cpu_us_per_event']:.1f} us CPU/event", flush=True)  # fmt: skip
+        rounds.append(got)
+    return rounds, summarize(rounds)
+
+
+def report(summary: dict[str, Any]) -> None:
+    for name in ("bare", "faust", "baseline", "worker_one_view", "worker_all_views"):
+        print(_line(name, summary[name]))
+    for name, r in summary["ratios"].items():
+        print(f"  ratio {name:28} {r['median']:.3f} ({r['min']:.3f}-{r['max']:.3f})")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    # ~7 s of worker time: the commit lag at each end (up to ~0.7 s) stays small beside it.
-    ap.add_argument("--events", type=int, default=100_000)
+    ap.add_argument("--events", type=int, default=100_000, help="Demo transactions in the backlog.")
     ap.add_argument("--partitions", type=int, default=4)
-    ap.add_argument("--rate", type=float, default=200.0, help="Freshness probe events per second.")
-    ap.add_argument("--seconds", type=float, default=15.0)
-    ap.add_argument("--out", default=str(ROOT / "bench/feature_pipeline/results.json"))
+    ap.add_argument("--rounds", type=int, default=3, help="Interleaved rounds (medians need >= 3).")
+    ap.add_argument("--seconds", type=float, default=15.0, help="Freshness probing time.")
+    ap.add_argument("--entities", type=int, default=1_000_000, help="Distinct entities of the memory phase (0: skip).")
+    ap.add_argument("--entity-events", type=int, default=2, help="Events per entity in the memory phase.")
+    ap.add_argument("--sample", type=int, default=2000, help="Entities whose keys MEMORY USAGE reads.")
+    ap.add_argument("--worker-timeout", type=float, default=1800.0, help="Longest a worker may take to catch up.")
+    ap.add_argument("--out", default=str(HERE / "results.json"))
     args = ap.parse_args()
-    bootstrap = os.environ.get("FTI_KAFKA_BOOTSTRAP_SERVERS", "localhost:9092")
-    redis_url = os.environ.get("FTI_REDIS_URL", "redis://localhost:6379/0")
-    tag = uuid.uuid4().hex[:8]
-    topic, prefix, app_id = f"bench-raw-{tag}", f"bench-{tag}", f"bench-app-{tag}"
-    total = produce_backlog(bootstrap, topic, args.events, args.partitions)
-    print(f"produced {total} messages to {topic}")
-
-    bare = bare_loop(bootstrap, topic, total)
-    print(f"bare confluent-kafka consume+decode: {bare:,.0f} events/s")
-    floor = faust_floor(bootstrap, topic, total)
-    print(
-        f"Faust consumer, decode only (the ceiling of a Faust worker): {floor:,.0f} events/s  ratio {floor / bare:.3f}"
-    )
-    env = dict(os.environ)
-    env.update(
-        FTI_EVENTS_TOPIC=topic,
-        FTI_DLQ_TOPIC=f"{topic}-dlq",
-        FTI_WORKER_APP_ID=app_id,
-        FTI_REDIS_PREFIX=prefix,
-        FTI_OFFLINE_STORE_URI=tempfile.mkdtemp(prefix="bench-offline-"),
-        FTI_DEFINITIONS_PATH=str(ROOT / "examples/fraud/features.yaml"),
-        FTI_EVENTS_TOPIC_PARTITIONS=str(args.partitions),
-        FTI_WORKER_COMMIT_INTERVAL_S="0.2",
-    )
-    rate, proc = worker_rate(bootstrap, env, total)
-    print(f"worker: {rate:,.0f} events/s  ratio {rate / bare:.3f}")
-    lat = freshness(bootstrap, topic, redis_url, prefix, args.rate, args.seconds)
-    proc.send_signal(signal.SIGTERM)
+    bench = Bench(args)
+    started = time.time()
     try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    p50, p99 = _percentile(lat, 0.5), _percentile(lat, 0.99)
-    print(f"freshness at {args.rate:.0f}/s: p50 {p50:.1f} ms  p99 {p99:.1f} ms  ({len(lat)} probes)")
-    result = {
-        "messages": total,
-        "partitions": args.partitions,
-        "bare_events_per_s": round(bare, 1),
-        "worker_events_per_s": round(rate, 1),
-        "ratio": round(rate / bare, 4),
-        "faust_floor_events_per_s": round(floor, 1),
-        "faust_floor_ratio": round(floor / bare, 4),
-        "worker_vs_faust_floor": round(rate / floor, 4),
-        "freshness_rate_per_s": args.rate,
-        "freshness_p50_ms": round(p50, 2),
-        "freshness_p99_ms": round(p99, 2),
-        "freshness_probes": len(lat),
-    }
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(result))
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    topics = [t for t in admin.list_topics(timeout=10).topics if t.startswith((topic, app_id))]
-    admin.delete_topics(topics)
-    r = redis.Redis.from_url(redis_url)
-    keys = list(r.scan_iter(match=f"{prefix}:*", count=1000))
-    for i in range(0, len(keys), 1000):
-        r.delete(*keys[i : i + 1000])
+        print(f"phase 1: producing {args.events:,} demo transactions to {bench.topic}", flush=True)
+        total = produce_backlog(bench.bootstrap, bench.topic, args.events, args.partitions)
+        print(f"phase 2: {args.rounds} interleaved rounds over {total:,} messages (logs in {bench.logs})", flush=True)
+        rounds, summary = throughput(bench, total)
+        report(summary)
+        rate = summary["worker_all_views"]["events_per_s"]["median"] / 2
+        print(f"phase 3: freshness at {rate:,.0f} events/s (half the all-views worker's median)", flush=True)
+        assert bench.kept is not None
+        lat = freshness(bench, bench.kept, bench.kept_prefix, rate, args.seconds)
+        stop(bench.kept)
+        fresh = {
+            "rate_per_s": round(rate, 1),
+            "probes": int(rate * args.seconds),
+            "visible": len(lat),
+            "p50_ms": round(_percentile(lat, 0.5), 2),
+            "p99_ms": round(_percentile(lat, 0.99), 2),
+            "max_ms": round(max(lat, default=float("nan")), 2),
+        }
+        print(f"  freshness p50 {fresh['p50_ms']:.1f} ms  p99 {fresh['p99_ms']:.1f} ms  ({len(lat)} probes)")
+        memory: dict[str, Any] = {}
+        if args.entities:
+            print(f"phase 4: Redis bytes per entity after {args.entities:,} distinct entities", flush=True)
+            memory = memory_phase(bench)
+            for view in ("card_activity", "merchant_activity"):
+                m = memory[view]
+                print(f"  {view}: online {m['online_bytes_per_entity']:,.0f} B/entity "
+                      f"(tiles {m['bytes_per_entity']['tiles']:,.0f}, tail {m['bytes_per_entity']['tail']:,.0f}),"
+                      f" with worker state {m['with_state_bytes_per_entity']:,.0f} B")  # fmt: skip
+            print(f"  per message key: {memory['message_key_state_bytes']}; worker peak RSS "
+                  f"{memory['worker_peak_rss_mb']:.0f} MB")  # fmt: skip
+        result = {
+            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+            "commit": subprocess.run(
+                ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+            ).stdout.strip(),
+            "machine": {"cpus": os.cpu_count(), "load_avg_at_start": os.getloadavg()},
+            "messages": total,
+            "partitions": args.partitions,
+            "targets": TARGETS,
+            "summary": summary,
+            "freshness": fresh,
+            "memory": memory,
+            "rounds": rounds,
+        }
+        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+        print(f"wrote {args.out}")
+    finally:
+        if bench.kept is not None:
+            stop(bench.kept)
+        bench.cleanup()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,285 @@
+"""The hand-written baseline of the feature pipeline bench: plain confluent-kafka and Python dicts.
+
+    python bench/feature_pipeline/baseline.py --topic T --total N --definitions F --view card_activity \
+        --prefix P [--redis-url URL]
+
+What a competent engineer would write for ONE view without the worker's guarantees of
+durability, written for speed but not cut short:
+* decode each `fti.v1.Event` once;
+* dead-letter (here: count) events stamped more than 5 min ahead of their record's timestamp;
+* dedup per (event_type, event_id), in a dict;
+* watermark per message key (the newest event time seen earlier on the key); an event is late
+  for the view when `time < watermark - allowed_lateness` and is then not aggregated;
+* per entity and window step, the partial aggregates of each tile (the view's real windows,
+  read from the definitions file), old tiles dropped once no read at the newest time needs them;
+* per poll (one `consume` of up to 2,000 messages), one Redis pipeline: HSET of the changed
+  tiles and the entity's newest time, HDEL of dropped tiles, PEXPIRE with the view's ttl; sent
+  by a writer thread (at most two polls queued) while the next poll is processed.
+Everything else lives in memory only: no state survives the process, no archive, no DLQ topic.
+Sums are floats (the worker keeps exact integer sums). Prints one JSON line:
+{"events", "seconds", "events_per_s", "cpu_us_per_event", ...}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis
+from confluent_kafka import Consumer
+
+from featurestore.definitions import AggregationFunction, FeatureViewDef, load_definitions
+from fti.v1 import events_pb2
+
+__all__ = ["Baseline", "main"]
+
+FUTURE_SKEW_MS = 300_000
+POLL = 2000
+A = AggregationFunction
+
+
+def _fields(values: Any, names: tuple[str, ...]) -> dict[str | None, Any]:
+    """The view's input fields of one event, each decoded once (None when absent)."""
+    out: dict[str | None, Any] = dict.fromkeys((None, *names))  # None: a feature without a field
+    for name in names:
+        if name in values:
+            v = values[name]
+            kind = v.WhichOneof("kind")
+            if kind:
+                out[name] = getattr(v, kind)
+    return out
+
+
+def _updater(agg: AggregationFunction, slot: int) -> Callable[[list[Any], int, str, Any], None]:
+    """How one event changes slot(s) of a tile: the partials a read merges (mean: sum and count)."""
+
+    def count(p: list[Any], t: int, eid: str, x: Any) -> None:
+        p[slot] += 1
+
+    def add(p: list[Any], t: int, eid: str, x: Any) -> None:
+        if x is not None:
+            p[slot] += x
+
+    def mean(p: list[Any], t: int, eid: str, x: Any) -> None:
+        if x is not None:
+            p[slot] += x
+            p[slot + 1] += 1
+
+    def hi(p: list[Any], t: int, eid: str, x: Any) -> None:
+        if x is not None and (p[slot] is None or x > p[slot]):
+            p[slot] = x
+
+    def lo(p: list[Any], t: int, eid: str, x: Any) -> None:
+        if x is not None and (p[slot] is None or x < p[slot]):
+            p[slot] = x
+
+    def distinct(p: list[Any], t: int, eid: str, x: Any) -> None:
+        if x is not None:
+            p[slot].add(x)
+
+    def last(p: list[Any], t: int, eid: str, x: Any) -> None:
+        if x is not None and (p[slot] is None or (t, eid) > (p[slot][0], p[slot][1])):
+            p[slot] = (t, eid, x)
+
+    return {A.COUNT: count, A.SUM: add, A.MEAN: mean, A.MAX: hi, A.MIN: lo, A.DISTINCT_COUNT: distinct, A.LAST: last}[
+        agg
+    ]
+
+
+class _Step:
+    """The features of the view that share one window step: one tile per entity and step start."""
+
+    def __init__(self, view: FeatureViewDef, step: int) -> None:
+        self.step = step
+        feats = [f for f in view.features if f.window.step_ms == step]
+        self.keep_ms = max(f.window.size_ms for f in feats) + FUTURE_SKEW_MS
+        self.empty: list[Any] = []
+        self.updates: list[tuple[Callable[[list[Any], int, str, Any], None], str | None]] = []
+        for f in feats:
+            self.updates.append((_updater(f.agg, len(self.empty)), f.field))
+            if f.agg is A.MEAN:
+                self.empty += [0.0, 0]
+            else:
+                self.empty.append({A.COUNT: 0, A.SUM: 0.0}.get(f.agg, set() if f.agg is A.DISTINCT_COUNT else None))
+
+        self.sets = [i for i, x in enumerate(self.empty) if isinstance(x, set)]
+
+    def new_tile(self) -> list[Any]:
+        tile = list(self.empty)
+        for i in self.sets:
+            tile[i] = set()
+        return tile
+
+    def encode(self, tile: list[Any]) -> str:
+        if self.sets:
+            tile = list(tile)
+            for i in self.sets:
+                tile[i] = list(tile[i])
+        return _json(tile)
+
+
+_json = json.JSONEncoder(separators=(",", ":")).encode
+
+
+class Baseline:
+    """One view over one topic, in memory; `run` returns when `total` messages were consumed."""
+
+    def __init__(self, view: FeatureViewDef, prefix: str, r: redis.Redis) -> None:
+        self.view, self.r = view, r
+        self.key_prefix = f"{prefix}:tiles:{view.name}:v{view.version}:"
+        self.steps = [_Step(view, s) for s in sorted({f.window.step_ms for f in view.features})]
+        self.seen: dict[tuple[str, str], int] = {}
+        self.marks: dict[bytes, int] = {}
+        self.entities: dict[str, tuple[list[int], list[dict[int, list[Any]]]]] = {}
+        self.counts = {"late": 0, "duplicates": 0, "future": 0, "aggregated": 0}
+        self.queue: queue.Queue[list[tuple[str, dict[str | bytes, str], list[str]]] | None] = queue.Queue(2)
+        self.failed: Exception | None = None
+        self.inputs = tuple(sorted({f.field for f in view.features if f.field}))
+
+    def apply(self, msg: Any, dirty: dict[str, tuple[set[str], set[str]]]) -> None:
+        ev = events_pb2.Event.FromString(msg.value())
+        t = ev.event_time.seconds * 1000 + ev.event_time.nanos // 1_000_000
+        if t > msg.timestamp()[1] + FUTURE_SKEW_MS:
+            self.counts["future"] += 1
+            return
+        ident = (ev.event_type, ev.event_id)
+        if ident in self.seen:
+            self.counts["duplicates"] += 1
+            return
+        self.seen[ident] = t
+        key = msg.key()
+        mark = self.marks.get(key, -(2**62))
+        if t > mark:
+            self.marks[key] = t
+        if ev.event_type != self.view.source or self.view.entity not in ev.entities:
+            return
+        if t < mark - self.view.allowed_lateness_ms:
+            self.counts["late"] += 1
+            return
+        values = _fields(ev.values, self.inputs)
+        self._aggregate(ev.entities[self.view.entity], t, ev.event_id, values, dirty)
+
+    def _aggregate(
+        self, entity: str, t: int, eid: str, values: Any, dirty: dict[str, tuple[set[str], set[str]]]
+    ) -> None:
+        state = self.entities.get(entity)
+        if state is None:
+            state = self.entities[entity] = ([t], [{} for _ in self.steps])
+        elif t > state[0][0]:
+            state[0][0] = t
+        newest = state[0][0]
+        changed, dropped = dirty.setdefault(entity, (set(), set()))
+        for step, tiles in zip(self.steps, state[1], strict=True):
+            start = t - t % step.step
+            if start < newest - step.keep_ms:
+                continue  # no read at or after the newest time sees it
+            tile = tiles.get(start)
+            if tile is None:
+                tile = tiles[start] = step.new_tile()
+                horizon = newest - step.keep_ms
+                if min(tiles) < horizon:
+                    for old in [s for s in tiles if s < horizon]:
+                        del tiles[old]
+                        dropped.add(f"{step.step}:{old}")
+            for update, name in step.updates:
+                update(tile, t, eid, values[name])
+            changed.add(f"{step.step}:{start}")
+        self.counts["aggregated"] += 1
+
+    def changes(
+        self, dirty: dict[str, tuple[set[str], set[str]]]
+    ) -> list[tuple[str, dict[str | bytes, str], list[str]]]:
+        """Per dirty entity: its key, the changed tiles encoded (and its newest time), the tiles to drop."""
+        steps = {s.step: (i, s) for i, s in enumerate(self.steps)}
+        out = []
+        for entity, (changed, dropped) in dirty.items():
+            newest, tiles = self.entities[entity]
+            fields: dict[str | bytes, str] = {"n": str(newest[0])}
+            gone = list(dropped - changed)
+            for name in changed:
+                step, _, start = name.partition(":")
+                i, kind = steps[int(step)]
+                tile = tiles[i].get(int(start))
+                if tile is None:
+                    gone.append(name)  # changed, then dropped in the same poll
+                else:
+                    fields[name] = kind.encode(tile)
+            out.append((self.key_prefix + entity, fields, gone))
+        return out
+
+    def _writer(self) -> None:
+        """One pipeline per poll, sent from this thread so the next poll is processed meanwhile."""
+        while (batch := self.queue.get()) is not None:
+            try:
+                pipe = self.r.pipeline(transaction=False)
+                for key, fields, gone in batch:
+                    pipe.hset(key, mapping=fields)
+                    if gone:
+                        pipe.hdel(key, *gone)
+                    pipe.pexpire(key, self.view.ttl_ms)
+                pipe.execute()
+            except redis.RedisError as exc:
+                self.failed = exc
+                return
+
+    def run(self, consumer: Consumer, total: int) -> dict[str, float]:
+        writer = threading.Thread(target=self._writer, daemon=True)
+        writer.start()
+        n, t0, cpu0 = 0, 0.0, 0.0
+        while n < total:
+            if self.failed is not None:
+                raise SystemExit(f"baseline: Redis write failed: {self.failed}")
+            msgs = consumer.consume(min(POLL, total - n), timeout=1.0)
+            if not msgs:
+                continue
+            if n == 0:
+                t0, cpu0 = time.monotonic(), time.process_time()
+            dirty: dict[str, tuple[set[str], set[str]]] = {}
+            for msg in msgs:
+                if msg.error() is None:
+                    self.apply(msg, dirty)
+                    n += 1
+            if dirty:
+                self.queue.put(self.changes(dirty))
+        self.queue.put(None)
+        writer.join()
+        if self.failed is not None:
+            raise SystemExit(f"baseline: Redis write failed: {self.failed}")
+        seconds, cpu = time.monotonic() - t0, time.process_time() - cpu0
+        return {"events": n, "seconds": seconds, "cpu_s": cpu, **self.counts, "entities": len(self.entities)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bootstrap", default="localhost:9092")
+    ap.add_argument("--redis-url", default="redis://localhost:6379/0")
+    ap.add_argument("--topic", required=True)
+    ap.add_argument("--total", type=int, required=True)
+    ap.add_argument("--definitions", required=True)
+    ap.add_argument("--view", default="card_activity")
+    ap.add_argument("--prefix", required=True)
+    args = ap.parse_args()
+    view = next(v for v in load_definitions(Path(args.definitions)).views if v.name == args.view)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": args.bootstrap,
+            "group.id": f"baseline-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([args.topic])
+    out = Baseline(view, args.prefix, redis.Redis.from_url(args.redis_url)).run(consumer, args.total)
+    consumer.close()
+    print("RESULT " + json.dumps(out), flush=True)
+
+
+if __name__ == "__main__":
+    main()
