@@ -10,13 +10,19 @@ entities, grouped by what they hold:
 * worker state per message key (shared by every view fed by the key): `in` (recent ids,
   positions, watermark) and one `id` key per event (the dedup claim).
 `INFO memory`'s used_memory delta over the phase, per entity, is a cross-check (noisy on a
-shared Redis).
+shared Redis). `what_if` copies sampled tiles hashes into a private `redis-server` to measure
+what two changes would save: tile values without feature names, and a higher
+`hash-max-listpack-value` (hashes with a value over 64 bytes are stored as hash tables).
 """
 
 from __future__ import annotations
 
+import json
 import random
+import shutil
+import socket
 import statistics
+import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -28,7 +34,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from featurestore.values import to_value
 from fti.v1 import events_pb2
 
-__all__ = ["entity_events", "measure", "produce_entities"]
+__all__ = ["entity_events", "measure", "produce_entities", "what_if"]
 
 MINUTE = 60_000
 
@@ -117,6 +123,7 @@ def measure(
             "example_tiles_hash": _hash_shape(r, parts["tiles"][0]),
             "example_tail_hash": _hash_shape(r, parts["tail"][0]),
             "example_state_hash": _hash_shape(r, parts["state_vw"][0]),
+            "tiles_what_if": what_if(r, parts["tiles"][:200]),
         }
     keys_in = [f"{state_prefix}:in:mc{i:07d}" for i in picks]
     ids = [f"{state_prefix}:id:transaction:{tag}-{i}-{j}" for i in picks for j in range(per_entity)]
@@ -125,3 +132,52 @@ def measure(
         "id_claims_per_key": round(sum(_usage(r, ids)) / len(picks), 1),
     }
     return out
+
+
+def _positional(raw: bytes) -> bytes:
+    """A tile value without its feature names: `[t, [partial, ...]]` in the view's feature order."""
+    t, partials = json.loads(raw)
+    return json.dumps([t, list(partials.values())], separators=(",", ":")).encode()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def what_if(r: redis.Redis, keys: list[str]) -> dict[str, float]:
+    """MEMORY USAGE of the same tiles hashes in a private Redis: as stored, with tile values
+    without feature names, and with `hash-max-listpack-value` raised so the hashes stay listpacks.
+    Needs `redis-server` on PATH; {} without it."""
+    server = shutil.which("redis-server")
+    if server is None or not keys:
+        return {}
+    port = _free_port()
+    args = [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        private = redis.Redis(port=port)
+        for _ in range(100):
+            try:
+                private.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        hashes = [h for h in (r.hgetall(k) for k in keys) if h]
+        if not hashes:
+            return {}
+        out: dict[str, float] = {}
+        for limit in (64, 256):
+            private.config_set("hash-max-listpack-value", limit)
+            for name, encode in (("as_stored", lambda v: v), ("positional", _positional)):
+                private.flushall()  # the private server of this function only
+                for i, h in enumerate(hashes):
+                    private.hset(f"k{i}", mapping={f: (v if f in (b"n", b"w") else encode(v)) for f, v in h.items()})
+                usage = _usage(private, [f"k{i}" for i in range(len(hashes))])
+                out[f"{name}_listpack_value_{limit}"] = round(statistics.fmean(usage), 1)
+        return out
+    finally:
+        proc.terminate()
+        proc.wait(10)
