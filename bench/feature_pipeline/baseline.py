@@ -110,6 +110,12 @@ class _Step:
                 self.empty.append({A.COUNT: 0, A.SUM: 0.0}.get(f.agg, set() if f.agg is A.DISTINCT_COUNT else None))
 
         self.sets = [i for i, x in enumerate(self.empty) if isinstance(x, set)]
+        self.reads = [(f, self.updates[i][0]) for i, f in enumerate(feats)]
+        self.slots: dict[str, int] = {}
+        slot = 0
+        for f in feats:
+            self.slots[f.name] = slot
+            slot += 2 if f.agg is A.MEAN else 1
 
     def new_tile(self) -> list[Any]:
         tile = list(self.empty)
@@ -126,6 +132,23 @@ class _Step:
 
 
 _json = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def _merge(agg: AggregationFunction, parts: list[list[Any]]) -> Any:
+    """One feature's value from its slots in the tiles of a window."""
+    if agg in (A.COUNT, A.SUM):
+        return sum(p[0] for p in parts)
+    if agg is A.MEAN:
+        n = sum(p[1] for p in parts)
+        return sum(p[0] for p in parts) / n if n else None
+    if agg is A.DISTINCT_COUNT:
+        return len(set().union(*(p[0] for p in parts)))
+    got = [p[0] for p in parts if p[0] is not None]
+    if not got:
+        return None
+    if agg is A.LAST:
+        return max(got)[2]
+    return max(got) if agg is A.MAX else min(got)
 
 
 class Baseline:
@@ -192,6 +215,19 @@ class Baseline:
                 update(tile, t, eid, values[name])
             changed.add(f"{step.step}:{start}")
         self.counts["aggregated"] += 1
+
+    def read(self, entity: str, t: int) -> dict[str, Any]:
+        """The view's values at t >= the entity's newest event (what a server reads): each
+        window's tiles merged. For the bench's own test; not on the measured path."""
+        out: dict[str, Any] = {}
+        state = self.entities.get(entity)
+        for i, step in enumerate(self.steps):
+            tiles = state[1][i] if state else {}
+            for f, _ in step.reads:
+                lo = t - t % step.step - f.window.size_ms + step.step
+                parts = [tile for start, tile in tiles.items() if lo <= start <= t]
+                out[f.name] = _merge(f.agg, [p[step.slots[f.name] :] for p in parts])
+        return out
 
     def changes(
         self, dirty: dict[str, tuple[set[str], set[str]]]
