@@ -309,6 +309,16 @@ def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
             "max": round(max(per), 4),
         }
     out["ratios"] = ratios
+    # The same comparison in CPU: baseline CPU per event / worker CPU per event (steadier than
+    # events/s on a busy machine, where wall time follows each process's share of the cores).
+    out["cpu_ratios"] = {}
+    for name in ("worker_one_view", "worker_all_views"):
+        per = [r["baseline"]["cpu_us_per_event"] / r[name]["cpu_us_per_event"] for r in rounds]
+        out["cpu_ratios"][f"baseline/{name}"] = {
+            "median": round(statistics.median(per), 4),
+            "min": round(min(per), 4),
+            "max": round(max(per), 4),
+        }
     return out
 
 
@@ -487,6 +497,8 @@ def report(summary: dict[str, Any]) -> None:
         print(_line(name, summary[name]))
     for name, r in summary["ratios"].items():
         print(f"  ratio {name:28} {r['median']:.3f} ({r['min']:.3f}-{r['max']:.3f})")
+    for name, r in summary["cpu_ratios"].items():
+        print(f"  CPU ratio {name:24} {r['median']:.3f} ({r['min']:.3f}-{r['max']:.3f})")
 
 
 def main() -> None:
