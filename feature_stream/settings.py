@@ -53,6 +53,11 @@ class FeatureStreamSettings(FtiSettings):
         300_000, ge=0, description="Events stamped further ahead of their record's timestamp are dead-lettered."
     )
     dedup_retention_ms: int = Field(86_400_000, ge=0, description="How long event ids are remembered per key.")
+    gc_threshold: int = Field(
+        50_000,
+        ge=0,
+        description="Allocations between the worker's youngest-generation garbage collections (0: Python's 700).",
+    )
     log_level: str = Field("WARNING", description="Faust worker log level.")
     event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
         "auto", description="Event loop of the worker; auto uses uvloop when installed."

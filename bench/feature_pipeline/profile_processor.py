@@ -1,0 +1,135 @@
+"""CPU profile driver of the worker's hot path, without Kafka, Faust or Redis (not a test).
+
+    python bench/feature_pipeline/profile_processor.py --events 30000 [--view card_activity:1] [--profile]
+
+Feeds `Processor.ingest` batches of encoded demo messages (as a fetch hands them over), with
+in-memory state, an online store that encodes each tile write as the Redis store does (the
+Lua call's JSON) and drops it, the real parquet archive in a temporary directory, and an
+outbox that sends re-keyed items through their wire format back into `Processor.aggregate`.
+Prints events/s and CPU µs per event (process time, so a loaded machine skews it less than
+wall time); `--profile` prints the top of a cProfile of the same run. `--repeat N` runs N
+times and prints the median.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import pstats
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from feature_stream.codec import DeadLetter
+from feature_stream.processor import InMessage, Outbox, Processor, ViewItem
+from feature_stream.state import InMemoryStateStore
+from feature_stream.worker_process import tune_gc
+from featurestore.definitions import Definitions, load_definitions
+from featurestore.offline import OfflineStore
+from featurestore.online import AsyncOnlineStore, OnlineKey, OnlineRow, OnlineValue, TileWrite
+from featurestore.online_tiles import tile_calls
+from fti_demo.simulate import SimConfig, generate
+
+ROOT = Path(__file__).parents[2]
+
+
+class _EncodingOnline(AsyncOnlineStore):
+    """Encodes tile writes as the Redis store's script call would, then drops them."""
+
+    def __init__(self) -> None:
+        self.bytes = 0
+
+    async def write(self, rows: Sequence[OnlineRow]) -> int:
+        return 0
+
+    async def read(self, keys: Sequence[OnlineKey]) -> list[OnlineValue | None]:
+        return []
+
+    async def register_views(self, views: object) -> None:
+        return None
+
+    async def write_tiles(self, writes: Sequence[TileWrite]) -> int:
+        for _, args in tile_calls("fti", writes):
+            self.bytes += len(args[0])
+        return len(writes)
+
+
+class _LoopOutbox(Outbox):
+    """Re-keyed items through their wire format, handed back to the caller."""
+
+    def __init__(self) -> None:
+        self.records: list[bytes] = []
+        self.dead = 0
+
+    def dead_letter(self, msg: InMessage, letter: DeadLetter) -> None:
+        self.dead += 1
+
+    def forward(self, items: Sequence[ViewItem]) -> None:
+        for i in range(0, len(items), 500):
+            self.records.append(ViewItem.encode_many(items[i : i + 500]))
+
+    async def flush(self) -> None:
+        return None
+
+
+def _defs(view: str | None) -> Definitions:
+    defs = load_definitions(ROOT / "examples/fraud/features.yaml")
+    if view is None:
+        return defs
+    return defs.model_copy(update={"views": tuple(v for v in defs.views if v.ref == view)})
+
+
+async def _run(defs: Definitions, msgs: list[InMessage], batch: int, tmp: str) -> None:
+    outbox = _LoopOutbox()
+    proc = Processor(defs, InMemoryStateStore(), _EncodingOnline(), OfflineStore(tmp), outbox)
+    for i in range(0, len(msgs), batch):
+        await proc.ingest(msgs[i : i + batch])
+        records, outbox.records = outbox.records, []
+        for rec in records:  # as the re-keyed agent gets them
+            await proc.aggregate(ViewItem.decode_many(rec))
+        await proc.flush_if_due()
+    await proc.flush()
+
+
+def _once(defs: Definitions, msgs: list[InMessage], batch: int, profile: cProfile.Profile | None) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        c0 = time.process_time()
+        if profile is not None:
+            profile.enable()
+        asyncio.run(_run(defs, msgs, batch, tmp))
+        if profile is not None:
+            profile.disable()
+        return time.process_time() - c0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--events", type=int, default=30_000)
+    ap.add_argument("--batch", type=int, default=2000)
+    ap.add_argument("--view", default=None, help="only this view ref (name:version); default all demo views")
+    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--top", type=int, default=35)
+    ap.add_argument("--gc-threshold", type=int, default=50_000, help="as FTI_WORKER_GC_THRESHOLD (0: Python's)")
+    args = ap.parse_args()
+    defs = _defs(args.view)
+    sim = list(generate(args.events, SimConfig(seed=1)))
+    now_ms = int(time.time() * 1000)
+    msgs = [InMessage("raw", 0, i, e.key, e.value, now_ms) for i, e in enumerate(sim)]
+    tune_gc(args.gc_threshold)  # as the worker process does
+    profile = cProfile.Profile() if args.profile else None
+    cpu = [_once(defs, msgs, args.batch, profile) for _ in range(args.repeat)]
+    med = statistics.median(cpu)
+    views = [v.ref for v in defs.views]
+    rate, per = len(msgs) / med, 1e6 * med / len(msgs)
+    print(f"{len(msgs)} messages, views={views}: {rate:,.0f} msg/s CPU, {per:.1f} us CPU/msg (median of {len(cpu)})")
+    if profile is not None:
+        pstats.Stats(profile).sort_stats("cumulative").print_stats(args.top)
+        pstats.Stats(profile).sort_stats("tottime").print_stats(args.top)
+
+
+if __name__ == "__main__":
+    main()
