@@ -227,6 +227,7 @@ def build_app(
         future_skew_ms=settings.future_skew_ms,
         dedup_retention_ms=settings.dedup_retention_ms,
         flush_interval_s=FLUSH_INTERVAL_S,
+        max_cached=settings.max_cached_entities,
     )
     size = settings.batch_size
     skips = _Skips(processor, lambda: load_skips(state_client, settings.state_key_prefix))

@@ -68,6 +68,8 @@ class Flusher:
         self._flush_lock = asyncio.Lock()  # flushes save state in batch order
         self._inflight: list[asyncio.Task[int]] = []  # sent online writes, oldest first
         self.on_failure: Callable[[], None] = self.reset
+        # Called under the processing lock once a flush saved the state and acked (cache trims).
+        self.on_saved: Callable[[], None] = lambda: None
 
     def reset(self) -> None:
         """Drop unflushed work, as a crash would: its offsets were not acked."""
@@ -96,6 +98,8 @@ class Flusher:
                 raise
             for ack in pending.on_durable:
                 ack()
+            async with self._lock:
+                self.on_saved()
 
     async def flush_if_due(self) -> None:
         if self.buffer and time.monotonic() - self.buffer.since >= self.interval_s:

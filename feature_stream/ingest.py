@@ -12,10 +12,11 @@ to a view keyed like the message in this worker, to the others through the re-ke
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from dataclasses import dataclass, field
 
 from feature_stream import metrics
+from feature_stream.caches import evict_lru, touch
 from feature_stream.codec import DeadLetter, RawEvent, decode_event
 from feature_stream.records import InMessage, ViewItem
 from feature_stream.state import KeyState, Seen, StateStore
@@ -51,21 +52,29 @@ class Ingest:
         self._least_lateness = {
             t: min((v.allowed_lateness_ms for v, _ in routes), default=None) for t, routes in self._routes.items()
         }
-        self._keys: dict[str, KeyState] = {}
+        self._keys: dict[str, KeyState] = {}  # least recently used first
         # Messages an operator dead-lettered by hand: position -> reason (`feature_stream.skips`).
         self.skip: dict[str, str] = {}
 
     def reset(self) -> None:
         self._keys.clear()
 
+    @property
+    def cached(self) -> int:
+        return len(self._keys)
+
+    def trim(self, limit: int, unsaved: Set[str]) -> None:
+        """Evict the least recently used key states beyond `limit`, except those in `unsaved`."""
+        evict_lru(self._keys, limit, unsaved)
+
     async def decide(self, msgs: Sequence[InMessage]) -> Decisions:
         out = Decisions()
         metrics.EVENTS_IN.inc(len(msgs))
         decoded = self._decode(msgs, out)
         touched = {m.state_key for m, _ in decoded}
-        missing = sorted(k for k in touched if k not in self._keys)
+        missing = touch(self._keys, touched)
         if missing:
-            self._keys.update(await self.state.load_keys(missing))
+            self._keys.update(await self.state.load_keys(sorted(missing)))
         elsewhere = await self._claimed_elsewhere(decoded)
         now_ns = time.time_ns()
         for msg, ev in decoded:

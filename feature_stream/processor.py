@@ -9,7 +9,10 @@ items into their entities' tiles, everything into the flush buffer.
   (outputs, then state, then acks).
 
 Both batch handlers and the flush timer share the caches and the buffer; one lock keeps
-them coherent.
+them coherent. The caches (view entity states, message key states) keep at most
+`max_cached` entries each once a flush has saved the state: the least recently used entries
+whose changes are saved are evicted after every flush, and reloaded from the state store
+when their entity or key comes back.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from collections.abc import Callable, Sequence
 
 from feature_stream import metrics
 from feature_stream.aggregate import EntityState, Rec, is_late
+from feature_stream.caches import evict_lru, touch
 from feature_stream.codec import DeadLetter
 from feature_stream.flushing import Flusher
 from feature_stream.ingest import Ingest
@@ -44,6 +48,7 @@ class Processor:
         dedup_retention_ms: int = 86_400_000,
         flush_rows: int = 100_000,
         flush_interval_s: float = 0.5,
+        max_cached: int | None = None,
     ) -> None:
         self.defs = defs
         self.views = {v.ref: v for v in defs.views}
@@ -56,7 +61,9 @@ class Processor:
             state, online, offline, outbox, self._lock, max_rows=flush_rows, interval_s=flush_interval_s
         )
         self._flusher.on_failure = self.reset
-        self._entities: dict[EntityRef, EntityState] = {}
+        self._flusher.on_saved = self._trim
+        self.max_cached = max_cached
+        self._entities: dict[EntityRef, EntityState] = {}  # least recently used first
 
     def reset(self) -> None:
         """Forget cached state and unflushed work, as a crash would: their offsets were not acked,
@@ -64,6 +71,21 @@ class Processor:
         self._ingest.reset()
         self._entities.clear()
         self._flusher.reset()
+
+    @property
+    def cached(self) -> tuple[int, int]:
+        """How many view entity states and message key states are cached."""
+        return len(self._entities), self._ingest.cached
+
+    def _trim(self) -> None:
+        """Evict least recently used cache entries beyond `max_cached` (called by the flusher,
+        under the processing lock, once the state is saved); entries with changes in the
+        current buffer are kept, since the state store does not have those yet."""
+        if self.max_cached is None:
+            return
+        buffer = self._flusher.buffer
+        evict_lru(self._entities, self.max_cached, buffer.entities.added.keys() | buffer.entities.dropped.keys())
+        self._ingest.trim(self.max_cached, buffer.keys.keys())
 
     @property
     def skip(self) -> dict[str, str]:
@@ -112,9 +134,9 @@ class Processor:
         await self._flusher.flush_if_full()
 
     async def _entity_states(self, refs: set[EntityRef]) -> None:
-        missing = sorted(r for r in refs if r not in self._entities)
+        missing = touch(self._entities, refs)
         if missing:
-            loaded = await self.state.load_entities(missing)
+            loaded = await self.state.load_entities(sorted(missing))
             self._entities.update({r: EntityState(self.views[r[0]], recs) for r, recs in loaded.items()})
 
     async def _aggregate(self, items: Sequence[ViewItem]) -> None:

@@ -53,6 +53,14 @@ class FeatureStreamSettings(FtiSettings):
         300_000, ge=0, description="Events stamped further ahead of their record's timestamp are dead-lettered."
     )
     dedup_retention_ms: int = Field(86_400_000, ge=0, description="How long event ids are remembered per key.")
+    max_cached_entities: int = Field(
+        100_000,
+        ge=1,
+        description=(
+            "Most view entities, and most message keys, whose state the worker keeps in memory after a flush"
+            " (least recently used evicted, reloaded from Redis when they come back)."
+        ),
+    )
     gc_threshold: int = Field(
         50_000,
         ge=0,

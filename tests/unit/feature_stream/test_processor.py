@@ -228,3 +228,57 @@ def test_rekeyed_records_are_protobuf_and_the_earlier_json_records_still_read() 
         ViewItem.decode_many(b'["merchant_activity:1","m1","e1",5,-1,{"amount":2.5,"n":3,"ok":true,"tag":"x"}]')
         == items
     )
+
+
+class GatedOnlineStore(AsyncInMemoryOnlineStore):
+    """Tile writes wait for `gate` while it is set: a flush can be held half way."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate: asyncio.Event | None = None
+
+    async def write_tiles(self, writes: Sequence[TileWrite]) -> int:
+        if self.gate is not None:
+            await self.gate.wait()
+        return await super().write_tiles(writes)
+
+
+async def test_caches_stay_within_the_bound_with_more_entities_than_it_and_values_stay_exact(tmp_path: Path) -> None:
+    offline, online, outbox, state = OfflineStore(str(tmp_path)), GatedOnlineStore(), ListOutbox(), InMemoryStateStore()
+    await online.register_views(DEFS.views)
+    bound = 25
+    proc = Processor(DEFS, state, online, offline, outbox, max_cached=bound)
+    sim = list(generate(3000, SimConfig(seed=8, cards=150, merchants=60)))
+    msgs = [InMessage("raw", 0, i, e.key, e.value) for i, e in enumerate(sim)]
+    peak = (0, 0)
+    for i in range(0, len(msgs), 300):
+        # A flush held on its online writes while the next batch comes in: that batch's entities
+        # and keys are not saved when the flush trims the caches, so they must stay cached.
+        online.gate = asyncio.Event()
+        await _run(proc, outbox, msgs[i : i + 100], 100)
+        flushing = asyncio.ensure_future(proc.flush())
+        await asyncio.sleep(0)  # one step of the flush: it takes the buffer, then waits on the gate
+        await _run(proc, outbox, msgs[i + 100 : i + 200], 100)
+        online.gate.set()
+        online.gate = None
+        await flushing
+        await _run(proc, outbox, msgs[i + 200 : i + 300], 100)  # reloads what the trim evicted
+        await proc.flush()
+        entities, keys = proc.cached
+        assert entities <= bound and keys <= bound, (entities, keys)
+        peak = max(peak, (entities, keys))
+    assert peak == (bound, bound)  # the bound was reached: entities were evicted and reloaded
+    assert len(state.entities) > 4 * bound and len(state.keys) > 4 * bound
+    archive = offline.read_archive()
+    assert len(archive) == len({e.event_id for e in sim})
+    # Each event's watermark is its key's newest earlier time, as if nothing had been evicted.
+    newest: dict[bytes, int] = {}
+    expected: dict[str, int] = {}
+    for e in sim:
+        if e.event_id not in expected:
+            expected[e.event_id] = newest.get(e.key, -1)
+            newest[e.key] = max(newest.get(e.key, -1), e.time_ms)
+    assert dict(zip(archive["event_id"], archive["watermark_ms"], strict=True)) == expected
+    for skew in _skews(DEFS, offline, online):
+        assert skew.mismatches == [], skew.mismatches[:5]
+        assert skew.entities > 2 * bound
