@@ -3,44 +3,248 @@
 The semantics (a window read at t) and the tile maths live in `featurestore.tiles` and
 `featurestore.aggregations`, shared with the backfill, `verify`, the trainer and the server.
 Here, per view entity, the worker keeps the accepted events that reads at
-`t >= newest - future_skew` can still see (from `tiles.horizon_ms` on) and their tiles,
-updated one event at a time (exact partials: the same values as rebuilding them in any
-order). `EntityState.apply` returns what changed as one `TileWrite` (whole tiles, raw tail
-events), so writing it twice, or after a replay, leaves the online store as it was.
+`t >= newest - future_skew` can still see (from `tiles.horizon_ms` on) and their tiles.
+
+A batch's events of one entity are applied at once: new ids are kept, grouped by tile, and
+each touched tile's partials are folded over just that group (`_FOLDS`: one loop per
+feature over the group's values, with the exact arithmetic of each kind written out for the
+built-in kinds, and `Kind.add` for any other). Exact partials make this equal to folding
+one event at a time in any order (tested). `EntityState.apply` returns what changed as one
+`TileWrite` (whole tiles, raw tail events), so writing it twice, or after a replay, leaves
+the online store as it was.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Sequence
+import json
+import math
+from bisect import bisect_left, insort
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, NamedTuple
 
 from featurestore.accepted import is_late
-from featurestore.aggregations import kind_of
-from featurestore.definitions import FeatureViewDef
+from featurestore.aggregations import ExactSum, Kind, LastValue, kind_of
+from featurestore.definitions import AggregationFunction, FeatureDef, FeatureViewDef
 from featurestore.online import OnlineKey, TileWrite, encode_tail_event
-from featurestore.tiles import (
-    Event,
-    Tile,
-    TileKey,
-    build_tiles,
-    encode_tile,
-    horizon_ms,
-    tail_start_ms,
-    tile_field,
-    tile_start,
-    tile_steps,
-)
+from featurestore.tiles import Event, TileKey, passes, tile_field, tile_steps
+from featurestore.values import Scalar
 
-__all__ = ["EntityState", "Rec", "Update", "expire_ms", "is_late"]
+__all__ = ["EntityState", "Rec", "Update", "ViewPlan", "contributions", "expire_ms", "is_late"]
 
 Rec = Event  # the worker state's name for an accepted event
+
+_compact = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def expire_ms(view: FeatureViewDef, future_skew_ms: int) -> int:
     """How long an entity's online keys live without writes: never less than a window reaches."""
     return max(view.ttl_ms, max(f.window.size_ms for f in view.features)) + future_skew_ms
+
+
+def contributions(feature: FeatureDef, events: Sequence[Rec]) -> tuple[Sequence[Rec], list[Scalar | None]]:
+    """The events a feature aggregates (its `where` filter: `tiles.passes`) and the value each
+    contributes (None: the field is absent). The streaming engine's one reading of an event."""
+    if feature.filter is not None:
+        events = [e for e in events if passes(feature, e.values)]
+    field = feature.field
+    if not field:
+        return events, [None] * len(events)
+    return events, [e.values.get(field) for e in events]
+
+
+class _Feature(NamedTuple):
+    name: str
+    feature: FeatureDef
+    kind: Kind[Any]
+    fold: Callable[[_Feature, Any, Sequence[Rec]], Any]  # the partial with one tile's group of events folded in
+
+
+class ViewPlan:
+    """What a view's updates look up once rather than per event: steps, features per step,
+    the windows that bound the state, and each feature's encoder. Shared by its entities."""
+
+    _cache: dict[int, tuple[FeatureViewDef, ViewPlan]] = {}
+
+    def __init__(self, view: FeatureViewDef) -> None:
+        self.view = view
+        self.steps = tile_steps(view)
+        self.by_step = [
+            (s, [_Feature(f.name, f, kind_of(f.agg), _fold_of(f)) for f in view.features if f.window.step_ms == s])
+            for s in self.steps
+        ]
+        self.windows = sorted({(f.window.step_ms, f.window.size_ms) for f in view.features})
+        # Per step: each feature's `"name":` and the JSON text of its encoded partial.
+        self.texts = {s: [(_json_str(f.name) + ":", _text_of(f)) for f in fs] for s, fs in self.by_step}
+        self._expire: dict[int, int] = {}
+
+    @classmethod
+    def of(cls, view: FeatureViewDef) -> ViewPlan:
+        cached = cls._cache.get(id(view))
+        if cached is None or cached[0] is not view:
+            cached = cls._cache[id(view)] = (view, cls(view))
+        return cached[1]
+
+    def horizon_ms(self, newest_ms: int, future_skew_ms: int) -> int:
+        """`tiles.horizon_ms` from the precomputed windows."""
+        t = newest_ms - future_skew_ms
+        return min((t // s) * s - size + s for s, size in self.windows)
+
+    def tail_start_ms(self, newest_ms: int, future_skew_ms: int) -> int:
+        """`tiles.tail_start_ms` from the precomputed steps."""
+        t = newest_ms - future_skew_ms
+        return min((t // s) * s for s in self.steps)
+
+    def expire_ms(self, future_skew_ms: int) -> int:
+        if future_skew_ms not in self._expire:
+            self._expire[future_skew_ms] = expire_ms(self.view, future_skew_ms)
+        return self._expire[future_skew_ms]
+
+    def encode(self, step: int, tile: list[Any]) -> str:
+        """The text `tiles.encode_tile` gives the same tile (tested), written out directly:
+        encoding every touched tile was the largest JSON cost of a batch."""
+        partials = tile[1]
+        body = ",".join(name + text(p) for (name, text), p in zip(self.texts[step], partials.values(), strict=True))
+        return f"[{tile[0]},{{{body}}}]"
+
+
+_json_str: Callable[[str], str] = json.encoder.encode_basestring_ascii
+
+
+def _float_text(x: float | None) -> str:
+    if x is None:
+        return "null"
+    return float.__repr__(x) if math.isfinite(x) else _compact(x)
+
+
+def _sum_text(p: ExactSum) -> str:
+    return f'["{p.num}",{p.shift},{p.size}]'
+
+
+def _last_text(p: LastValue | None) -> str:
+    return "null" if p is None else f"[{p.time_ms},{_json_str(p.event_id)},{_float_text(p.value)}]"
+
+
+def _distinct_text(p: frozenset[str]) -> str:
+    return "[" + ",".join(_json_str(x) for x in sorted(p)) + "]"
+
+
+_TEXTS: dict[AggregationFunction, Callable[[Any], str]] = {
+    AggregationFunction.COUNT: str,
+    AggregationFunction.SUM: _sum_text,
+    AggregationFunction.MEAN: _sum_text,
+    AggregationFunction.MIN: _float_text,
+    AggregationFunction.MAX: _float_text,
+    AggregationFunction.LAST: _last_text,
+    AggregationFunction.DISTINCT_COUNT: _distinct_text,
+}
+
+
+def _text_of(f: _Feature) -> Callable[[Any], str]:
+    """The JSON text of a feature's encoded partial (`Kind.encode`, then compact JSON)."""
+    text = _TEXTS.get(f.feature.agg)
+    if text is not None:
+        return text
+    encode = f.kind.encode
+    return lambda p: _compact(encode(p))
+
+
+def _numbers(values: Iterable[Scalar | None]) -> list[float | None]:
+    return [None if v is None or isinstance(v, str) else float(v) for v in values]
+
+
+def _exact_sum(p: ExactSum, xs: Sequence[float | None]) -> ExactSum:
+    """`p` plus each number, as `ExactSum.plus(ExactSum.of(x))` one at a time would give."""
+    if len(xs) == 1:  # the usual group: one event of an entity in a tile per batch
+        x = xs[0]
+        if x is None:
+            return p
+        n, d = x.as_integer_ratio()
+        s = d.bit_length() - 1
+        shift = max(p.shift, s)
+        return ExactSum((p.num << (shift - p.shift)) + (n << (shift - s)), shift, p.size + 1)
+    ratios = [x.as_integer_ratio() for x in xs if x is not None]
+    if not ratios:
+        return p
+    shifts = [d.bit_length() - 1 for _, d in ratios]
+    shift = max(p.shift, *shifts)
+    num = (p.num << (shift - p.shift)) + sum(n << (shift - s) for (n, _), s in zip(ratios, shifts, strict=True))
+    return ExactSum(num, shift, p.size + len(ratios))
+
+
+def _extreme(p: float | None, xs: Iterable[float | None], lowest: bool) -> float | None:
+    """min/max in the total order of `aggregations._signed` (-0.0 below 0.0)."""
+    for x in xs:
+        if x is None:
+            continue
+        if p is None:
+            p = x
+        elif lowest:
+            if x < p or (x == p and math.copysign(1.0, x) < math.copysign(1.0, p)):
+                p = x
+        elif x > p or (x == p and math.copysign(1.0, x) > math.copysign(1.0, p)):
+            p = x
+    return p
+
+
+def _last(p: LastValue | None, events: Sequence[Rec], xs: Sequence[float | None]) -> LastValue | None:
+    for e, x in zip(events, xs, strict=True):
+        if x is not None and (p is None or (e.time_ms, e.event_id) > (p.time_ms, p.event_id)):
+            p = LastValue(e.time_ms, e.event_id, x)
+    return p
+
+
+def _fold_count(f: _Feature, p: int, group: Sequence[Rec]) -> int:
+    events, _ = contributions(f.feature, group)
+    return p + len(events)
+
+
+def _fold_sum(f: _Feature, p: ExactSum, group: Sequence[Rec]) -> ExactSum:
+    return _exact_sum(p, _numbers(contributions(f.feature, group)[1]))
+
+
+def _fold_min(f: _Feature, p: float | None, group: Sequence[Rec]) -> float | None:
+    return _extreme(p, _numbers(contributions(f.feature, group)[1]), lowest=True)
+
+
+def _fold_max(f: _Feature, p: float | None, group: Sequence[Rec]) -> float | None:
+    return _extreme(p, _numbers(contributions(f.feature, group)[1]), lowest=False)
+
+
+def _fold_last(f: _Feature, p: LastValue | None, group: Sequence[Rec]) -> LastValue | None:
+    events, values = contributions(f.feature, group)
+    return _last(p, events, _numbers(values))
+
+
+def _fold_distinct(f: _Feature, p: frozenset[str], group: Sequence[Rec]) -> frozenset[str]:
+    texts = {str(v) for v in contributions(f.feature, group)[1] if v is not None}
+    return p if texts <= p else p | texts
+
+
+def _fold_any(f: _Feature, p: Any, group: Sequence[Rec]) -> Any:
+    """Any other kind: one `Kind.add` per event."""
+    kind = f.kind
+    events, values = contributions(f.feature, group)
+    for e, v in zip(events, values, strict=True):
+        p = kind.add(p, e.time_ms, e.event_id, v)
+    return p
+
+
+# The kinds whose arithmetic is written out above (each equal to its `Kind.add` folded one event
+# at a time: tested over `KINDS`); a kind not listed here is folded through its `add`.
+_FOLDS: dict[AggregationFunction, Callable[[_Feature, Any, Sequence[Rec]], Any]] = {
+    AggregationFunction.COUNT: _fold_count,
+    AggregationFunction.SUM: _fold_sum,
+    AggregationFunction.MEAN: _fold_sum,
+    AggregationFunction.MIN: _fold_min,
+    AggregationFunction.MAX: _fold_max,
+    AggregationFunction.LAST: _fold_last,
+    AggregationFunction.DISTINCT_COUNT: _fold_distinct,
+}
+
+
+def _fold_of(feature: FeatureDef) -> Callable[[_Feature, Any, Sequence[Rec]], Any]:
+    return _FOLDS.get(feature.agg, _fold_any)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,21 +257,30 @@ class Update:
     beyond_horizon: int  # accepted events too old to be seen by any online read (archived, exact)
 
 
+_NOTHING = Update(None, [], [], 0)
+
+
+def _order(r: Rec) -> tuple[int, str]:
+    return (r.time_ms, r.event_id)
+
+
+def _time(r: Rec) -> int:
+    return r.time_ms
+
+
 class EntityState:
     """The retained accepted events of one view entity, sorted by (time, id), and their tiles."""
 
+    __slots__ = ("_ids", "_plan", "_tiles", "recs", "view")
+
     def __init__(self, view: FeatureViewDef, recs: Iterable[Rec] = ()) -> None:
         self.view = view
-        self.recs: list[Rec] = sorted(recs, key=lambda r: r.order)
-        self._keys = [r.order for r in self.recs]
+        self._plan = ViewPlan.of(view)
+        self.recs: list[Rec] = sorted(recs, key=_order)
         self._ids = {r.event_id for r in self.recs}
-        self._steps = tile_steps(view)
-        # Per step, its features as (name, kind, field, filter): looked up once, used per event.
-        self._plan = [
-            (s, [(f.name, kind_of(f.agg), f.field, f.filter) for f in view.features if f.window.step_ms == s])
-            for s in self._steps
-        ]
-        self._tiles: dict[TileKey, Tile] = build_tiles(view, self.recs)
+        # (step, start) -> [newest time, {feature: partial}]: mutable, owned by this state.
+        self._tiles: dict[TileKey, list[Any]] = {}
+        self._fold(self.recs)
 
     def __len__(self) -> int:
         return len(self.recs)
@@ -76,37 +289,62 @@ class EntityState:
     def newest_ms(self) -> int | None:
         return self.recs[-1].time_ms if self.recs else None
 
-    def _insert(self, rec: Rec) -> bool:
-        if rec.event_id in self._ids:
-            return False  # a replay (or the same event under another message key)
-        i = bisect_right(self._keys, rec.order)
-        self._keys.insert(i, rec.order)
-        self.recs.insert(i, rec)
-        self._ids.add(rec.event_id)
-        t, eid, values = rec.time_ms, rec.event_id, rec.values
-        for s, features in self._plan:
-            key = (s, tile_start(t, s))
-            tile = self._tiles.get(key)
-            if tile is None:
-                tile = self._tiles[key] = Tile(t, {name: kind.empty() for name, kind, _, _ in features})
-            elif t > tile.max_time_ms:
-                tile = self._tiles[key] = tile._replace(max_time_ms=t)
-            # The cache owns its tiles' partials (dicts built here or by `build_tiles`): updated in place.
-            partials = cast(dict[str, Any], tile.partials)
-            for name, kind, field, flt in features:
-                if flt is None or flt.test(values):  # `tiles.passes`: the feature's `where` filter
-                    partials[name] = kind.add(partials[name], t, eid, values.get(field) if field else None)
-        return True
+    def _fold(self, added: Sequence[Rec]) -> set[TileKey]:
+        """Fold new events into their tiles, one group per tile; the keys of the tiles touched."""
+        touched: set[TileKey] = set()
+        if not added:
+            return touched
+        tiles = self._tiles
+        first = added[0]
+        for s, features in self._plan.by_step:
+            groups: dict[int, list[Rec]]
+            if len(added) == 1:
+                groups = {(first.time_ms // s) * s: [first]}
+            else:
+                groups = {}
+                for r in added:
+                    groups.setdefault((r.time_ms // s) * s, []).append(r)
+            for start, group in groups.items():
+                key = (s, start)
+                touched.add(key)
+                tile = tiles.get(key)
+                if tile is None:
+                    tile = tiles[key] = [-(2**63), {f.name: f.kind.empty() for f in features}]
+                newest = group[0].time_ms if len(group) == 1 else max(r.time_ms for r in group)
+                if newest > tile[0]:
+                    tile[0] = newest
+                partials = tile[1]
+                for f in features:
+                    partials[f.name] = f.fold(f, partials[f.name], group)
+        return touched
 
-    def _between(self, lo_ms: int, hi_ms: int) -> list[Rec]:
-        """Held events with lo_ms <= time < hi_ms."""
-        return self.recs[bisect_left(self._keys, (lo_ms, "")) : bisect_left(self._keys, (hi_ms, ""))]
+    def _keep(self, recs: Sequence[Rec]) -> list[Rec]:
+        """The events of `recs` not held yet (a replay, or the same event under another key, is
+        dropped), now held, in (time, id) order."""
+        ids = self._ids
+        added = []
+        for r in recs:
+            if r.event_id not in ids:
+                ids.add(r.event_id)
+                added.append(r)
+        if len(added) > 1:
+            added.sort(key=_order)
+        if added:
+            held = self.recs
+            if not held or _order(added[0]) > _order(held[-1]):
+                held.extend(added)  # the usual case: newer than everything held
+            else:
+                for r in added:
+                    insort(held, r, key=_order)
+        return added
 
     def _prune(self, horizon: int) -> list[Rec]:
-        cut = bisect_left(self._keys, (horizon, ""))
-        dropped = self.recs[:cut]
-        del self.recs[:cut]
-        del self._keys[:cut]
+        recs = self.recs
+        cut = bisect_left(recs, horizon, key=_time)
+        if not cut:
+            return []
+        dropped = recs[:cut]
+        del recs[:cut]
         self._ids.difference_update(r.event_id for r in dropped)
         for key in [k for k in self._tiles if k[1] < horizon]:
             del self._tiles[key]
@@ -114,32 +352,38 @@ class EntityState:
 
     def apply(self, recs: Sequence[Rec], entity_key: str, future_skew_ms: int) -> Update:
         """Add accepted events; the tiles and tail events that changed, and what leaves the state."""
-        view = self.view
         old_newest = self.newest_ms
-        added = [r for r in recs if self._insert(r)]
-        newest = self.newest_ms
-        if not added or newest is None:
-            return Update(None, [], [], 0)
-        horizon = horizon_ms(view, newest, future_skew_ms)
-        tail_from = tail_start_ms(view, newest, future_skew_ms)
-        touched = {(s, tile_start(r.time_ms, s)) for r in added for s in self._steps}
+        added = self._keep(recs)
+        if not added:
+            return _NOTHING
+        plan = self._plan
+        newest = self.recs[-1].time_ms
+        horizon = plan.horizon_ms(newest, future_skew_ms)
+        tail_from = plan.tail_start_ms(newest, future_skew_ms)
+        touched = self._fold(added)
         # Tiles are written whole; those starting before the horizon are never read.
-        tiles = {tile_field(k): encode_tile(view, self._tiles[k]) for k in touched if k[1] >= horizon}
-        tail = {r.event_id: encode_tail_event(r) for r in added if r.time_ms >= tail_from}
+        tiles = {tile_field(k): plan.encode(k[0], self._tiles[k]) for k in touched if k[1] >= horizon}
         left_tail: list[str] = []
         if old_newest is not None:
-            old_from = tail_start_ms(view, old_newest, future_skew_ms)
-            left_tail = [r.event_id for r in self._between(old_from, tail_from)]
+            old_from = plan.tail_start_ms(old_newest, future_skew_ms)
+            if old_from < tail_from:
+                recs = self.recs
+                left_tail = [
+                    r.event_id
+                    for r in recs[bisect_left(recs, old_from, key=_time) : bisect_left(recs, tail_from, key=_time)]
+                ]
         dropped = self._prune(horizon)
-        drop_tiles = {tile_field((s, tile_start(r.time_ms, s))) for r in dropped for s in self._steps}
+        gone = {r.event_id for r in dropped}
+        drop_tiles = {tile_field((s, (r.time_ms // s) * s)) for r in dropped for s in plan.steps}
+        tail = {r.event_id: encode_tail_event(r) for r in added if r.time_ms >= tail_from and r.event_id not in gone}
         write = TileWrite(
-            OnlineKey(view.name, view.version, entity_key),
+            OnlineKey(self.view.name, self.view.version, entity_key),
             newest,
-            expire_ms(view, future_skew_ms),
+            plan.expire_ms(future_skew_ms),
             tiles,
             sorted(drop_tiles - set(tiles)),
-            {k: v for k, v in tail.items() if k not in {r.event_id for r in dropped}},
-            sorted(set(left_tail) | {r.event_id for r in dropped}),
+            tail,
+            sorted(set(left_tail) | gone),
         )
         beyond = sum(r.time_ms < horizon for r in added)
         return Update(write, added, [r.event_id for r in dropped], beyond)

@@ -11,7 +11,7 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from feature_stream.codec import DeadLetter
 from featurestore.values import Scalar, from_value_map, to_value_map
@@ -43,9 +43,9 @@ class InMessage:
         return f"~t{self.topic}~{key}" if self.own_keys else key
 
 
-@dataclass(frozen=True, slots=True)
-class ViewItem:
-    """One accepted-or-late event routed to one view entity (an item of the re-keyed record)."""
+class ViewItem(NamedTuple):
+    """One accepted-or-late event routed to one view entity (an item of the re-keyed record).
+    A named tuple: one is made per event and view, and a tuple is the cheapest record to build."""
 
     view_ref: str
     entity_key: str

@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -66,9 +65,11 @@ Values = dict[str, FeatureValue]  # str for string features (`FeatureDef.is_stri
 TileKey = tuple[int, int]  # (step_ms, start_ms)
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One accepted event as a view reads it: its order key and the fields the view reads."""
+class Event(NamedTuple):
+    """One accepted event as a view reads it: its order key and the fields the view reads.
+
+    A named tuple rather than a frozen dataclass: the worker makes one per event and view, and
+    a tuple costs a third as much to build."""
 
     time_ms: int
     event_id: str

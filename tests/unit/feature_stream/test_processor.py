@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -282,3 +283,35 @@ async def test_caches_stay_within_the_bound_with_more_entities_than_it_and_value
     for skew in _skews(DEFS, offline, online):
         assert skew.mismatches == [], skew.mismatches[:5]
         assert skew.entities > 2 * bound
+
+
+def _online_content(online: AsyncInMemoryOnlineStore) -> dict[OnlineKey, tuple[dict[bytes, bytes], dict[bytes, bytes]]]:
+    """Every entity's tiles and tail as stored, without the wall-clock write time."""
+    store = online.store
+    return {k: ({f: v for f, v in store.tiles[k].items() if f != b"w"}, store.tails.get(k, {})) for k in store.tiles}
+
+
+async def test_batches_of_any_split_give_the_online_store_one_message_at_a_time_gives(tmp_path: Path) -> None:
+    rng = random.Random(31)
+    sim = list(generate(1500, SimConfig(seed=12, cards=60, merchants=15, ooo_fraction=0.3, late_fraction=0.02)))
+    msgs = [InMessage("raw", 0, i, e.key, e.value) for i, e in enumerate(sim)]
+    copies = rng.sample(msgs, 100)  # the same events again under other positions: duplicates
+    msgs += [InMessage("raw", 1, i, m.key, m.value) for i, m in enumerate(copies)]
+    rng.shuffle(msgs)
+    stores = []
+    for splits in ([1], [1, 7, 64, 300, 900]):
+        online = AsyncInMemoryOnlineStore()
+        await online.register_views(DEFS.views)
+        outbox = ListOutbox()
+        proc = Processor(DEFS, InMemoryStateStore(), online, OfflineStore(str(tmp_path / str(len(splits)))), outbox)
+        i = 0
+        while i < len(msgs):
+            n = rng.choice(splits)
+            await _run(proc, outbox, msgs[i : i + n], n)
+            i += n
+            if len(splits) > 1 and rng.random() < 0.2:  # flushed now and then, and restarted
+                await proc.flush()
+                proc.reset()
+        await proc.flush()
+        stores.append(_online_content(online))
+    assert len(stores[0]) > 70 and stores[0] == stores[1]
