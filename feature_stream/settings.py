@@ -61,11 +61,6 @@ class FeatureStreamSettings(FtiSettings):
             " (least recently used evicted, reloaded from Redis when they come back)."
         ),
     )
-    gc_threshold: int = Field(
-        50_000,
-        ge=0,
-        description="Allocations between the worker's youngest-generation garbage collections (0: Python's 700).",
-    )
     log_level: str = Field("WARNING", description="Faust worker log level.")
     event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
         "auto", description="Event loop of the worker; auto uses uvloop when installed."

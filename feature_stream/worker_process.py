@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import gc
 import logging
 import os
 import signal
@@ -16,7 +15,7 @@ import sys
 import threading
 from pathlib import Path
 
-__all__ = ["main", "tune_gc"]
+__all__ = ["main"]
 
 _PR_SET_PDEATHSIG = 1
 
@@ -56,18 +55,6 @@ def _own_log() -> None:
     own.propagate = False
 
 
-def tune_gc(threshold: int) -> None:
-    """Collect the youngest objects every `threshold` allocations instead of Python's 700, and
-    keep what start-up made out of every collection. The worker holds many small containers
-    (retained events, tiles, key states): with the default, cyclic collections took ~30 % of
-    its CPU (`bench/feature_pipeline/profile_processor.py`). It makes no cycles worth
-    collecting sooner; 0 keeps Python's thresholds."""
-    if threshold > 0:
-        _, older, oldest = gc.get_threshold()
-        gc.set_threshold(threshold, older, oldest)
-    gc.freeze()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="feature_stream.worker_process")
     parser.add_argument("--config", type=Path, default=None)
@@ -84,7 +71,6 @@ def main(argv: list[str] | None = None) -> int:
     from fti_core.settings import load_settings
 
     settings = load_settings(FeatureStreamSettings, config_file=args.config)
-    tune_gc(settings.gc_threshold)
     return run_worker(settings)
 
 

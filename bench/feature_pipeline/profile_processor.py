@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import pstats
 import statistics
 import tempfile
@@ -26,7 +27,6 @@ from pathlib import Path
 from feature_stream.codec import DeadLetter
 from feature_stream.processor import InMessage, Outbox, Processor, ViewItem
 from feature_stream.state import InMemoryStateStore
-from feature_stream.worker_process import tune_gc
 from featurestore.definitions import Definitions, load_definitions
 from featurestore.offline import OfflineStore
 from featurestore.online import AsyncOnlineStore, OnlineKey, OnlineRow, OnlineValue, TileWrite
@@ -113,13 +113,15 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--top", type=int, default=35)
-    ap.add_argument("--gc-threshold", type=int, default=50_000, help="as FTI_WORKER_GC_THRESHOLD (0: Python's)")
+    ap.add_argument("--default-gc", action="store_true", help="keep Python's GC thresholds (the worker raises them)")
     args = ap.parse_args()
     defs = _defs(args.view)
     sim = list(generate(args.events, SimConfig(seed=1)))
     now_ms = int(time.time() * 1000)
     msgs = [InMessage("raw", 0, i, e.key, e.value, now_ms) for i, e in enumerate(sim)]
-    tune_gc(args.gc_threshold)  # as the worker process does
+    if not args.default_gc:  # as the worker does (`feature_stream.app._tune_gc`)
+        gc.freeze()
+        gc.set_threshold(50_000, 20, 100)
     profile = cProfile.Profile() if args.profile else None
     cpu = [_once(defs, msgs, args.batch, profile) for _ in range(args.repeat)]
     med = statistics.median(cpu)
