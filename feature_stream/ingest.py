@@ -71,18 +71,20 @@ class Ingest:
         out = Decisions()
         metrics.EVENTS_IN.inc(len(msgs))
         decoded = self._decode(msgs, out)
-        touched = {m.state_key for m, _ in decoded}
+        # Each message's position and state key, worked out once (each is a new string).
+        refs = [(m.position, m.state_key) for m, _ in decoded]
+        touched = {k for _, k in refs}
         missing = touch(self._keys, touched)
         if missing:
             self._keys.update(await self.state.load_keys(sorted(missing)))
-        elsewhere = await self._claimed_elsewhere(decoded)
+        elsewhere = await self._claimed_elsewhere(decoded, refs)
         now_ns = time.time_ns()
-        for msg, ev in decoded:
-            wm = None if msg.position in elsewhere else self._watermark(msg, ev)
+        for (msg, ev), (pos, key) in zip(decoded, refs, strict=True):
+            wm = None if pos in elsewhere else self._watermark(pos, key, ev)
             if wm is None:
                 metrics.DUPLICATES.inc()
                 continue
-            self._route(msg, ev, wm, now_ns, out)
+            self._route(msg, key, ev, wm, now_ns, out)
         out.events = len(decoded)
         for k in touched:
             st = self._keys[k]
@@ -90,8 +92,7 @@ class Ingest:
             out.keys[k] = st
         return out
 
-    def _route(self, msg: InMessage, ev: RawEvent, wm: int, now_ns: int, out: Decisions) -> None:
-        key = msg.state_key
+    def _route(self, msg: InMessage, key: str, ev: RawEvent, wm: int, now_ns: int, out: Decisions) -> None:
         out.archive.append(self._archive_row(key, ev, wm, now_ns))
         for view, fields in self._routes[ev.event_type]:
             vals = {k: x for k, x in ev.values.items() if k in fields}
@@ -120,7 +121,7 @@ class Ingest:
                 ev = decode_event(msg.value, self.defs, msg.topic)
             except Exception as exc:  # noqa: BLE001 - one message never stops the worker: it is dead-lettered
                 ev = DeadLetter(events_pb2.DEAD_LETTER_REASON_PROCESSING_FAILED, f"{type(exc).__name__}: {exc}")
-            if isinstance(ev, RawEvent) and msg.position in self.skip:
+            if self.skip and isinstance(ev, RawEvent) and msg.position in self.skip:
                 ev = DeadLetter(events_pb2.DEAD_LETTER_REASON_MANUAL, self.skip[msg.position])
             if isinstance(ev, RawEvent):
                 ev = self._future(msg, ev, now_ms) or ev
@@ -131,28 +132,32 @@ class Ingest:
                 decoded.append((msg, ev))
         return decoded
 
-    async def _claimed_elsewhere(self, decoded: Sequence[tuple[InMessage, RawEvent]]) -> set[str]:
+    async def _claimed_elsewhere(
+        self, decoded: Sequence[tuple[InMessage, RawEvent]], refs: Sequence[tuple[str, str]]
+    ) -> set[str]:
         """Positions whose event (type, id) another message claimed first: one dedup scope per
         event type, whatever message key or partition carries the copies."""
+        keys = self._keys
         fresh = [
-            (ev.event_type, ev.event_id, m.position)
-            for m, ev in decoded
-            if ev.event_id not in self._keys[m.state_key].seen
+            (ev.event_type, ev.event_id, pos)
+            for (_, ev), (pos, key) in zip(decoded, refs, strict=True)
+            if ev.event_id not in keys[key].seen
         ]
         if not fresh:
             return set()
         owners = await self.state.claim(fresh, self.dedup_retention_ms)
         return {pos for (_, _, pos), owner in zip(fresh, owners, strict=True) if owner != pos}
 
-    def _watermark(self, msg: InMessage, ev: RawEvent) -> int | None:
+    def _watermark(self, position: str, key: str, ev: RawEvent) -> int | None:
         """The watermark recorded for a new or replayed event; None for a duplicate."""
-        st = self._keys[msg.state_key]
+        st = self._keys[key]
         seen = st.seen.get(ev.event_id)
         if seen is not None:
-            return seen.watermark_ms if seen.position == msg.position else None
+            return seen.watermark_ms if seen.position == position else None
         wm = st.max_ms
-        st.seen[ev.event_id] = st.added[ev.event_id] = Seen(msg.position, ev.time_ms, wm)
-        st.max_ms = max(st.max_ms, ev.time_ms)
+        st.seen[ev.event_id] = st.added[ev.event_id] = Seen(position, ev.time_ms, wm)
+        if ev.time_ms > wm:
+            st.max_ms = ev.time_ms
         return wm
 
     def _archive_row(self, key: str, ev: RawEvent, wm: int, now_ns: int) -> ArchiveRow:
