@@ -6,9 +6,9 @@ Here, per view entity, the worker keeps the accepted events that reads at
 `t >= newest - future_skew` can still see (from `tiles.horizon_ms` on) and their tiles.
 
 A batch's events of one entity are applied at once: new ids are kept, grouped by tile, and
-each touched tile's partials are folded over just that group (`_FOLDS`: one loop per
-feature over the group's values, with the exact arithmetic of each kind written out for the
-built-in kinds, and `Kind.add` for any other). Exact partials make this equal to folding
+each touched tile's partials are folded over just that group (`_FOLDS`, `_ADDS` for a group
+of one: the exact arithmetic of each built-in kind written out, `Kind.add` for any other;
+what an event contributes to a feature comes from one function, `contribution`). Exact partials make this equal to folding
 one event at a time in any order (tested). `EntityState.apply` returns what changed as one
 `TileWrite` (whole tiles, raw tail events), so writing it twice, or after a replay, leaves
 the online store as it was.
@@ -30,7 +30,7 @@ from featurestore.online import OnlineKey, TileWrite, encode_tail_event
 from featurestore.tiles import Event, TileKey, passes, tile_field, tile_steps
 from featurestore.values import Scalar
 
-__all__ = ["EntityState", "Rec", "Update", "ViewPlan", "contributions", "expire_ms", "is_late"]
+__all__ = ["EntityState", "Rec", "Update", "ViewPlan", "contribution", "contributions", "expire_ms", "is_late"]
 
 Rec = Event  # the worker state's name for an accepted event
 
@@ -42,15 +42,21 @@ def expire_ms(view: FeatureViewDef, future_skew_ms: int) -> int:
     return max(view.ttl_ms, max(f.window.size_ms for f in view.features)) + future_skew_ms
 
 
-def contributions(feature: FeatureDef, events: Sequence[Rec]) -> tuple[Sequence[Rec], list[Scalar | None]]:
-    """The events a feature aggregates (its `where` filter: `tiles.passes`) and the value each
-    contributes (None: the field is absent). The streaming engine's one reading of an event."""
-    if feature.filter is not None:
-        events = [e for e in events if passes(feature, e.values)]
+def contribution(feature: FeatureDef, event: Rec) -> tuple[bool, Scalar | None]:
+    """Whether a feature aggregates an event (its `where` filter: `tiles.passes`), and the
+    value it contributes (None: the field is absent). The streaming engine's one reading of an
+    event for a feature."""
     field = feature.field
-    if not field:
-        return events, [None] * len(events)
-    return events, [e.values.get(field) for e in events]
+    return passes(feature, event.values), (event.values.get(field) if field else None)
+
+
+def contributions(feature: FeatureDef, events: Sequence[Rec]) -> tuple[Sequence[Rec], list[Scalar | None]]:
+    """`contribution` over a group of events: those the feature aggregates, and their values."""
+    pairs = [contribution(feature, e) for e in events]
+    if all(keep for keep, _ in pairs):
+        return events, [v for _, v in pairs]
+    kept = [(e, v) for e, (keep, v) in zip(events, pairs, strict=True) if keep]
+    return [e for e, _ in kept], [v for _, v in kept]
 
 
 class _Feature(NamedTuple):
@@ -58,6 +64,7 @@ class _Feature(NamedTuple):
     feature: FeatureDef
     kind: Kind[Any]
     fold: Callable[[_Feature, Any, Sequence[Rec]], Any]  # the partial with one tile's group of events folded in
+    add: Callable[[_Feature, Any, Rec], Any]  # the same for a group of one (the usual case)
 
 
 class ViewPlan:
@@ -70,7 +77,14 @@ class ViewPlan:
         self.view = view
         self.steps = tile_steps(view)
         self.by_step = [
-            (s, [_Feature(f.name, f, kind_of(f.agg), _fold_of(f)) for f in view.features if f.window.step_ms == s])
+            (
+                s,
+                [
+                    _Feature(f.name, f, kind_of(f.agg), _fold_of(f), _ADDS.get(f.agg, _add_any))
+                    for f in view.features
+                    if f.window.step_ms == s
+                ],
+            )
             for s in self.steps
         ]
         self.windows = sorted({(f.window.step_ms, f.window.size_ms) for f in view.features})
@@ -243,6 +257,61 @@ _FOLDS: dict[AggregationFunction, Callable[[_Feature, Any, Sequence[Rec]], Any]]
 }
 
 
+def _number(value: Scalar | None) -> float | None:
+    return None if value is None or isinstance(value, str) else float(value)
+
+
+def _add_count(f: _Feature, p: int, e: Rec) -> int:
+    return p + 1 if contribution(f.feature, e)[0] else p
+
+
+def _add_sum(f: _Feature, p: ExactSum, e: Rec) -> ExactSum:
+    keep, value = contribution(f.feature, e)
+    return _exact_sum(p, [_number(value)]) if keep else p
+
+
+def _add_min(f: _Feature, p: float | None, e: Rec) -> float | None:
+    keep, value = contribution(f.feature, e)
+    return _extreme(p, [_number(value)], lowest=True) if keep else p
+
+
+def _add_max(f: _Feature, p: float | None, e: Rec) -> float | None:
+    keep, value = contribution(f.feature, e)
+    return _extreme(p, [_number(value)], lowest=False) if keep else p
+
+
+def _add_last(f: _Feature, p: LastValue | None, e: Rec) -> LastValue | None:
+    keep, value = contribution(f.feature, e)
+    x = _number(value) if keep else None
+    if x is not None and (p is None or (e.time_ms, e.event_id) > (p.time_ms, p.event_id)):
+        return LastValue(e.time_ms, e.event_id, x)
+    return p
+
+
+def _add_distinct(f: _Feature, p: frozenset[str], e: Rec) -> frozenset[str]:
+    keep, value = contribution(f.feature, e)
+    if not keep or value is None:
+        return p
+    text = str(value)
+    return p if text in p else p | {text}
+
+
+def _add_any(f: _Feature, p: Any, e: Rec) -> Any:
+    keep, value = contribution(f.feature, e)
+    return f.kind.add(p, e.time_ms, e.event_id, value) if keep else p
+
+
+_ADDS: dict[AggregationFunction, Callable[[_Feature, Any, Rec], Any]] = {
+    AggregationFunction.COUNT: _add_count,
+    AggregationFunction.SUM: _add_sum,
+    AggregationFunction.MEAN: _add_sum,
+    AggregationFunction.MIN: _add_min,
+    AggregationFunction.MAX: _add_max,
+    AggregationFunction.LAST: _add_last,
+    AggregationFunction.DISTINCT_COUNT: _add_distinct,
+}
+
+
 def _fold_of(feature: FeatureDef) -> Callable[[_Feature, Any, Sequence[Rec]], Any]:
     return _FOLDS.get(feature.agg, _fold_any)
 
@@ -314,8 +383,13 @@ class EntityState:
                 if newest > tile[0]:
                     tile[0] = newest
                 partials = tile[1]
-                for f in features:
-                    partials[f.name] = f.fold(f, partials[f.name], group)
+                if len(group) == 1:
+                    e = group[0]
+                    for f in features:
+                        partials[f.name] = f.add(f, partials[f.name], e)
+                else:
+                    for f in features:
+                        partials[f.name] = f.fold(f, partials[f.name], group)
         return touched
 
     def _keep(self, recs: Sequence[Rec]) -> list[Rec]:
