@@ -8,10 +8,10 @@ Here, per view entity, the worker keeps the accepted events that reads at
 A batch's events of one entity are applied at once: new ids are kept, grouped by tile, and
 each touched tile's partials are folded over just that group (`_FOLDS`, `_ADDS` for a group
 of one: the exact arithmetic of each built-in kind written out, `Kind.add` for any other;
-what an event contributes to a feature comes from one function, `contribution`). Exact partials make this equal to folding
-one event at a time in any order (tested). `EntityState.apply` returns what changed as one
-`TileWrite` (whole tiles, raw tail events), so writing it twice, or after a replay, leaves
-the online store as it was.
+what an event contributes to a feature comes from one function, `contribution`). Exact
+partials make this equal to folding one event at a time in any order (tested).
+`EntityState.apply` returns what changed as one `TileWrite` (whole tiles, raw tail events),
+so writing it twice, or after a replay, leaves the online store as it was.
 """
 
 from __future__ import annotations
