@@ -448,16 +448,19 @@ class EntityState:
                 ]
         dropped = self._prune(horizon)
         gone = {r.event_id for r in dropped}
-        drop_tiles = {tile_field((s, (r.time_ms // s) * s)) for r in dropped for s in plan.steps}
         tail = {r.event_id: encode_tail_event(r) for r in added if r.time_ms >= tail_from and r.event_id not in gone}
+        drop_tiles: list[str] = []
+        if dropped:
+            stale = {tile_field((s, (r.time_ms // s) * s)) for r in dropped for s in plan.steps}
+            drop_tiles = sorted(stale - tiles.keys())
         write = TileWrite(
             OnlineKey(self.view.name, self.view.version, entity_key),
             newest,
             plan.expire_ms(future_skew_ms),
             tiles,
-            sorted(drop_tiles - set(tiles)),
+            drop_tiles,
             tail,
-            sorted(set(left_tail) | gone),
+            sorted(set(left_tail) | gone) if left_tail or gone else [],
         )
-        beyond = sum(r.time_ms < horizon for r in added)
+        beyond = bisect_left(added, horizon, key=_time)  # `added` is in time order
         return Update(write, added, [r.event_id for r in dropped], beyond)

@@ -52,6 +52,7 @@ class Processor:
     ) -> None:
         self.defs = defs
         self.views = {v.ref: v for v in defs.views}
+        self._lateness = {v.ref: v.allowed_lateness_ms for v in defs.views}
         self.state = state
         self.outbox = outbox
         self.future_skew_ms = future_skew_ms
@@ -144,15 +145,15 @@ class Processor:
             return
         await self._entity_states({(i.view_ref, i.entity_key) for i in items})
         accepted: dict[EntityRef, list[Rec]] = {}
+        lateness = self._lateness
         for item in items:
-            view = self.views[item.view_ref]
+            view_ref = item.view_ref
             # Lateness is judged in the event's own message key's order (the watermark it carries),
             # so disorder between partitions or keys is never lateness.
-            if is_late(item.time_ms, item.watermark_ms, view.allowed_lateness_ms):
-                metrics.LATE_EVENTS.labels(view.ref).inc()
+            if is_late(item.time_ms, item.watermark_ms, lateness[view_ref]):
+                metrics.LATE_EVENTS.labels(view_ref).inc()
                 continue
-            ref = (item.view_ref, item.entity_key)
-            accepted.setdefault(ref, []).append(Rec(item.time_ms, item.event_id, item.values))
+            accepted.setdefault((view_ref, item.entity_key), []).append(Rec(item.time_ms, item.event_id, item.values))
         writes: list[TileWrite] = []
         changes = self._flusher.buffer.entities
         for ref, recs in accepted.items():
