@@ -44,7 +44,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from loadgen import Call, Result, closed_loop, open_loop
 
-from featurestore.online import OnlineRow, RedisOnlineStore
+from feature_stream.backfill import tile_writes
+from featurestore.accepted import EntityEvents
+from featurestore.definitions import FeatureViewDef, load_definitions
+from featurestore.online import RedisOnlineStore
+from featurestore.tiles import Event
 from fti.v1 import inference_pb2, inference_pb2_grpc
 from fti_core.settings import FtiSettings
 from fti_core.topics import TopicSpec
@@ -52,12 +56,18 @@ from registry.events import KafkaModelEventSink, ensure_topic
 from registry.models import FeatureRef, ModelRegistry
 
 MODEL = "bench"
-CARD = ("txn_count_10m", "amount_sum_10m", "amount_max_1h", "amount_mean_1h", "merchant_distinct_1h", "amount_last")
-MERCHANT = ("txn_count_1h", "amount_mean_1h", "amount_min_1h")
-FEATURES = [FeatureRef("card_activity", 1, f, "card_id") for f in CARD] + [
-    FeatureRef("merchant_activity", 1, f, "merchant_id") for f in MERCHANT
-]
-N_CARDS, N_MERCHANTS = 1000, 100
+DEFINITIONS = Path(__file__).resolve().parents[2] / "examples" / "fraud" / "features.yaml"
+VIEWS = (("card_activity", 1), ("merchant_activity", 1))  # the demo's views, in the model's feature order
+N_CARDS, N_MERCHANTS, EVENTS_PER_CARD = 1000, 100, 20
+FUTURE_SKEW_MS = 5_000
+
+
+def _views() -> list[FeatureViewDef]:
+    defs = load_definitions(DEFINITIONS)
+    return [defs.view(name, version) for name, version in VIEWS]
+
+
+FEATURES = [FeatureRef(v.name, v.version, f.name, v.entity) for v in _views() for f in v.features]
 
 
 def _free_port() -> int:
@@ -93,18 +103,32 @@ def _publish(registry: ModelRegistry, count: int) -> list[int]:
     return versions
 
 
+def _events(now: int) -> dict[str, dict[str, list[Event]]]:
+    """Transactions of the last 50 minutes (none newer than 1 s), per view, per entity, in order."""
+    rng = random.Random(7)
+    by_view: dict[str, dict[str, list[Event]]] = {"card_activity": {}, "merchant_activity": {}}
+    for card in range(N_CARDS):
+        for i in range(EVENTS_PER_CARD):
+            merchant = f"m{rng.randrange(N_MERCHANTS)}"
+            values = {"amount": round(rng.expovariate(1 / 50), 2), "merchant_id": merchant}
+            event = Event(now - rng.randrange(1_000, 3_000_000), f"e{card}-{i}", values)
+            by_view["card_activity"].setdefault(f"c{card}", []).append(event)
+            by_view["merchant_activity"].setdefault(merchant, []).append(event)
+    for entities in by_view.values():
+        for events in entities.values():
+            events.sort(key=lambda e: e.order)
+    return by_view
+
+
 def _write_features(url: str, prefix: str) -> None:
+    """The demo views' online state in the tile layout, as the worker (or backfill) writes it."""
     store = RedisOnlineStore.from_url(url, prefix)
-    now, rng = int(time.time() * 1000), random.Random(7)
-    rows = [
-        OnlineRow("card_activity", 1, f"c{i}", now, {f: rng.random() * 100 for f in CARD}, 86_400_000)
-        for i in range(N_CARDS)
-    ]
-    rows += [
-        OnlineRow("merchant_activity", 1, f"m{i}", now, {f: rng.random() * 100 for f in MERCHANT}, 86_400_000)
-        for i in range(N_MERCHANTS)
-    ]
-    store.write(rows)
+    views = _views()
+    store.register_views(views)
+    by_view = _events(int(time.time() * 1000))
+    for view in views:
+        entities = {key: EntityEvents(events) for key, events in by_view[view.name].items()}
+        store.write_tiles(tile_writes(view, entities, FUTURE_SKEW_MS))
 
 
 @contextlib.contextmanager
@@ -189,24 +213,57 @@ def _merge(results: list[Result]) -> Result:
     return merged
 
 
-async def _compare(predict: Call, echo: Call, args: argparse.Namespace) -> dict[str, Any]:
-    """Echo and Predict phases interleaved over several rounds, so a noisy neighbour hits both."""
-    calls = {"echo": echo, "predict": predict}
+class ServerDied(RuntimeError):
+    """A server this bench started exited while it was being measured."""
+
+
+class _Watch:
+    """The server processes this bench started; `check()` after every phase."""
+
+    def __init__(self) -> None:
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def check(self) -> None:
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                raise ServerDied(f"the {name} server exited with status {proc.returncode} during the run")
+
+
+SERVERS = ("echo", "handwritten", "predict")
+
+
+def _ratio(a: float, b: float) -> float:
+    return round(a / b, 3) if b else float("nan")
+
+
+async def _compare(calls: dict[str, Call], args: argparse.Namespace, watch: _Watch) -> dict[str, Any]:
+    """The servers' phases interleaved over several rounds, so a noisy neighbour hits all alike."""
     for call in calls.values():
         await closed_loop(call, args.concurrency, 1.0)  # warm-up
+    watch.check()
     single: dict[str, list[Result]] = {name: [] for name in calls}
     loaded: dict[str, list[Result]] = {name: [] for name in calls}
     for _ in range(args.rounds):
         for name, call in calls.items():
             single[name].append(await closed_loop(call, 1, args.seconds / 2))
+            watch.check()
             loaded[name].append(await closed_loop(call, args.concurrency, args.seconds))
+            watch.check()
     key = f"closed_loop_{args.concurrency}"
     out: dict[str, Any] = {
         name: {"one_caller": _figures(_merge(single[name])), key: _figures(_merge(loaded[name]))} for name in calls
     }
     out["rounds"] = args.rounds
-    out["throughput_ratio"] = round(out["predict"][key]["rps"] / out["echo"][key]["rps"], 3)
-    out["p50_ratio_one_caller"] = round(out["predict"]["one_caller"]["p50_ms"] / out["echo"]["one_caller"]["p50_ms"], 2)
+    out["throughput_ratio"] = _ratio(out["predict"][key]["rps"], out["echo"][key]["rps"])
+    out["throughput_ratio_handwritten"] = _ratio(out["predict"][key]["rps"], out["handwritten"][key]["rps"])
+    out["throughput_ratio_handwritten_one_caller"] = _ratio(
+        out["predict"]["one_caller"]["rps"], out["handwritten"]["one_caller"]["rps"]
+    )
+    out["p50_ratio_one_caller"] = _ratio(out["predict"]["one_caller"]["p50_ms"], out["echo"]["one_caller"]["p50_ms"])
+    out["targets"] = {
+        "predict/handwritten at 16 callers >= 0.9": out["throughput_ratio_handwritten"] >= 0.9,
+        "predict p99 at 1 caller <= 3 ms": out["predict"]["one_caller"]["p99_ms"] <= 3.0,
+    }
     return out
 
 
@@ -229,7 +286,7 @@ async def _swapping(
 
 
 async def _swaps(
-    predict: Call, registry: ModelRegistry, versions: list[int], args: argparse.Namespace
+    predict: Call, registry: ModelRegistry, versions: list[int], args: argparse.Namespace, watch: _Watch
 ) -> dict[str, Any]:
     """Steady and swapping windows interleaved over several rounds, so noise hits both alike."""
     steady, during = Result(), Result()
@@ -237,7 +294,9 @@ async def _swaps(
     delays: list[float] = []
     for _ in range(args.rounds):
         await open_loop(predict, args.rate, args.seconds, steady)
+        watch.check()
         delays += await _swapping(predict, registry, targets, args, during)
+        watch.check()
     ordered = sorted(delays)
     return {
         "rate": args.rate,
@@ -252,6 +311,63 @@ async def _swaps(
     }
 
 
+async def _wait_answering(call: Call, proc: subprocess.Popen[bytes], name: str) -> None:
+    for _ in range(300):
+        if proc.poll() is not None:
+            raise ServerDied(f"the {name} server exited with status {proc.returncode} before answering")
+        try:
+            await call()
+            return
+        except grpc.aio.AioRpcError:
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"the {name} server never answered")
+
+
+def _handwritten_cmd(port: int, redis_url: str, prefix: str, registry: ModelRegistry, workdir: Path) -> list[str]:
+    record = registry.get(MODEL, 1)
+    artefact = workdir / "model.txt"  # the bytes of the version `fti serve` starts with, verified
+    artefact.write_bytes(registry.load_artefact(MODEL, record.version))
+    refs = [f"{n}:{v}" for n, v in VIEWS]
+    script = str(Path(__file__).parent / "handwritten_server.py")
+    return [sys.executable, script, str(port), redis_url, prefix, str(artefact), str(DEFINITIONS), MODEL, "1", *refs]
+
+
+async def _measure(
+    args: argparse.Namespace, env: dict[str, str], workdir: Path, registry: ModelRegistry, versions: list[int]
+) -> tuple[dict[str, Any], dict[str, Any] | None, int]:
+    requests, watch, ports = _requests(), _Watch(), {name: _free_port() for name in SERVERS}
+    fti = shutil.which("fti") or str(Path(sys.executable).parent / "fti")
+    serve = [fti, "serve", "--model", MODEL, "--port", str(ports["predict"]), "--metrics-port", "0"]
+    serve += ["--redis-prefix", env["FTI_REDIS_PREFIX"]]
+    async with contextlib.AsyncExitStack() as stack:
+        watch.procs["predict"] = stack.enter_context(_process(serve, env, workdir / "predict.log"))
+        await _wait_serving(ports["predict"], watch.procs["predict"])
+        channels = {
+            name: await stack.enter_async_context(grpc.aio.insecure_channel(f"127.0.0.1:{port}"))
+            for name, port in ports.items()
+        }
+        sample = await inference_pb2_grpc.InferenceServiceStub(channels["predict"]).Predict(requests[0], timeout=5)
+        echo = [
+            sys.executable,
+            str(Path(__file__).parent / "echo_server.py"),
+            str(ports["echo"]),
+            str(sample.ByteSize()),
+        ]
+        hand = _handwritten_cmd(ports["handwritten"], env["FTI_REDIS_URL"], env["FTI_REDIS_PREFIX"], registry, workdir)
+        watch.procs["echo"] = stack.enter_context(_process(echo, env, workdir / "echo.log"))
+        watch.procs["handwritten"] = stack.enter_context(_process(hand, env, workdir / "handwritten.log"))
+        calls = {
+            "echo": _echo_call(channels["echo"], requests),
+            "handwritten": _predict_call(channels["handwritten"], requests),
+            "predict": _predict_call(channels["predict"], requests),
+        }
+        for name in ("echo", "handwritten"):
+            await _wait_answering(calls[name], watch.procs[name], name)
+        compare = await _compare(calls, args, watch)
+        swaps = None if args.no_swaps else await _swaps(calls["predict"], registry, versions, args, watch)
+    return compare, swaps, sample.ByteSize()
+
+
 async def _run(args: argparse.Namespace, settings: FtiSettings, workdir: Path) -> dict[str, Any]:
     prefix, topic = f"fti-bench-{uuid.uuid4().hex[:8]}", f"fti-bench-models-{uuid.uuid4().hex[:8]}"
     spec = TopicSpec(topic, 1, 1)
@@ -261,40 +377,23 @@ async def _run(args: argparse.Namespace, settings: FtiSettings, workdir: Path) -
     versions = _publish(registry, args.versions)
     registry.move_alias(MODEL, "production", versions[0], actor="bench")
     redis_url = settings.redis_url.get_secret_value()
-    _write_features(redis_url, prefix)
-    requests = _requests()
-    response_size = 0
-    port, echo_port = _free_port(), _free_port()
     env = {
         **os.environ,
         "FTI_DATA_DIR": str(workdir),
         "FTI_MODELS_TOPIC": topic,
+        "FTI_REDIS_URL": redis_url,
+        "FTI_REDIS_PREFIX": prefix,
         "FTI_SERVE_HOST": "127.0.0.1",
         "FTI_DEFINITIONS_PATH": str(workdir / "none.yaml"),
         "FTI_SERVE_REDIS_COALESCE": "false" if args.no_coalesce else "true",
     }
-    fti = shutil.which("fti") or str(Path(sys.executable).parent / "fti")
-    serve = [fti, "serve", "--model", MODEL, "--port", str(port), "--metrics-port", "0", "--redis-prefix", prefix]
     try:
-        with _process(serve, env, workdir / "serve.log") as server:
-            await _wait_serving(port, server)
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                predict = _predict_call(channel, requests)
-                sample = await inference_pb2_grpc.InferenceServiceStub(channel).Predict(requests[0], timeout=5)
-                response_size = sample.ByteSize()
-                echo_cmd = [
-                    sys.executable,
-                    str(Path(__file__).parent / "echo_server.py"),
-                    str(echo_port),
-                    str(response_size),
-                ]
-                with _process(echo_cmd, env, workdir / "echo.log"):
-                    await asyncio.sleep(1.0)
-                    async with grpc.aio.insecure_channel(f"127.0.0.1:{echo_port}") as echo_channel:
-                        compare = await _compare(predict, _echo_call(echo_channel, requests), args)
-                swaps = await _swaps(predict, registry, versions, args)
+        _write_features(redis_url, prefix)
+        compare, swaps, response_size = await _measure(args, env, workdir, registry, versions)
     except Exception:
-        print((workdir / "serve.log").read_text()[-3000:], file=sys.stderr)
+        for name in SERVERS:
+            with contextlib.suppress(OSError):
+                print(f"--- {name} log\n" + (workdir / f"{name}.log").read_text()[-3000:], file=sys.stderr)
         raise
     finally:
         sink.close()
@@ -302,7 +401,7 @@ async def _run(args: argparse.Namespace, settings: FtiSettings, workdir: Path) -
         keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
         if keys:
             client.delete(*keys)
-    sizes = {"request_bytes": requests[0].ByteSize(), "response_bytes": response_size}
+    sizes = {"request_bytes": _requests()[0].ByteSize(), "response_bytes": response_size}
     return {"messages": sizes, "latency_and_throughput": compare, "hot_swap": swaps}
 
 
@@ -312,21 +411,28 @@ def _print(result: dict[str, Any], concurrency: int) -> None:
     print(
         f"messages: request {result['messages']['request_bytes']} B, response {result['messages']['response_bytes']} B"
     )
-    print(f"{'':10}{'p50 ms (1 caller)':>20}{'p99 ms (1 caller)':>20}{f'max req/s ({concurrency} callers)':>28}")
-    for name in ("echo", "predict"):
+    head = f"{'':12}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}   |{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}"
+    print(f"{'':12}{'1 caller':^27}   |{f'{concurrency} callers':^27}\n{head}")
+    for name in SERVERS:
         one, loaded = cmp[name]["one_caller"], cmp[name][key]
-        print(f"{name:10}{one['p50_ms']:>20.3f}{one['p99_ms']:>20.3f}{loaded['rps']:>28.0f}")
+        print(
+            f"{name:12}{one['p50_ms']:>9.3f}{one['p99_ms']:>9.3f}{one['rps']:>9.0f}   |"
+            f"{loaded['p50_ms']:>9.3f}{loaded['p99_ms']:>9.3f}{loaded['rps']:>9.0f}"
+        )
     print(
-        f"throughput predict/echo = {cmp['throughput_ratio']:.2f} (goal >= 0.6); "
-        f"p50 predict/echo = {cmp['p50_ratio_one_caller']:.2f}"
+        f"throughput predict/handwritten = {cmp['throughput_ratio_handwritten']:.2f} at {concurrency} callers "
+        f"(target >= 0.9), {cmp['throughput_ratio_handwritten_one_caller']:.2f} at 1 caller; "
+        f"predict/echo = {cmp['throughput_ratio']:.2f}; predict p99 at 1 caller "
+        f"{cmp['predict']['one_caller']['p99_ms']:.2f} ms (target <= 3)"
     )
-    ev = swap["event_to_serving_ms"]
-    print(f"alias move -> new version serving: p50 {ev['p50']} ms, max {ev['max']} ms over {swap['swaps']} swaps")
-    print(
-        f"p99 at {swap['rate']} req/s: steady {swap['steady']['p99_ms']:.2f} ms, during swaps "
-        f"{swap['during_swaps']['p99_ms']:.2f} ms, ratio {swap['p99_ratio']:.2f} (goal <= 2); "
-        f"errors {swap['steady']['errors'] + swap['during_swaps']['errors']}"
-    )
+    if swap is not None:
+        ev = swap["event_to_serving_ms"]
+        print(f"alias move -> new version serving: p50 {ev['p50']} ms, max {ev['max']} ms over {swap['swaps']} swaps")
+        print(
+            f"p99 at {swap['rate']} req/s: steady {swap['steady']['p99_ms']:.2f} ms, during swaps "
+            f"{swap['during_swaps']['p99_ms']:.2f} ms, ratio {swap['p99_ratio']:.2f} (goal <= 2); "
+            f"errors {swap['steady']['errors'] + swap['during_swaps']['errors']}"
+        )
     print(json.dumps(result, indent=1))
 
 
@@ -339,11 +445,15 @@ def main() -> None:
     parser.add_argument("--swap-every", type=float, default=0.5, help="Seconds between alias moves.")
     parser.add_argument("--rounds", type=int, default=3, help="Interleaved rounds (echo/predict; steady/swapping).")
     parser.add_argument("--no-coalesce", action="store_true", help="Serve with FTI_SERVE_REDIS_COALESCE=false.")
+    parser.add_argument("--no-swaps", action="store_true", help="Skip the hot-swap phases.")
     parser.add_argument("--json", type=Path, default=None, help="Also write the JSON figures here.")
     args = parser.parse_args()
     settings = FtiSettings()
     with tempfile.TemporaryDirectory(prefix="fti-bench-") as tmp:
-        result = asyncio.run(_run(args, settings, Path(tmp)))
+        try:
+            result = asyncio.run(_run(args, settings, Path(tmp)))
+        except ServerDied as exc:
+            sys.exit(f"bench stopped: {exc}")
     _print(result, args.concurrency)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
