@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from featurestore.definitions import FeatureViewDef
+from featurestore.online_eval import compiled
 from featurestore.online_layout import READ_FIELDS, OnlineKey, OnlineValue, P, decode_value, online_key
 from featurestore.tiles import Event, NeedTail, Tile, Values, decode_tile, evaluate_tiles
 from fti_core.errors import IntegrityError
@@ -247,8 +248,11 @@ class TileReader:
     def evaluate(
         self, spec: FeatureViewDef, key: OnlineKey, raw: Mapping[bytes, bytes], at_ms: int, tail: Sequence[Event] | None
     ) -> OnlineValue:
-        newest, written, tiles = self.parse(spec, key, raw)
-        values = evaluate_tiles(spec, tiles, at_ms, tail)
+        if tail is None:  # the common case: straight from the hash's bytes (`online_eval`)
+            newest, written, values = compiled(spec).evaluate(raw, at_ms, tiles_key(self.prefix, key))
+        else:
+            newest, written, tiles = self.parse(spec, key, raw)
+            values = evaluate_tiles(spec, tiles, at_ms, tail)
         return OnlineValue(key.view, key.version, key.entity_key, newest, written, 0, values, at_ms)
 
     def state(self, key: OnlineKey, main: Mapping[bytes, bytes], tail: Mapping[bytes, bytes]) -> OnlineState:
