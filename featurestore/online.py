@@ -29,6 +29,7 @@ import json
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -71,6 +72,7 @@ __all__ = [
     "OnlineValue",
     "RedisOnlineStore",
     "TileWrite",
+    "ViewSample",
     "decode_tail_event",
     "encode_tail_event",
     "online_key",
@@ -87,6 +89,26 @@ def _now_ms() -> int:
 def _spec_json(view: FeatureViewDef) -> str:
     # Unset optional keys left out: readers of the release before them read the spec too.
     return json.dumps(view.document(), separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class ViewSample:
+    """Some stored entities of a view version: their newest event times, the view's spec (None:
+    no spec in the store), and whether the whole keyspace was looked at (else an empty sample
+    says nothing)."""
+
+    spec: FeatureViewDef | None
+    newest_ms: list[int]
+    complete: bool = True
+
+
+# A sample looks at no more than this many keys, however big the keyspace (SCAN, 10k per call).
+SAMPLE_SCAN_KEYS = 2_000_000
+_SCAN_COUNT = 10_000
+
+
+def _glob_escape(text: str) -> str:
+    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
 
 
 class OnlineStore(ABC):
@@ -133,6 +155,11 @@ class AsyncOnlineStore(ABC):
 
     async def write_tiles(self, writes: Sequence[TileWrite]) -> int:
         raise NotImplementedError(f"{type(self).__name__} does not store tiles")
+
+    async def sample_newest(self, views: Sequence[tuple[str, int]], limit: int) -> dict[tuple[str, int], ViewSample]:
+        """Up to `limit` stored entities' newest event times per view version, and its spec: a
+        look at how fresh the store is (`fti serve` at start), not a serving read."""
+        raise NotImplementedError(f"{type(self).__name__} cannot sample entities")
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
@@ -264,6 +291,38 @@ class AsyncRedisOnlineStore(AsyncOnlineStore):
     async def read(self, keys: Sequence[OnlineKey]) -> list[OnlineValue | None]:
         return await self.read_at(keys, _now_ms())
 
+    async def sample_newest(self, views: Sequence[tuple[str, int]], limit: int) -> dict[tuple[str, int], ViewSample]:
+        # One SCAN pass over the tiles keys for all views, bucketed by view; bounded by SAMPLE_SCAN_KEYS.
+        heads = {tiles_key(self._prefix, OnlineKey(v, ver, "")).encode(): (v, ver) for v, ver in views}
+        found: dict[tuple[str, int], list[bytes]] = {v: [] for v in heads.values()}
+        try:
+            specs = [await self._client.get(spec_key(self._prefix, v, ver)) for v, ver in views]
+            cursor, scanned = 0, 0
+            match = f"{_glob_escape(self._prefix)}:tiles:*"
+            while scanned < SAMPLE_SCAN_KEYS and any(len(keys) < limit for keys in found.values()):
+                cursor, got = await self._client.scan(cursor, match=match, count=_SCAN_COUNT)
+                scanned += _SCAN_COUNT
+                for found_key in got:
+                    key = found_key if isinstance(found_key, bytes) else str(found_key).encode()
+                    for head, view in heads.items():
+                        if key.startswith(head) and len(found[view]) < limit:
+                            found[view].append(key)
+                if cursor == 0:
+                    break
+            pipe = self._client.pipeline(transaction=False)
+            for keys in found.values():
+                for k in keys:
+                    pipe.hget(k, "n")
+            newest = iter(await pipe.execute())
+        except redis.RedisError as exc:
+            raise UnavailableError(f"online store sample failed: {exc}") from exc
+        out = {}
+        for (view, keys), raw in zip(found.items(), specs, strict=True):
+            times = [int(n) for n in (next(newest) for _ in keys) if n is not None]
+            spec = FeatureViewDef.model_validate_json(raw) if raw else None
+            out[view] = ViewSample(spec, times, complete=cursor == 0 or len(keys) >= limit)
+        return out
+
     async def read_at(self, keys: Sequence[OnlineKey], at_ms: int) -> list[OnlineValue | None]:
         r = self._reader
         try:
@@ -374,3 +433,10 @@ class AsyncInMemoryOnlineStore(AsyncOnlineStore):
 
     async def write_tiles(self, writes: Sequence[TileWrite]) -> int:
         return self.store.write_tiles(writes)
+
+    async def sample_newest(self, views: Sequence[tuple[str, int]], limit: int) -> dict[tuple[str, int], ViewSample]:
+        out = {}
+        for view in views:
+            hashes = [h for k, h in self.store.tiles.items() if (k.view, k.version) == view and b"n" in h]
+            out[view] = ViewSample(self.store.specs.get(view), [int(h[b"n"]) for h in hashes[:limit]])
+        return out

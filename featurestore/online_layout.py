@@ -99,6 +99,9 @@ class OnlineValue:
     ttl_ms: int  # 0 for values evaluated at read time: their windows decide, nothing goes stale
     values: Mapping[str, Scalar | None]
     as_of_ms: int = -1  # the read time the windows were evaluated at; -1 for the earlier layout
+    # The view's TTL, for values evaluated at read time (0: unknown). Their windows still decide
+    # the values; an entity whose newest event is older than this is reported stale (`is_dated`).
+    view_ttl_ms: int = 0
 
     def age_ms(self, now_ms: int) -> int:
         """How old the entity's newest event is; -1 when no event is stored."""
@@ -108,6 +111,11 @@ class OnlineValue:
 
     def is_stale(self, now_ms: int) -> bool:
         return self.ttl_ms > 0 and self.age_ms(now_ms) > self.ttl_ms
+
+    def is_dated(self, now_ms: int) -> bool:
+        """Nothing for this entity within its view's TTL: every window shorter than that reads empty."""
+        ttl = self.view_ttl_ms or self.ttl_ms
+        return ttl > 0 and self.age_ms(now_ms) > ttl
 
 
 def online_key(prefix: str, key: OnlineKey) -> str:

@@ -253,7 +253,7 @@ class TileReader:
         else:
             newest, written, tiles = self.parse(spec, key, raw)
             values = evaluate_tiles(spec, tiles, at_ms, tail)
-        return OnlineValue(key.view, key.version, key.entity_key, newest, written, 0, values, at_ms)
+        return OnlineValue(key.view, key.version, key.entity_key, newest, written, 0, values, at_ms, spec.ttl_ms)
 
     def state(self, key: OnlineKey, main: Mapping[bytes, bytes], tail: Mapping[bytes, bytes]) -> OnlineState:
         spec = self.spec(key)

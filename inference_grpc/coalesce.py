@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from featurestore.online import AsyncOnlineStore, OnlineKey, OnlineRow, OnlineValue
+from featurestore.online import AsyncOnlineStore, OnlineKey, OnlineRow, OnlineValue, ViewSample
 
 __all__ = ["CoalescingOnlineStore"]
 
@@ -86,6 +86,9 @@ class CoalescingOnlineStore(AsyncOnlineStore):
             if not future.done():  # a caller that gave up (deadline) is simply skipped
                 future.set_result(values[start : start + len(keys)])
             start += len(keys)
+
+    async def sample_newest(self, views: Sequence[tuple[str, int]], limit: int) -> dict[tuple[str, int], ViewSample]:
+        return await self._inner.sample_newest(views, limit)
 
     async def write(self, rows: Sequence[OnlineRow]) -> int:
         return await self._inner.write(rows)

@@ -118,6 +118,7 @@ class FeatureUse(NamedTuple):
 class Assembled:
     vector: list[float]
     used: list[FeatureUse]
+    stale_or_missing: int = 0  # features counted by `freshness` (a value, but dated or absent state)
 
 
 def is_legacy_layout(features: Sequence[FeatureLike]) -> bool:
@@ -233,17 +234,18 @@ def _stored_number(raw: object) -> float | None:
 
 
 # Per view of one request: its stored values (None when unusable), the status its features get
-# when they have no value of their own, and the age reported for them.
-_ViewState = tuple[Mapping[str, object] | None, FeatureStatus, int]
+# when they have no value of their own, the age reported for them, and whether its features
+# count as stale or missing for `freshness` whatever their value (no state, or dated state).
+_ViewState = tuple[Mapping[str, object] | None, FeatureStatus, int, bool]
 
 
 def _view_state(row: OnlineValue | None, now_ms: int) -> _ViewState:
     if row is None:
-        return None, FeatureStatus.MISSING, -1
+        return None, FeatureStatus.MISSING, -1, True
     age = row.age_ms(now_ms)
     if row.is_stale(now_ms):
-        return None, FeatureStatus.STALE, age
-    return row.values, FeatureStatus.MISSING, age
+        return None, FeatureStatus.STALE, age, True
+    return row.values, FeatureStatus.MISSING, age, row.event_time_ms < 0 or row.is_dated(now_ms)
 
 
 def _coded(book: Codebook, status: FeatureStatus, raw: object) -> tuple[FeatureStatus, float, str]:
@@ -262,20 +264,24 @@ def assemble(
     vector: list[float] = []
     used: list[FeatureUse] = []
     books = layout.codebooks
+    bad = 0
     for pos, (vi, name) in enumerate(layout.features):
         view = layout.views[vi]
-        values, status, age = states[vi]
+        values, status, age, dated = states[vi]
         text = ""
         if pos in books:
             raw = overrides[pos] if pos in overrides else values.get(name) if values is not None else None
             status, number, text = _coded(books[pos], status, raw)
             if pos in overrides:
                 status, age = FeatureStatus.REQUEST, 0
+            else:
+                bad += dated or status is not FeatureStatus.OK
         elif pos in overrides:
             status, number, age = FeatureStatus.REQUEST, float(overrides[pos]), 0
         else:
             found = _stored_number(values.get(name)) if values is not None else None
             status, number = (status, NAN) if found is None else (FeatureStatus.OK, found)
+            bad += dated or found is None
         vector.append(number)
         used.append(FeatureUse(name, view.view, view.version, status, age, number, text))
-    return Assembled(vector, used)
+    return Assembled(vector, used, bad)

@@ -38,6 +38,12 @@ class Metrics:
             ["view", "reason"],
             registry=r,
         )
+        self.stale_ratio = Gauge(
+            "fti_inference_stale_feature_ratio",
+            "Share of the served model's features that were stale or missing over the last requests "
+            "(before any request: over a sample of the online store at start).",
+            registry=r,
+        )
         self.swaps = Counter(
             "fti_inference_model_swaps", "Model swap attempts by outcome.", ["model", "outcome"], registry=r
         )

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import grpc
@@ -24,6 +26,7 @@ from registry.events import ModelEventSource
 
 from .coalesce import CoalescingOnlineStore
 from .errors import ServerStartError
+from .freshness import FreshnessTracker, ViewFreshness, assess, describe
 from .holder import ModelHolder
 from .interceptor import ErrorMappingInterceptor
 from .listener import ModelEventListener, refresh_periodically
@@ -39,6 +42,8 @@ log = logging.getLogger(__name__)
 SERVICE_NAME: str = inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+# Entities sampled per view by the freshness check at start and on each swap.
+_FRESHNESS_SAMPLE = 200
 
 
 @dataclass
@@ -54,6 +59,9 @@ class InferenceServer:
     store: AsyncOnlineStore
     events: ModelEventSource | None
     metrics_port: int | None = None
+    freshness: FreshnessTracker | None = None
+    # The freshness check of the model last loaded (a sample of the store; `freshness.py`).
+    freshness_check: asyncio.Task[None] | None = None
     # Set once a model is loaded (the first swap); `fti serve` says so when it started without one.
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -89,10 +97,50 @@ class InferenceServer:
         for name in ("", SERVICE_NAME):
             await self.health.set(name, _SERVING)
         self.ready.set()
+        if self.freshness_check is not None:
+            self.freshness_check.cancel()
+        # Off the swap path: a swap must not wait for a look at the store.
+        self.freshness_check = asyncio.create_task(self._check_freshness(model), name="fti-freshness")
+
+    async def _check_freshness(self, model: LoadedModel) -> None:
+        """One log line when most of the model's features are stale or missing in a sample of the store."""
+        slots = model.layout.views
+        try:
+            samples = await self.store.sample_newest([(v.view, v.version) for v in slots], _FRESHNESS_SAMPLE)
+        except NotImplementedError:
+            return  # a store that cannot sample (a test stand-in): nothing to say
+        except Exception as exc:  # noqa: BLE001 - a failed look must not touch serving; say so
+            log.warning("could not check how fresh the features of %s v%d are: %s", model.name, model.version, exc)
+            return
+        per_view = Counter(vi for vi, _ in model.layout.features)
+        views = []
+        for i, v in enumerate(slots):
+            got = samples[(v.view, v.version)]
+            if got.newest_ms or got.complete:  # else: none met within the scan budget, which says nothing
+                views.append(
+                    ViewFreshness(v.view, v.version, per_view[i], got.spec.ttl_ms if got.spec else None, got.newest_ms)
+                )
+        if not views:
+            return
+        now_ms = int(time.time() * 1000)
+        ratio = assess(views, now_ms)
+        if self.freshness is not None:
+            self.freshness.seed(ratio)
+        if ratio > self.settings.stale_warn_ratio:
+            log.warning("%s", describe(model.name, model.version, views, now_ms))
+        else:
+            log.info(
+                "model %r v%d: %.0f%% of its features stale or missing in a sample",
+                model.name,
+                model.version,
+                ratio * 100,
+            )
 
     async def stop(self, grace: float | None = None) -> None:
         """Drain: say NOT_SERVING, refuse new RPCs, let in-flight ones finish within `grace`."""
         await self.health.enter_graceful_shutdown()
+        if self.freshness_check is not None:
+            self.freshness_check.cancel()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -203,6 +251,7 @@ def create_server(
     )
     holder.set_on_change(app.on_model_change)
     servicer = InferenceServicer(holder, app.store, settings, metrics)
+    app.freshness = servicer.freshness
     service = inference_pb2.DESCRIPTOR.services_by_name["InferenceService"]
     ErrorMappingInterceptor(metrics).register(servicer, service, grpc_server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)

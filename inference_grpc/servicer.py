@@ -28,6 +28,7 @@ from .errors import (
     UnknownModelError,
 )
 from .features import Assembled, FeatureStatus, assemble, online_keys, parse_request_values
+from .freshness import FreshnessTracker
 from .holder import ModelHolder
 from .metrics import Metrics
 from .model import LoadedModel
@@ -56,6 +57,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         self._settings = settings
         self._metrics = metrics
         self._batcher = PredictBatcher()
+        self.freshness = FreshnessTracker(metrics.stale_ratio, settings.stale_warn_ratio)
         # Labelled counter children by (view, reason), bound once: labels() takes a lock each call.
         self._misses: dict[tuple[str, FeatureStatus], Counter] = {}
 
@@ -141,6 +143,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         raise error
 
     def _response(self, model: LoadedModel, assembled: Assembled, score: float) -> inference_pb2.PredictResponse:
+        self.freshness.observe(assembled.stale_or_missing, len(assembled.used))
         for use in assembled.used:
             if use.status is FeatureStatus.MISSING or use.status is FeatureStatus.STALE:
                 self._miss_counter(use.view, use.status).inc()

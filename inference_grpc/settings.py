@@ -46,6 +46,13 @@ class InferenceSettings(FtiSettings):
     )
     redis_coalesce: bool = Field(True, description="Requests ready at the same moment share one Redis round trip.")
 
+    stale_warn_ratio: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Warn when more than this share of the model's features are stale or missing (README).",
+    )
+
     event_loop: EventLoop = Field("auto", description="uvloop when installed (auto), or uvloop / asyncio.")
 
     max_batch_size: int = Field(256, gt=0, description="Largest PredictBatch accepted.")

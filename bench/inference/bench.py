@@ -336,8 +336,10 @@ async def _measure(
     args: argparse.Namespace, env: dict[str, str], workdir: Path, registry: ModelRegistry, versions: list[int]
 ) -> tuple[dict[str, Any], dict[str, Any] | None, int]:
     requests, watch, ports = _requests(), _Watch(), {name: _free_port() for name in SERVERS}
-    fti = shutil.which("fti") or str(Path(sys.executable).parent / "fti")
-    serve = [fti, "serve", "--model", MODEL, "--port", str(ports["predict"]), "--metrics-port", "0"]
+    fti = [shutil.which("fti") or str(Path(sys.executable).parent / "fti")]
+    if args.profile is not None:  # the same command under cProfile, stats written when it drains
+        fti = [sys.executable, "-m", "cProfile", "-o", str(args.profile.resolve()), *fti]
+    serve = [*fti, "serve", "--model", MODEL, "--port", str(ports["predict"]), "--metrics-port", "0"]
     serve += ["--redis-prefix", env["FTI_REDIS_PREFIX"]]
     async with contextlib.AsyncExitStack() as stack:
         watch.procs["predict"] = stack.enter_context(_process(serve, env, workdir / "predict.log"))
@@ -445,6 +447,7 @@ def main() -> None:
     parser.add_argument("--swap-every", type=float, default=0.5, help="Seconds between alias moves.")
     parser.add_argument("--rounds", type=int, default=3, help="Interleaved rounds (echo/predict; steady/swapping).")
     parser.add_argument("--no-coalesce", action="store_true", help="Serve with FTI_SERVE_REDIS_COALESCE=false.")
+    parser.add_argument("--profile", type=Path, default=None, help="Run fti serve under cProfile, stats here.")
     parser.add_argument("--no-swaps", action="store_true", help="Skip the hot-swap phases.")
     parser.add_argument("--json", type=Path, default=None, help="Also write the JSON figures here.")
     args = parser.parse_args()
