@@ -230,6 +230,13 @@ class _Watch:
 
 
 SERVERS = ("echo", "handwritten", "predict")
+_TICK_S = 1 / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_s(proc: subprocess.Popen[bytes]) -> float:
+    """User + system CPU seconds of a server process so far (Linux /proc)."""
+    fields = Path(f"/proc/{proc.pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) * _TICK_S
 
 
 def _ratio(a: float, b: float) -> float:
@@ -243,16 +250,22 @@ async def _compare(calls: dict[str, Call], args: argparse.Namespace, watch: _Wat
     watch.check()
     single: dict[str, list[Result]] = {name: [] for name in calls}
     loaded: dict[str, list[Result]] = {name: [] for name in calls}
+    cpu_s = dict.fromkeys(calls, 0.0)  # each server's CPU during its loaded phases
     for _ in range(args.rounds):
         for name, call in calls.items():
             single[name].append(await closed_loop(call, 1, args.seconds / 2))
             watch.check()
+            before = _cpu_s(watch.procs[name])
             loaded[name].append(await closed_loop(call, args.concurrency, args.seconds))
+            cpu_s[name] += _cpu_s(watch.procs[name]) - before
             watch.check()
     key = f"closed_loop_{args.concurrency}"
     out: dict[str, Any] = {
         name: {"one_caller": _figures(_merge(single[name])), key: _figures(_merge(loaded[name]))} for name in calls
     }
+    for name in calls:  # the figure least moved by a busy machine: server CPU per answered request
+        answered = sum(len(r.latencies_s) for r in loaded[name])
+        out[name][key]["server_cpu_us_per_request"] = round(cpu_s[name] / answered * 1e6, 1) if answered else None
     out["rounds"] = args.rounds
     out["throughput_ratio"] = _ratio(out["predict"][key]["rps"], out["echo"][key]["rps"])
     out["throughput_ratio_handwritten"] = _ratio(out["predict"][key]["rps"], out["handwritten"][key]["rps"])
@@ -421,6 +434,8 @@ def _print(result: dict[str, Any], concurrency: int) -> None:
             f"{name:12}{one['p50_ms']:>9.3f}{one['p99_ms']:>9.3f}{one['rps']:>9.0f}   |"
             f"{loaded['p50_ms']:>9.3f}{loaded['p99_ms']:>9.3f}{loaded['rps']:>9.0f}"
         )
+    cpu = {name: cmp[name][key]["server_cpu_us_per_request"] for name in SERVERS}
+    print("server CPU per request at load (us): " + ", ".join(f"{n} {c}" for n, c in cpu.items()))
     print(
         f"throughput predict/handwritten = {cmp['throughput_ratio_handwritten']:.2f} at {concurrency} callers "
         f"(target >= 0.9), {cmp['throughput_ratio_handwritten_one_caller']:.2f} at 1 caller; "
