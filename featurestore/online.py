@@ -102,9 +102,10 @@ class ViewSample:
     complete: bool = True
 
 
-# A sample looks at no more than this many keys, however big the keyspace (SCAN, 10k per call).
-SAMPLE_SCAN_KEYS = 2_000_000
-_SCAN_COUNT = 10_000
+# A sample looks at no more than this many keys, however big the keyspace. SCAN calls are
+# small (1,000 keys, about a millisecond of Redis) so other clients' commands interleave.
+SAMPLE_SCAN_KEYS = 1_000_000
+_SCAN_COUNT = 1_000
 
 
 def _glob_escape(text: str) -> str:
