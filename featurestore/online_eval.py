@@ -22,11 +22,12 @@ from typing import Any
 from featurestore.aggregations import Kind, kind_of
 from featurestore.definitions import AggregationFunction, FeatureViewDef
 from featurestore.tiles import NeedTail, Values, tile_start, tile_steps
+from featurestore.values import FeatureValue
 from fti_core.errors import IntegrityError
 
 __all__ = ["CompiledView", "compiled"]
 
-_Merge = Callable[[Sequence[Any]], float | None]
+_Merge = Callable[[Sequence[Any]], FeatureValue]
 
 
 def _count(parts: Sequence[Any]) -> float | None:
@@ -68,7 +69,7 @@ _FAST: Mapping[AggregationFunction, _Merge] = {
 
 
 def _generic(kind: Kind[Any]) -> _Merge:
-    def merge(parts: Sequence[Any]) -> float | None:
+    def merge(parts: Sequence[Any]) -> FeatureValue:
         p = kind.empty()
         for doc in parts:
             p = kind.merge(p, kind.decode(doc))

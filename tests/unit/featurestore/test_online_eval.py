@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from featurestore.aggregations import KINDS
 from featurestore.definitions import AggregationFunction, FeatureDef, FeatureViewDef, WindowDef
 from featurestore.online_eval import CompiledView
 from featurestore.tiles import Event, NeedTail, build_tiles, encode_tile, evaluate_tiles, tile_field
@@ -20,19 +21,22 @@ def _w(size: int, step: int) -> WindowDef:
 
 
 def _view() -> FeatureViewDef:
-    """Every kind, on several steps, with two windows sharing a step at different sizes."""
+    """Every registered kind, on several steps, with two windows sharing a step at different sizes."""
     agg = AggregationFunction
-    feats = (
+    feats = [
         FeatureDef(name="n_10m", agg=agg.COUNT, window=_w(10 * MIN, MIN)),
         FeatureDef(name="n_3m", agg=agg.COUNT, window=_w(3 * MIN, MIN)),
         FeatureDef(name="sum_10m", agg=agg.SUM, field="x", window=_w(10 * MIN, MIN)),
         FeatureDef(name="mean_1h", agg=agg.MEAN, field="x", window=_w(60 * MIN, 5 * MIN)),
-        FeatureDef(name="max_1h", agg=agg.MAX, field="x", window=_w(60 * MIN, 5 * MIN)),
         FeatureDef(name="min_1h", agg=agg.MIN, field="x", window=_w(60 * MIN, 60 * MIN)),
-        FeatureDef(name="kinds_1h", agg=agg.DISTINCT_COUNT, field="k", window=_w(60 * MIN, 5 * MIN)),
         FeatureDef(name="last_1d", agg=agg.LAST, field="x", window=_w(1440 * MIN, 1440 * MIN)),
-    )
-    return FeatureViewDef(name="v", version=1, source="s", entity="e", features=feats, ttl_ms=86_400_000)
+    ]
+    named = {f.agg for f in feats}
+    for kind in KINDS:  # one more feature per kind not above, so a new kind is covered by itself
+        if kind not in named:
+            field = "k" if kind.is_string or kind is agg.DISTINCT_COUNT else "x"
+            feats.append(FeatureDef(name=f"{kind.value}_1h", agg=kind, field=field, window=_w(60 * MIN, 5 * MIN)))
+    return FeatureViewDef(name="v", version=1, source="s", entity="e", features=tuple(feats), ttl_ms=86_400_000)
 
 
 def _x(rng: random.Random) -> float | int | str | None:
@@ -53,9 +57,9 @@ def _hash(view: FeatureViewDef, events: list[Event]) -> dict[bytes, bytes]:
     return raw
 
 
-def _same(a: float | None, b: float | None) -> bool:
-    if a is None or b is None:
-        return a is b
+def _same(a: float | str | None, b: float | str | None) -> bool:
+    if a is None or b is None or isinstance(a, str) or isinstance(b, str):
+        return a == b
     return a == b and math.copysign(1, a) == math.copysign(1, b)
 
 
@@ -92,7 +96,7 @@ def test_values_equal_evaluate_tiles_at_any_read_time() -> None:
 def test_an_empty_hash_reads_as_no_events() -> None:
     _, _, values = CompiledView(_view()).evaluate({}, 10 * 86_400_000, "h")
     assert values["n_10m"] == 0.0 and values["sum_10m"] == 0.0
-    assert values["mean_1h"] is None and values["max_1h"] is None and values["last_1d"] is None
+    assert values["mean_1h"] is None and values["min_1h"] is None and values["last_1d"] is None
 
 
 def test_tiles_no_window_covers_are_not_decoded() -> None:
