@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import math
 import os
 import random
 import shutil
@@ -118,7 +119,7 @@ def _events(now: int) -> dict[str, dict[str, list[Event]]]:
     for card in range(N_CARDS):
         for i in range(EVENTS_PER_CARD):
             merchant = f"m{rng.randrange(N_MERCHANTS)}"
-            values = {"amount": round(rng.expovariate(1 / 50), 2), "merchant_id": merchant}
+            values: dict[str, float | str] = {"amount": round(rng.expovariate(1 / 50), 2), "merchant_id": merchant}
             event = Event(now - rng.randrange(1_000, 3_000_000), f"e{card}-{i}", values)
             by_view["card_activity"].setdefault(f"c{card}", []).append(event)
             by_view["merchant_activity"].setdefault(merchant, []).append(event)
@@ -353,6 +354,18 @@ def _private_redis(workdir: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]
         yield f"redis://127.0.0.1:{port}/0", proc
 
 
+async def _mismatches(channels: dict[str, grpc.aio.Channel], requests: list[inference_pb2.PredictRequest]) -> int:
+    """Requests the hand-written server answers differently from Predict (score or a feature value):
+    the two compute the same thing, so 0 (a window boundary passing between the two calls aside)."""
+    predict, hand = (inference_pb2_grpc.InferenceServiceStub(channels[n]) for n in ("predict", "handwritten"))
+    differ = 0
+    for request in requests:
+        a, b = await predict.Predict(request, timeout=5), await hand.Predict(request, timeout=5)
+        values = zip([a.score, *(f.value for f in a.features)], [b.score, *(f.value for f in b.features)], strict=True)
+        differ += not all(x == y or (math.isnan(x) and math.isnan(y)) for x, y in values)
+    return differ
+
+
 async def _wait_answering(call: Call, proc: subprocess.Popen[bytes], name: str) -> None:
     for _ in range(300):
         if proc.poll() is not None:
@@ -414,6 +427,7 @@ async def _measure(
         for name in ("echo", "handwritten"):
             await _wait_answering(calls[name], watch.procs[name], name)
         compare = await _compare(calls, args, watch)
+        compare["score_mismatches_of_100"] = await _mismatches(channels, requests[:100])
         swaps = None if args.no_swaps else await _swaps(calls["predict"], registry, versions, args, watch)
     return compare, swaps, sample.ByteSize()
 
@@ -471,6 +485,7 @@ def _print(result: dict[str, Any], concurrency: int) -> None:
             f"{name:12}{one['p50_ms']:>9.3f}{one['p99_ms']:>9.3f}{one['rps']:>9.0f}   |"
             f"{loaded['p50_ms']:>9.3f}{loaded['p99_ms']:>9.3f}{loaded['rps']:>9.0f}"
         )
+    print(f"requests scored differently by predict and handwritten: {cmp['score_mismatches_of_100']} of 100")
     cpu = {name: cmp[name][key]["server_cpu_us_per_request"] for name in SERVERS}
     print("server CPU per request at load (us): " + ", ".join(f"{n} {c}" for n, c in cpu.items()))
     print(

@@ -69,9 +69,9 @@ class _View:
     def values(self, raw: dict[bytes, bytes], t: int) -> list[float]:
         tiles = {}
         for f, v in raw.items():
-            step, _, start = f.partition(b":")
-            if start:
-                tiles[(int(step), int(start))] = json.loads(v)
+            tile_step, _, tile_start = f.partition(b":")
+            if tile_start:  # not `n` or `w`
+                tiles[(int(tile_step), int(tile_start))] = json.loads(v)
         out = []
         for feat in self.spec.features:
             size, step = feat.window.size_ms, feat.window.step_ms
@@ -108,6 +108,9 @@ class HandWritten(inference_pb2_grpc.InferenceServiceServicer):
             out.status = inference_pb2.FEATURE_STATUS_OK if ok else inference_pb2.FEATURE_STATUS_MISSING
             out.value = x
         return response
+
+    async def PredictBatch(self, request: Any, context: Any) -> Any:
+        raise NotImplementedError("the hand-written baseline answers Predict only")
 
 
 def _load(argv: list[str]) -> tuple[int, str, HandWritten]:
