@@ -9,7 +9,8 @@ bit (tested against it), from the hash's raw bytes with less work per request:
   every other kind goes through its `Kind` (decode, merge, finish), so a new kind needs nothing
   here.
 
-A read time inside a tile that also holds later events raises `NeedTail`, as `evaluate_tiles`
+Derived features are computed from the values, as `evaluate_tiles` computes them. A read
+time inside a tile that also holds later events raises `NeedTail`, as `evaluate_tiles`
 does; the caller then reads the tail and uses the general path.
 """
 
@@ -113,7 +114,10 @@ class CompiledView:
         for (step, start), (max_time, _) in tiles.items():
             if max_time > t and start == tile_start(t, step):
                 raise NeedTail(f"{step}:{start}")
-        return newest, written, self._values(tiles, t, where)
+        values = self._values(tiles, t, where)
+        for d in self.spec.derived:  # as `evaluate_tiles`: each from the values before it
+            values[d.name] = d.expression.number(values)
+        return newest, written, values
 
     @staticmethod
     def _tile_key(name: bytes, where: str) -> tuple[int, int]:

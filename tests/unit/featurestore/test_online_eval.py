@@ -8,7 +8,7 @@ import random
 import pytest
 
 from featurestore.aggregations import KINDS
-from featurestore.definitions import AggregationFunction, FeatureDef, FeatureViewDef, WindowDef
+from featurestore.definitions import AggregationFunction, DerivedDef, FeatureDef, FeatureViewDef, WindowDef
 from featurestore.online_eval import CompiledView
 from featurestore.tiles import Event, NeedTail, build_tiles, encode_tile, evaluate_tiles, tile_field
 from fti_core.errors import IntegrityError
@@ -21,7 +21,7 @@ def _w(size: int, step: int) -> WindowDef:
 
 
 def _view() -> FeatureViewDef:
-    """Every registered kind, on several steps, with two windows sharing a step at different sizes."""
+    """Every registered kind, on several steps, two windows sharing a step at different sizes, derived features."""
     agg = AggregationFunction
     feats = [
         FeatureDef(name="n_10m", agg=agg.COUNT, window=_w(10 * MIN, MIN)),
@@ -36,7 +36,13 @@ def _view() -> FeatureViewDef:
         if kind not in named:
             field = "k" if kind.is_string or kind is agg.DISTINCT_COUNT else "x"
             feats.append(FeatureDef(name=f"{kind.value}_1h", agg=kind, field=field, window=_w(60 * MIN, 5 * MIN)))
-    return FeatureViewDef(name="v", version=1, source="s", entity="e", features=tuple(feats), ttl_ms=86_400_000)
+    derived = (
+        DerivedDef(name="mean_10m", expr="sum_10m / n_10m"),
+        DerivedDef(name="spread", expr="coalesce(max_1h, 0) - coalesce(min_1h, 0)"),
+    )
+    return FeatureViewDef(
+        name="v", version=1, source="s", entity="e", features=tuple(feats), derived=derived, ttl_ms=86_400_000
+    )
 
 
 def _x(rng: random.Random) -> float | int | str | None:
