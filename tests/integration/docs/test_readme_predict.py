@@ -6,36 +6,18 @@ import contextlib
 import io
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from featurestore.online import OnlineRow, RedisOnlineStore
 from registry.models import ModelRegistry
 
+from ...net import free_port, grpc_serving
 from ...unit.inference_grpc.models_helper import publish_model
 from ...waits import wait_for
 from .test_readme_examples import example
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _serving(target: str) -> bool:
-    with grpc.insecure_channel(target) as ch:
-        try:
-            status = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1).status
-        except grpc.RpcError:
-            return False
-    return bool(status == health_pb2.HealthCheckResponse.SERVING)
 
 
 def test_predict_example_prints_a_score_from_the_served_version(
@@ -51,7 +33,7 @@ def test_predict_example_prints_a_score_from_the_served_version(
             OnlineRow("merchant_activity", 1, "m0001", now - 500, {"txn_count": 12}, 3_600_000),
         ]
     )
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("FTI_")}
     env.update(
         FTI_DATA_DIR=str(tmp_data_dir),
@@ -81,7 +63,7 @@ def test_predict_example_prints_a_score_from_the_served_version(
 
         def serving() -> bool:
             assert server.poll() is None, server.stderr.read().decode() if server.stderr else "server exited"
-            return _serving(f"localhost:{port}")
+            return grpc_serving(f"localhost:{port}")
 
         wait_for(serving, what="fti serve to become SERVING", poll_s=0.2)
         out = io.StringIO()

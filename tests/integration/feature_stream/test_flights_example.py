@@ -6,36 +6,18 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from featurestore.sdk import FeatureStore
 
+from ...net import free_port, grpc_serving
 from ...waits import wait_for
 from .conftest import FeaturePipeline
 
 EXAMPLE = Path(__file__).parents[3] / "examples" / "flights"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _serving(target: str) -> bool:
-    with grpc.insecure_channel(target) as ch:
-        try:
-            status = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1).status
-        except grpc.RpcError:
-            return False
-    return bool(status == health_pb2.HealthCheckResponse.SERVING)
 
 
 def _run(args: list[str], env: dict[str, str]) -> dict[str, object]:
@@ -79,7 +61,7 @@ def test_flights_from_json_topics_to_a_served_model(
     assert trained["rows"] == produced["outcomes"], "one training row per flight outcome"
     assert 0.6 < float(str(trained["auc"])) <= 1.0, "the route's and airline's recent delays carry signal"
 
-    port = _free_port()
+    port = free_port()
     env = {**pipe.env, "FTI_SERVE_METRICS_PORT": "0"}
     serve = [sys.executable, "-m", "fti_cli", "serve", "--model", "flight_delay", "--port", str(port)]
     serve += ["--redis-prefix", pipe.settings.redis_prefix]
@@ -88,7 +70,7 @@ def test_flights_from_json_topics_to_a_served_model(
 
         def serving() -> bool:
             assert server.poll() is None, server.stderr.read().decode() if server.stderr else "server exited"
-            return _serving(f"localhost:{port}")
+            return grpc_serving(f"localhost:{port}")
 
         wait_for(serving, what="fti serve to become SERVING", poll_s=0.2)
         # The busiest route of the replay, and the airline flying it most.

@@ -12,39 +12,23 @@ import sys
 import threading
 from pathlib import Path
 
-import grpc
 from click.testing import CliRunner
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from featurestore.online import RedisOnlineStore
 from inference_grpc.cli import predict
 from inference_grpc.settings import InferenceSettings
 from registry.models import ModelRegistry
 
+from ...net import free_port, grpc_serving
 from ...unit.inference_grpc.models_helper import publish_model
 from ...waits import wait_for
 from .conftest import MODEL, write_features
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _serving(port: int) -> bool:
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        try:
-            status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1).status
-        except grpc.RpcError:
-            return False
-    return bool(status == health_pb2.HealthCheckResponse.SERVING)
-
-
 def _wait_serving(port: int, proc: subprocess.Popen[bytes]) -> None:
     def check() -> bool:
         assert proc.poll() is None, "fti serve exited"
-        return _serving(port)
+        return grpc_serving(f"127.0.0.1:{port}")
 
     wait_for(check, what="fti serve to become SERVING")
 
@@ -106,7 +90,7 @@ def test_fti_serve_predict_promote_and_drain_on_sigterm(
     v1, v2 = publish_model(publisher, MODEL, 1), publish_model(publisher, MODEL, 2)
     publisher.move_alias(MODEL, "production", v1.version, actor="test")
     write_features(feature_store, "c1", "m1")
-    port = _free_port()
+    port = free_port()
     args = [_fti(), "serve", "--model", MODEL, "--port", str(port), "--metrics-port", "0"]
     proc = subprocess.Popen(
         [*args, "--redis-prefix", inference_settings.redis_prefix], env=_env(inference_settings), stderr=subprocess.PIPE
@@ -125,21 +109,21 @@ def test_fti_serve_predict_promote_and_drain_on_sigterm(
 
 
 def test_fti_predict_reports_the_status_of_a_failed_call() -> None:
-    result = CliRunner().invoke(predict, ["--target", f"127.0.0.1:{_free_port()}", "--timeout", "0.5", "card_id=c1"])
+    result = CliRunner().invoke(predict, ["--target", f"127.0.0.1:{free_port()}", "--timeout", "0.5", "card_id=c1"])
     assert result.exit_code != 0 and "UNAVAILABLE" in result.output
 
 
 def test_fti_serve_without_a_version_says_once_what_it_waits_for_then_that_it_serves(
     inference_settings: InferenceSettings, publisher: ModelRegistry
 ) -> None:
-    port = _free_port()
+    port = free_port()
     args = [_fti(), "serve", "--model", MODEL, "--port", str(port), "--metrics-port", "0"]
     proc = subprocess.Popen(args, env=_env(inference_settings), stderr=subprocess.PIPE)
     stderr = _Stderr(proc)
     waiting = "waiting for model 'fraud' alias 'production' to have a version; NOT_SERVING until then"
     try:
         wait_for(lambda: stderr.count(waiting), what="the waiting line", details=stderr.text)
-        assert not _serving(port)
+        assert not grpc_serving(f"127.0.0.1:{port}")
         record = publish_model(publisher, MODEL, 1)
         publisher.move_alias(MODEL, "production", record.version, actor="test")
         loaded = f"model 'fraud' v{record.version} loaded; SERVING"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,23 +15,18 @@ from featurestore.online import RedisOnlineStore
 from fti.v1 import inference_pb2
 from registry.models import ModelRegistry
 
+from ...net import free_port
 from ...unit.inference_grpc.models_helper import publish_model
 from ...waits import wait_for
 from .conftest import MODEL, ServerFactory, write_features
 from .load import Load
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class OwnRedis:
     """A private redis-server this test may stop and restart without disturbing anyone."""
 
     def __init__(self, workdir: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.workdir = workdir
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,13 +18,8 @@ from fti_cli.stack.processes import ManagedProcess, is_ours, pid_alive, port_ope
 from fti_cli.stack.redis_server import redis_command, redis_marker
 from fti_cli.stack.settings import StackSettings
 
+from ...net import free_port
 from ...waits import wait_for
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _fti(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -44,7 +38,7 @@ def _pids(status_out: str) -> dict[str, int]:
 
 @pytest.fixture
 def stack_env(tmp_path: Path) -> dict[str, str]:
-    kafka, controller, redis_port = _free_port(), _free_port(), _free_port()
+    kafka, controller, redis_port = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("FTI_")}
     env.update(
         FTI_DATA_DIR=str(tmp_path / "data"),
@@ -154,7 +148,7 @@ def test_a_redis_it_starts_is_recognised_from_its_first_moment(tmp_path: Path) -
     # milliseconds said "redis exited during start-up" of a Redis that was fine (seen in a drill).
     exe = shutil.which("redis-server")
     assert exe is not None
-    settings = StackSettings(dir=tmp_path, redis_url=f"redis://localhost:{_free_port()}/0")  # type: ignore[arg-type]
+    settings = StackSettings(dir=tmp_path, redis_url=f"redis://localhost:{free_port()}/0")  # type: ignore[arg-type]
     cmd = redis_command(exe, settings)
     marker = redis_marker(settings)
     assert marker in " ".join(cmd)  # the command line before redis-server has run any code
