@@ -25,6 +25,7 @@ import pandas as pd
 from feature_stream.backfill import compute_view, parse_view_ref
 from feature_stream.settings import FeatureStreamSettings
 from featurestore.accepted import EntityEvents, ParsedArchive
+from featurestore.catalogue import Catalogue
 from featurestore.definitions import FeatureViewDef, load_definitions
 from featurestore.offline import OfflineStore
 from featurestore.online import OnlineKey, OnlineState, RedisOnlineStore
@@ -168,6 +169,8 @@ def run_verify(
 ) -> SkewReport:
     defs = load_definitions(settings.definitions_path)
     views = [defs.view(*parse_view_ref(r)) for r in view_refs] if view_refs else list(defs.views)
+    # A view changed without a new version differs from what the worker built: say so, not "a bug".
+    Catalogue(settings.offline_root).check(views)
     store = OfflineStore(settings.offline_root)
     online = RedisOnlineStore.from_url(settings.redis_url.get_secret_value(), settings.redis_prefix)
     archive = store.read_archive(sorted({v.source for v in views}))

@@ -144,6 +144,7 @@ class OfflineStore:
     """Append-only parquet writer and reader over one fsspec filesystem."""
 
     def __init__(self, root: str) -> None:
+        self.uri = root  # as given, protocol included (`root` is the path inside its filesystem)
         self.fs, path = fsspec.core.url_to_fs(root)
         self.root = path.rstrip("/")
         self.fs.makedirs(self.root, exist_ok=True)

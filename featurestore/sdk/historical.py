@@ -13,6 +13,7 @@ from typing import Protocol, runtime_checkable
 import pandas as pd
 
 from featurestore.accepted import ParsedArchive, accepted_events
+from featurestore.catalogue import Catalogue, DefinitionChangedError
 from featurestore.definitions import Definitions, FeatureViewDef, LabelDef
 from featurestore.keys import join_key
 from featurestore.offline import OfflineStore
@@ -31,6 +32,7 @@ __all__ = [
     "LabelTrainingRows",
     "LiveArchive",
     "Progress",
+    "check_views",
     "entity_rows",
     "join_views",
     "label_rows",
@@ -68,6 +70,10 @@ class LiveArchive:
     def __init__(self, store: OfflineStore) -> None:
         self._store = store
         self._parsed: dict[str, ParsedArchive] = {}
+
+    @property
+    def store(self) -> OfflineStore:
+        return self._store
 
     def archive(self, event_type: str) -> pd.DataFrame:
         return self._store.read_archive([event_type])
@@ -168,6 +174,7 @@ def join_views(
     progress: Progress = lambda _msg: None,
 ) -> tuple[pd.DataFrame, JoinStats]:
     """Feature columns `<view>__<feature>` of every feature of `views`, read at each row's `label_time`."""
+    check_views(reader, views)
     view_events = []
     archives: dict[str, ParsedArchive] = {}
     for v in views:
@@ -179,6 +186,24 @@ def join_views(
         progress(f"view {v.ref}: {sum(len(e.events) for e in events.values())} accepted events, {len(events)} entities")
         view_events.append(ViewEvents(v, events))
     return join_point_in_time(rows, view_events, allow_exact_matches=allow_exact_matches, as_served=as_served)
+
+
+def check_views(reader: EventReader, views: Sequence[FeatureViewDef]) -> None:
+    """Refuse a view whose definition is not the one its `view:version` was built with: a view
+    changed without a new version would give training values the worker never served. A
+    snapshot is checked against the definitions it froze, the live archive against the catalogue."""
+    if isinstance(reader, LiveArchive):
+        Catalogue(reader.store.uri).check(views)
+        return
+    frozen = {v.ref: v for v in getattr(reader, "views", ())}
+    for view in views:
+        known = frozen.get(view.ref)
+        if known is not None and known.content_hash() != view.content_hash():
+            raise DefinitionChangedError(
+                f"view {view.ref}: its definition changed since snapshot {reader.id} was taken, but its "
+                f"version did not (snapshot hash {known.content_hash()[:12]}, now {view.content_hash()[:12]}); "
+                "give the changed view a new version"
+            )
 
 
 @dataclass(frozen=True)
@@ -203,6 +228,7 @@ def label_training_rows(
     progress: Progress = lambda _msg: None,
 ) -> LabelTrainingRows:
     """Every feature of `views` read at each label event's time (`task`: its models', to check targets)."""
+    check_views(reader, views)  # before reading any label: a changed view is the first thing to hear of
     ldef = definitions.label(label)
     kinds = tuple(dict.fromkeys(v.entity for v in views))
     labels = label_rows(reader, ldef, kinds, task or label_task(definitions, ldef))

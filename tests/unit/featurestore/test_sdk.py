@@ -15,6 +15,7 @@ import pytest
 
 from feature_stream.backfill import tile_writes
 from featurestore.accepted import accepted_events
+from featurestore.catalogue import Catalogue, DefinitionChangedError
 from featurestore.definitions import DefinitionError, Definitions, parse_definitions
 from featurestore.keys import join_key
 from featurestore.offline import ArchiveRow, OfflineStore
@@ -300,3 +301,22 @@ def test_string_and_derived_features_keep_their_types(tmp_path: Path) -> None:
     assert isinstance(table, pa.Table)
     kind = table.schema.field("route__last_zone").type
     assert pa.types.is_string(kind) or pa.types.is_large_string(kind)
+
+
+def test_a_view_changed_without_a_new_version_is_refused_live_and_from_a_snapshot(tmp_path: Path) -> None:
+    """Training data of `card:1` must be what the worker built as `card:1`, never a quiet redefinition."""
+    fs = _store(tmp_path, [_txn(0, "c1", T0 + MIN, 5.0)])
+    Catalogue(str(tmp_path / "offline")).register(fs.definitions.views)  # what a worker does at start
+    snap = SnapshotStore(str(tmp_path / "offline")).create()
+    rows = pd.DataFrame({"card_id": ["c1"], "event_timestamp": [T0 + 3 * MIN]})
+    assert fs.get_historical_features(rows, ["card:n_10m"], snapshot=snap.id)["card__n_10m"].tolist() == [1]
+
+    doc = _defs().model_dump(mode="json")
+    doc["views"][0]["features"][0]["window"] = {"kind": "tumbling", "size_ms": 600_000, "step_ms": 600_000}
+    changed = FeatureStore(Definitions.model_validate(doc), str(tmp_path / "offline"))
+    assert changed.definitions.views[0].content_hash() != fs.definitions.views[0].content_hash()
+    for snapshot in (None, snap.id):
+        with pytest.raises(DefinitionChangedError, match=r"view card:1: its definition changed"):
+            changed.get_historical_features(rows, ["card:n_10m"], snapshot=snapshot)
+    with pytest.raises(DefinitionChangedError):
+        changed.get_historical_features("is_fraud", "fraud")
