@@ -393,6 +393,7 @@ class _Summary:
         self._health = health
         self._at = asyncio.get_running_loop().time()
         self._events = 0
+        self._dead = _dead_letters_by_reason()
 
     def maybe_log(self) -> None:
         now = asyncio.get_running_loop().time()
@@ -407,7 +408,25 @@ class _Summary:
             self._health.lag,
             self._health.take_longest_stall() * 1000,
         )
-        self._at, self._events = now, self._health.events
+        # Dead letters are easy to miss in a metric alone: one line a minute says how many, and why.
+        dead = _dead_letters_by_reason()
+        new = {r: n - self._dead.get(r, 0) for r, n in dead.items() if n > self._dead.get(r, 0)}
+        if new:
+            reasons = ", ".join(f"{r} {n:.0f}" for r, n in sorted(new.items(), key=lambda x: -x[1]))
+            log.warning(
+                "%.0f messages dead-lettered in the last %.0f s: %s", sum(new.values()), now - self._at, reasons
+            )
+        self._at, self._events, self._dead = now, self._health.events, dead
+
+
+def _dead_letters_by_reason() -> dict[str, float]:
+    """The dead-letter counter's totals by reason, as this process has counted them."""
+    return {
+        s.labels["reason"]: s.value
+        for family in metrics.DEAD_LETTERS.collect()
+        for s in family.samples
+        if s.name.endswith("_total")
+    }
 
 
 def _refresh_lag(app: faust.App) -> int:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from types import SimpleNamespace
 from typing import Any
 
 import redis
 
-from feature_stream.app import _rekeyed_chunks
+from feature_stream import metrics
+from feature_stream.app import _rekeyed_chunks, _Summary
 from feature_stream.codec import DeadLetter
 from feature_stream.health import Health
 from feature_stream.log_faults import FaultTracebackFilter
@@ -76,3 +78,25 @@ def test_the_longest_loop_stall_is_reported_once_per_summary() -> None:
         health.stalled_for(s)
     assert health.take_longest_stall() == 1.5
     assert health.take_longest_stall() == 0.0
+
+
+def test_the_minute_summary_says_how_many_messages_were_dead_lettered_and_why(caplog: Any) -> None:
+    def warnings() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+    async def run() -> tuple[list[str], list[str]]:
+        summary = _Summary(Health(live_after_s=60, stall_after_s=60))
+        summary.EVERY_S = 0.0
+        metrics.DEAD_LETTERS.labels("WRONG_TYPE").inc(3)
+        metrics.DEAD_LETTERS.labels("UNDECODABLE").inc()
+        summary.maybe_log()
+        first = warnings()
+        caplog.clear()
+        summary.maybe_log()  # nothing dead-lettered since: no line
+        return first, warnings()
+
+    with caplog.at_level(logging.INFO, logger="fti.worker"):
+        first, second = asyncio.run(run())
+    assert len(first) == 1 and first[0].startswith("4 messages dead-lettered in the last")
+    assert first[0].endswith(": WRONG_TYPE 3, UNDECODABLE 1")
+    assert second == []
