@@ -81,7 +81,8 @@ async def test_undecodable_request_bytes_are_invalid_argument_with_one_log_line(
 
     # The server's and gRPC's own log records (the Kafka client may warn about its topic meanwhile).
     server_logs = [r for r in caplog.records if r.name.startswith(("inference_grpc", "grpc"))]
-    warnings = [r for r in server_logs if r.levelno >= logging.WARNING]
+    # The start-up freshness check may warn too (this store is empty), whenever its sample ends.
+    warnings = [r for r in server_logs if r.levelno >= logging.WARNING and "stale or missing" not in r.getMessage()]
     assert len(warnings) == 1, [r.getMessage() for r in warnings]  # ten bad calls, one line
     assert warnings[0].exc_info is None and "request bytes are not a valid" in warnings[0].getMessage()
     # The server is unharmed: a proper request still scores.
