@@ -16,20 +16,10 @@ from feature_stream.codec import DeadLetter, RawEvent, decode_event
 from featurestore.definitions import Definitions, load_definitions, parse_definitions
 from featurestore.sources import load_message_class
 from fti.v1 import events_pb2
-from tests.fixtures.rides import build_descriptor_set, confluent_frame
+from tests.fixtures.rides import ROUTE_VIEW, build_descriptor_set, confluent_frame
 
 VIEWS: list[dict[str, Any]] = [
-    {
-        "name": "route_activity",
-        "version": 1,
-        "source": "ride_completed",
-        "entity": "route",
-        "ttl": "1d",
-        "features": [
-            {"name": "rides_1h", "agg": "count", "window": {"size": "1h"}},
-            {"name": "fare_sum_1h", "agg": "sum", "field": "fare", "window": {"size": "1h"}},
-        ],
-    },
+    ROUTE_VIEW,
     {
         "name": "txn",
         "version": 1,

@@ -11,19 +11,8 @@ import yaml
 
 from featurestore.definitions import DefinitionError, load_definitions, parse_definitions
 from featurestore.sources import SourceFormat, TimeUnit, WireFormat
-from tests.fixtures.rides import build_descriptor_set
+from tests.fixtures.rides import ROUTE_VIEW, build_descriptor_set
 
-VIEW: dict[str, Any] = {
-    "name": "route_activity",
-    "version": 1,
-    "source": "ride_completed",
-    "entity": "route",
-    "ttl": "1d",
-    "features": [
-        {"name": "rides_1h", "agg": "count", "window": {"size": "1h"}},
-        {"name": "fare_sum_1h", "agg": "sum", "field": "fare", "window": {"size": "1h"}},
-    ],
-}
 SOURCE: dict[str, Any] = {
     "name": "rides",
     "event_type": "ride_completed",
@@ -39,7 +28,7 @@ SOURCE: dict[str, Any] = {
 def _doc(**changes: Any) -> dict[str, Any]:
     src = copy.deepcopy(SOURCE)
     src.update(changes)
-    return {"views": [copy.deepcopy(VIEW)], "sources": [src]}
+    return {"views": [copy.deepcopy(ROUTE_VIEW)], "sources": [src]}
 
 
 def test_a_json_source_is_parsed() -> None:
@@ -59,12 +48,15 @@ def test_event_id_hash_and_a_single_topic_string() -> None:
 
 
 def test_sources_leave_view_hashes_alone() -> None:
-    plain = parse_definitions({"views": [copy.deepcopy(VIEW)]}).views[0]
+    plain = parse_definitions({"views": [copy.deepcopy(ROUTE_VIEW)]}).views[0]
     assert parse_definitions(_doc()).views[0].content_hash() == plain.content_hash()
 
 
 def test_an_fti_event_source_names_only_topics() -> None:
-    doc = {"views": [copy.deepcopy(VIEW)], "sources": [{"name": "r", "event_type": "ride_completed", "topics": ["t"]}]}
+    doc = {
+        "views": [copy.deepcopy(ROUTE_VIEW)],
+        "sources": [{"name": "r", "event_type": "ride_completed", "topics": ["t"]}],
+    }
     (src,) = parse_definitions(doc).sources
     assert src.format is SourceFormat.FTI_EVENT
 
@@ -115,7 +107,7 @@ def _proto_file(tmp_path: Path, **protobuf: Any) -> Path:
         "values": {"fare": "fare_usd", "distance_km": "trip.km", "status": "status"},
     }
     path = tmp_path / "features.yaml"
-    path.write_text(yaml.safe_dump({"views": [copy.deepcopy(VIEW)], "sources": [src]}))
+    path.write_text(yaml.safe_dump({"views": [copy.deepcopy(ROUTE_VIEW)], "sources": [src]}))
     return path
 
 
