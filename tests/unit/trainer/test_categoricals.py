@@ -19,6 +19,8 @@ from trainer.dataset import build_training_set
 from trainer.pipeline import run_training
 from trainer.settings import TrainerSettings
 
+from .labels_helper import outcome_labels
+
 T0 = 1_700_000_000_000
 KINDS = ["grocery", "fuel", "travel", "casino"]  # the risky one is not the most common
 RARE = [f"rare{i}" for i in range(12)]
@@ -86,16 +88,7 @@ def make_snapshot(n: int = 3000, seed: int = 0) -> Snapshot:
     mcc = np.where(rng.random(n) < 0.05, rng.choice(RARE, size=n), rng.choice(KINDS, size=n, p=[0.4, 0.3, 0.2, 0.1]))
     bad = ((mcc == "casino") & (rng.random(n) < 0.9)) | (rng.random(n) < 0.03)
     txns = pd.DataFrame({"t": t, "card": card, "mcc": mcc})
-    labels = pd.DataFrame(
-        {
-            "event_id": [f"l{i}" for i in range(n)],
-            "event_type": "outcome",
-            "event_time": pd.to_datetime(t + 1, unit="ms", utc=True).as_unit("ms"),
-            "entities": [{"card_id": c} for c in card],
-            "values": [{"bad": int(b)} for b in bad],
-            "late": False,
-        }
-    )
+    labels = outcome_labels(t + 1, card, bad)
     return Snapshot(id=f"snap-{seed}", txns=txns, labels=labels)
 
 

@@ -21,6 +21,8 @@ from trainer.errors import TrainingDataError
 from trainer.pipeline import run_training
 from trainer.settings import TrainerSettings
 
+from .labels_helper import outcome_labels
+
 T0 = 1_700_000_000_000
 
 DEFS = {
@@ -94,16 +96,7 @@ def make_snapshot(n: int = 3000, seed: int = 0) -> FakeSnapshot:
         }
     ).sort_values(["entity_key", "event_time"])
     bad = (risk + 0.7 * rng.normal(size=n) > 1.0).astype(int)
-    labels = pd.DataFrame(
-        {
-            "event_id": [f"l{i}" for i in range(n)],
-            "event_type": "outcome",
-            "event_time": pd.to_datetime(t + 1000, unit="ms", utc=True).as_unit("ms"),
-            "entities": [{"card_id": c} for c in card],
-            "values": [{"bad": int(b)} for b in bad],
-            "late": False,
-        }
-    )
+    labels = outcome_labels(t + 1000, card, bad)
     return FakeSnapshot(id=f"snap-{seed}", rows=rows, labels=labels)
 
 
