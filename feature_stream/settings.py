@@ -23,6 +23,15 @@ class FeatureStreamSettings(FtiSettings):
     app_id: str = Field("fti-features", description="Faust app id: consumer group and internal topic prefix.")
     state_prefix: str = Field("", description="Worker state key prefix; default '<redis prefix>:state:<app id>'.")
     batch_size: int = Field(2000, ge=1, description="Most events per processing batch.")
+    fetch_max_wait_ms: int = Field(
+        20,
+        ge=1,
+        le=10_000,
+        description=(
+            "Longest a fetch waits on the broker for new records; records arriving meanwhile on"
+            " partitions left out of that fetch wait as long (freshness)."
+        ),
+    )
     commit_interval_s: float = Field(1.0, gt=0, description="How often Faust commits consumed offsets.")
     session_timeout_s: float = Field(10.0, gt=0, description="Consumer group session timeout.")
     heartbeat_interval_s: float = Field(1.0, gt=0, description="Consumer group heartbeat interval.")

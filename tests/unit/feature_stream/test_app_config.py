@@ -59,3 +59,22 @@ def test_a_source_may_not_read_a_topic_of_the_pipeline(topic: str) -> None:
     )
     with pytest.raises(DefinitionError, match=f"source mine: topic '{re.escape(topic)}' is the"):
         _check_source_topics(FeatureStreamSettings(), defs)
+
+
+def test_the_consumer_waits_on_the_broker_as_long_as_the_setting_says() -> None:
+    """Faust fixes aiokafka's fetch wait at 1,500 ms; a fetch long-polling quiet partitions then
+    held back records of the busy ones that long (online values seconds old at 3k events/s)."""
+    import asyncio
+
+    from feature_stream.batch_consumer import DEFAULT_FETCH_MAX_WAIT_MS, BatchApp
+
+    async def created_wait(settings: FeatureStreamSettings) -> int:
+        app = BatchApp("fetch-wait-test", fetch_max_wait_ms=settings.fetch_max_wait_ms, **_app_config(settings))
+        consumer = app.consumer._new_consumer_thread()._create_worker_consumer(app.transport)
+        try:
+            return int(consumer._fetch_max_wait_ms)
+        finally:
+            await consumer.stop()
+
+    assert asyncio.run(created_wait(FeatureStreamSettings(fetch_max_wait_ms=37))) == 37
+    assert FeatureStreamSettings().fetch_max_wait_ms == DEFAULT_FETCH_MAX_WAIT_MS < 100
