@@ -18,6 +18,7 @@ from featurestore.online import (
     RedisOnlineStore,
     tiles_key,
 )
+from featurestore.online_tiles import TILE_WRITE_CHUNK
 from featurestore.tiles import Event, evaluate_events
 
 VIEW = FeatureViewDef.model_validate(
@@ -98,3 +99,34 @@ def test_keys_expire_and_the_earlier_layout_is_still_served_without_a_spec(redis
     store.write([OnlineRow("old_view", 1, "c1", 5_000, {"x": 2.0}, 60_000)])
     old = store.read_at([OnlineKey("old_view", 1, "c1")], 6_000)[0]
     assert old is not None and old.values == {"x": 2.0} and old.as_of_ms == -1
+
+
+def test_a_batch_of_many_entities_is_written_whole_by_the_async_store_even_after_redis_lost_its_scripts(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """More entities than one script call takes go in one pipeline of calls; a Redis that lost
+    its scripts (a restart) gets them loaded and the calls again. What is stored equals what
+    the synchronous store (one call at a time) stores."""
+    rng = random.Random(11)
+    events: dict[str, EntityEvents] = {}
+    for i in range(3 * TILE_WRITE_CHUNK + 7):
+        got = events.setdefault(f"d{i}", EntityEvents())
+        got.events.append(Event(T0 + rng.randrange(3_600_000), f"e{i}", {"fare": float(i % 13), "zone": "a"}))
+    writes = tile_writes(VIEW, events, SKEW)
+    sync_prefix = f"{redis_prefix}:sync"
+    RedisOnlineStore.from_url(redis_url, prefix=sync_prefix).write_tiles(writes)
+    client = redis.Redis.from_url(redis_url)
+    client.script_flush()
+
+    async def write() -> int:
+        store = AsyncRedisOnlineStore.from_url(redis_url, prefix=redis_prefix)
+        return await store.write_tiles(writes)
+
+    assert asyncio.run(write()) == len(events)
+
+    def stored(prefix: str, entity: str) -> dict[bytes, bytes]:
+        got = client.hgetall(tiles_key(prefix, OnlineKey("trips", 1, entity)))
+        got.pop(b"w")  # when it was written
+        return got
+
+    assert all(stored(redis_prefix, e) == stored(sync_prefix, e) != {} for e in events)
