@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from google.protobuf.message import DecodeError
 
@@ -30,8 +31,9 @@ _VIOLATIONS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class RawEvent:
+class RawEvent(NamedTuple):
+    """A decoded, validated event (one per message: a tuple, the cheapest immutable record)."""
+
     event_id: str
     event_type: str
     time_ms: int

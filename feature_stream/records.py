@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from feature_stream.codec import DeadLetter
@@ -20,8 +19,9 @@ from fti.v1 import rekeyed_pb2
 __all__ = ["InMessage", "Outbox", "ViewItem"]
 
 
-@dataclass(frozen=True, slots=True)
-class InMessage:
+class InMessage(NamedTuple):
+    """A consumed record (one per message: a tuple, the cheapest immutable record to build)."""
+
     topic: str
     partition: int
     offset: int

@@ -31,7 +31,7 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import msgspec
 import redis
@@ -62,8 +62,10 @@ log = logging.getLogger("feature_stream.state")
 EntityRef = tuple[str, str]  # (view ref "name:version", entity key)
 
 
-@dataclass(frozen=True, slots=True)
-class Seen:
+class Seen(NamedTuple):
+    """What the ingest stage recorded of an event on its message key (one per event: a tuple,
+    the cheapest immutable record to build; a frozen dataclass costs ~6x as much)."""
+
     position: str
     time_ms: int
     watermark_ms: int

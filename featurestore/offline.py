@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import fsspec
 import pandas as pd
@@ -81,8 +81,9 @@ class Compaction:
     path: str
 
 
-@dataclass(frozen=True, slots=True)
-class ArchiveRow:
+class ArchiveRow(NamedTuple):
+    """One archived event (one per event: a tuple, the cheapest immutable record to build)."""
+
     event_id: str
     event_type: str
     event_time_ms: int
