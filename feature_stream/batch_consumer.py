@@ -24,6 +24,7 @@ left the worker idle between fetches and the online values 2-3 s old.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from time import monotonic
 from typing import Any, ClassVar
 
 import faust
@@ -78,13 +79,19 @@ class BatchConsumer(faust_aiokafka.Consumer):
             raise
 
     async def _deliver(self, batches: dict[str, list[Message]], handlers: dict[str, BatchHandler]) -> None:
+        inbound = self.app.monitor.stream_inbound_time
         for topic, messages in batches.items():
             if not self.flow_active:
                 # A rebalance began during the fetch: drop the rest; the partitions are sought
                 # back to their committed offsets, so nothing unacked is lost.
                 return
+            now = monotonic()
             for m in messages:
                 self.track_message(m)  # a rebalance or shutdown now waits for its ack
+                # What Faust's stream would record per event: its livelock check reads it, and
+                # without it logged "Stream has not started processing" every 30 s of a catch-up
+                # longer than stream_processing_timeout (5 min), for partitions in progress.
+                inbound[m.tp] = now
             await handlers[topic](messages)
 
 
