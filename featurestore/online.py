@@ -290,7 +290,7 @@ class AsyncRedisOnlineStore(AsyncOnlineStore):
         except redis.RedisError as exc:
             raise UnavailableError(f"online store tile write failed: {exc}") from exc
 
-    async def _evalsha_all(self, script: Any, calls: Sequence[tuple[list[str], list[str]]]) -> int:
+    async def _evalsha_all(self, script: Any, calls: Sequence[tuple[list[str], list[bytes]]]) -> int:
         """Every call of a script in one round trip, each still its own atomic call (readers get
         in between). Awaited one by one, a 2,000-entity batch took 10 round trips, each waiting
         for the worker's busy event loop to send the next: writes fell behind the batches.
