@@ -88,8 +88,12 @@ class ViewPlan:
             for s in self.steps
         ]
         self.windows = sorted({(f.window.step_ms, f.window.size_ms) for f in view.features})
-        # Per step: each feature's `"name":` and the JSON text of its encoded partial.
-        self.texts = {s: [(_json_str(f.name) + ":", _text_of(f)) for f in fs] for s, fs in self.by_step}
+        # Per step: each feature's `"name":`, the JSON text of its encoded partial, and whether
+        # that text is remembered per tile (`encode`).
+        self.texts = {
+            s: [(_json_str(f.name) + ":", _text_of(f), f.feature.agg not in _CHEAP_TEXTS) for f in fs]
+            for s, fs in self.by_step
+        }
         self._expire: dict[int, int] = {}
 
     @classmethod
@@ -116,10 +120,23 @@ class ViewPlan:
 
     def encode(self, step: int, tile: list[Any]) -> str:
         """The text `tiles.encode_tile` gives the same tile (tested), written out directly:
-        encoding every touched tile was the largest JSON cost of a batch."""
-        partials = tile[1]
-        body = ",".join(name + text(p) for (name, text), p in zip(self.texts[step], partials.values(), strict=True))
-        return f"[{tile[0]},{{{body}}}]"
+        encoding every touched tile was the largest JSON cost of a batch.
+
+        A partial whose text costs more than a number's (a distinct set is sorted and quoted
+        whole) keeps its last text in the tile (`tile[2]`), reused while the partial is the
+        same object: partials are immutable, and one that did not change (a value the set
+        already holds) is returned as it was."""
+        memo = tile[2]
+        parts = []
+        for (name, text, remembered), p in zip(self.texts[step], tile[1].values(), strict=True):
+            if remembered:
+                hit = memo.get(name)
+                if hit is None or hit[0] is not p:
+                    hit = memo[name] = (p, name + text(p))
+                parts.append(hit[1])
+            else:
+                parts.append(name + text(p))
+        return f"[{tile[0]},{{{','.join(parts)}}}]"
 
 
 _json_str: Callable[[str], str] = json.encoder.encode_basestring_ascii
@@ -142,6 +159,18 @@ def _last_text(p: LastValue | None) -> str:
 def _distinct_text(p: frozenset[str]) -> str:
     return "[" + ",".join(_json_str(x) for x in sorted(p)) + "]"
 
+
+# Kinds whose partial's text is a number or two: remembering it would cost as much as writing it.
+_CHEAP_TEXTS = frozenset(
+    {
+        AggregationFunction.COUNT,
+        AggregationFunction.SUM,
+        AggregationFunction.MEAN,
+        AggregationFunction.MIN,
+        AggregationFunction.MAX,
+        AggregationFunction.LAST,
+    }
+)
 
 _TEXTS: dict[AggregationFunction, Callable[[Any], str]] = {
     AggregationFunction.COUNT: str,
@@ -347,7 +376,8 @@ class EntityState:
         self._plan = ViewPlan.of(view)
         self.recs: list[Rec] = sorted(recs, key=_order)
         self._ids = {r.event_id for r in self.recs}
-        # (step, start) -> [newest time, {feature: partial}]: mutable, owned by this state.
+        # (step, start) -> [newest time, {feature: partial}, {feature: (partial, text)}]: mutable,
+        # owned by this state (the last is `ViewPlan.encode`'s memo).
         self._tiles: dict[TileKey, list[Any]] = {}
         self._fold(self.recs)
 
@@ -378,7 +408,7 @@ class EntityState:
                 touched.add(key)
                 tile = tiles.get(key)
                 if tile is None:
-                    tile = tiles[key] = [-(2**63), {f.name: f.kind.empty() for f in features}]
+                    tile = tiles[key] = [-(2**63), {f.name: f.kind.empty() for f in features}, {}]
                 newest = group[0].time_ms if len(group) == 1 else max(r.time_ms for r in group)
                 if newest > tile[0]:
                     tile[0] = newest
