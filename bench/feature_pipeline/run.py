@@ -139,6 +139,11 @@ class Bench:
             "FTI_EVENTS_TOPIC_PARTITIONS": str(self.args.partitions),
             "FTI_WORKER_COMMIT_INTERVAL_S": "0.2",
             "FTI_WORKER_METRICS_ENABLED": "false",
+            **(
+                {"FTI_WORKER_MAX_CACHED_ENTITIES": str(self.args.max_cached)}
+                if run.startswith("mem") and self.args.max_cached
+                else {}
+            ),
         }
 
     def start_worker(self, env: dict[str, str], run: str) -> tuple[subprocess.Popen[bytes], Path]:
@@ -472,6 +477,7 @@ def memory_phase(bench: Bench) -> dict[str, Any]:
     return {
         "entities": a.entities,
         "events_per_entity": a.entity_events,
+        "worker_max_cached_entities": a.max_cached or "default (FTI_WORKER_MAX_CACHED_ENTITIES)",
         "worker_peak_rss_mb": round(usage.peak_rss_bytes / 2**20, 1),
         "worker_seconds_to_catch_up": round(time.monotonic() - t1, 1),
         "used_memory_delta_per_entity": round((used1 - used0) / a.entities, 1),
@@ -520,6 +526,9 @@ def main() -> None:
     ap.add_argument("--entities", type=int, default=1_000_000, help="Distinct entities of the memory phase (0: skip).")
     ap.add_argument("--entity-events", type=int, default=2, help="Events per entity in the memory phase.")
     ap.add_argument("--sample", type=int, default=2000, help="Entities whose keys MEMORY USAGE reads.")
+    ap.add_argument(
+        "--max-cached", type=int, default=0, help="FTI_WORKER_MAX_CACHED_ENTITIES of the memory phase (0: the default)."
+    )
     ap.add_argument("--worker-timeout", type=float, default=1800.0, help="Longest a worker may take to catch up.")
     ap.add_argument("--out", default=str(HERE / "results.json"))
     args = ap.parse_args()
@@ -546,8 +555,9 @@ def main() -> None:
                 print(f"  {view}: online {m['online_bytes_per_entity']:,.0f} B/entity "
                       f"(tiles {m['bytes_per_entity']['tiles']:,.0f}, tail {m['bytes_per_entity']['tail']:,.0f}),"
                       f" with worker state {m['with_state_bytes_per_entity']:,.0f} B")  # fmt: skip
+            cached = memory["worker_max_cached_entities"]
             print(f"  per message key: {memory['message_key_state_bytes']}; worker peak RSS "
-                  f"{memory['worker_peak_rss_mb']:.0f} MB")  # fmt: skip
+                  f"{memory['worker_peak_rss_mb']:.0f} MB (max cached {cached})")  # fmt: skip
         result = {
             "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
             "commit": subprocess.run(
