@@ -21,6 +21,7 @@ import math
 from bisect import bisect_left, insort
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 from featurestore.accepted import is_late
@@ -358,12 +359,10 @@ class Update:
 _NOTHING = Update(None, [], [], 0)
 
 
-def _order(r: Rec) -> tuple[int, str]:
-    return (r.time_ms, r.event_id)
-
-
-def _time(r: Rec) -> int:
-    return r.time_ms
+# Sort and search keys of a `Rec` (time_ms, event_id, values), as item getters: C calls, not
+# Python ones, in the sorts, insorts and bisections of every update.
+_order: Callable[[Rec], tuple[int, str]] = itemgetter(0, 1)
+_time: Callable[[Rec], int] = itemgetter(0)
 
 
 class EntityState:

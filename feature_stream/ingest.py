@@ -46,11 +46,13 @@ class Ingest:
         self.state = state
         self.future_skew_ms = future_skew_ms
         self.dedup_retention_ms = dedup_retention_ms
-        # Per event type: the views it feeds with the fields each reads, its filters' included
-        # (looked up once, not per event).
-        self._routes = {t: [(v, v.read_fields) for v in defs.views_for_event(t)] for t in defs.event_types}
+        # Per event type: each view it feeds as (ref, entity kind, the fields it reads, its
+        # filters' included), looked up once rather than per event.
+        self._routes = {
+            t: [(v.ref, v.entity, v.read_fields) for v in defs.views_for_event(t)] for t in defs.event_types
+        }
         self._least_lateness = {
-            t: min((v.allowed_lateness_ms for v, _ in routes), default=None) for t, routes in self._routes.items()
+            t: min((v.allowed_lateness_ms for v in defs.views_for_event(t)), default=None) for t in defs.event_types
         }
         self._keys: dict[str, KeyState] = {}  # least recently used first
         # Messages an operator dead-lettered by hand: position -> reason (`feature_stream.skips`).
@@ -94,9 +96,11 @@ class Ingest:
 
     def _route(self, msg: InMessage, key: str, ev: RawEvent, wm: int, now_ns: int, out: Decisions) -> None:
         out.archive.append(self._archive_row(key, ev, wm, now_ns))
-        for view, fields in self._routes[ev.event_type]:
-            vals = {k: x for k, x in ev.values.items() if k in fields}
-            item = ViewItem(view.ref, ev.entities[view.entity], ev.event_id, ev.time_ms, wm, vals)
+        values = ev.values
+        for ref, entity, fields in self._routes[ev.event_type]:
+            # Values are never changed once decoded: a view reading every field shares the dict.
+            vals = values if fields.issuperset(values) else {k: x for k, x in values.items() if k in fields}
+            item = ViewItem(ref, ev.entities[entity], ev.event_id, ev.time_ms, wm, vals)
             # A view keyed like a raw message is already partitioned right: no Kafka hop. A source
             # topic's partitioner is the user's, so its items always take the re-keyed topic.
             (out.local if item.entity_key == key and not msg.own_keys else out.remote).append(item)
