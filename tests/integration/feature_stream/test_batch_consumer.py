@@ -63,6 +63,24 @@ def _produce(bootstrap: str, topic: str, messages: list[tuple[int, bytes]]) -> N
     assert p.flush(30) == 0
 
 
+def _batches_once_committed(
+    proc: subprocess.Popen[bytes], bootstrap: str, app_id: str, topic: str, offsets: list[int], out: Path, log: Path
+) -> list[list[list[int]]]:
+    """Wait until the app has committed `offsets` (per partition), stop it, and return the
+    batches its handler wrote, in order."""
+
+    def all_committed() -> bool:
+        assert proc.poll() is None, log.read_text()
+        return _committed(bootstrap, app_id, topic, len(offsets)) == offsets
+
+    try:
+        wait_for(all_committed, what="every offset to be committed", timeout_s=120, poll_s=0.3, details=log.read_text)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
 def _env(kafka_bootstrap: str) -> dict[str, str]:
     return {**os.environ, "FTI_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "FTI_WORKER_COMMIT_INTERVAL_S": "0.2"}
 
@@ -73,19 +91,9 @@ def test_each_fetch_reaches_the_handler_whole_in_offset_order_and_is_committed_o
     topic = topic_factory(partitions=2)
     _produce(kafka_bootstrap, topic, [(i % 2, f"v{i}".encode()) for i in range(3000)])
     out, app_id = tmp_path / "batches.jsonl", unique("batch")
-    proc = _start(_env(kafka_bootstrap), app_id, topic, out, tmp_path / "worker.log")
     log = tmp_path / "worker.log"
-
-    def all_committed() -> bool:
-        assert proc.poll() is None, log.read_text()
-        return _committed(kafka_bootstrap, app_id, topic, 2) == [1500, 1500]
-
-    try:
-        wait_for(all_committed, what="every offset to be committed", timeout_s=90, poll_s=0.3, details=log.read_text)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-    batches = [json.loads(line) for line in out.read_text().splitlines()]
+    proc = _start(_env(kafka_bootstrap), app_id, topic, out, log)
+    batches = _batches_once_committed(proc, kafka_bootstrap, app_id, topic, [1500, 1500], out, log)
     seen = [tuple(pos) for batch in batches for pos in batch]
     assert sorted(seen) == [(p, o) for p in range(2) for o in range(1500)]  # each record exactly once
     for p in range(2):
@@ -126,17 +134,7 @@ def test_a_long_catch_up_is_not_reported_as_a_stream_that_never_started(
     out, app_id, log = tmp_path / "batches.jsonl", unique("batch"), tmp_path / "worker.log"
     extra = json.dumps({"stream_processing_timeout": 1.0, "broker_max_poll_records": 20})
     proc = _start(_env(kafka_bootstrap), app_id, topic, out, log, EXTRA_CONF=extra, HANDLER_SLEEP_S="0.2")
-
-    def all_committed() -> bool:
-        assert proc.poll() is None, log.read_text()
-        return _committed(kafka_bootstrap, app_id, topic, 1) == [300]
-
-    try:
-        wait_for(all_committed, what="every offset to be committed", timeout_s=120, poll_s=0.3, details=log.read_text)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-    batches = [json.loads(line) for line in out.read_text().splitlines()]
+    batches = _batches_once_committed(proc, kafka_bootstrap, app_id, topic, [300], out, log)
     assert len(batches) >= 10  # the catch-up outlasted the timeout many times over
     text = log.read_text()
     assert "has not started processing" not in text and "has stopped processing" not in text, text
