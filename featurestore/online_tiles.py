@@ -123,15 +123,22 @@ WRITE_TILES = (
 local ops = cmsgpack.unpack(ARGV[1])
 for i, op in ipairs(ops) do
   local key, tail = KEYS[2 * i - 1], KEYS[2 * i]
+  -- 'w', 'n' (when newer) and the tiles in one HSET: their fields never overlap.
+  local args, n = {'w', op[3]}, 2
   local cur = redis.call('HGET', key, 'n')
-  if not cur or tonumber(cur) < tonumber(op[1]) then redis.call('HSET', key, 'n', op[1]) end
-  redis.call('HSET', key, 'w', op[3])
-  hset(key, op[4])
+  if not cur or tonumber(cur) < tonumber(op[1]) then args[3], args[4] = 'n', op[1]; n = 4 end
+  for f, v in pairs(op[4]) do
+    args[n + 1], args[n + 2] = f, v
+    n = n + 2
+    if n >= SLICE then redis.call('HSET', key, unpack(args, 1, n)); n = 0 end
+  end
+  if n > 0 then redis.call('HSET', key, unpack(args, 1, n)) end
   hdel(key, op[5])
+  local tailed = next(op[6]) ~= nil
   hset(tail, op[6])
   hdel(tail, op[7])
   redis.call('PEXPIRE', key, op[2])
-  if redis.call('EXISTS', tail) == 1 then redis.call('PEXPIRE', tail, op[2]) end
+  if tailed or redis.call('EXISTS', tail) == 1 then redis.call('PEXPIRE', tail, op[2]) end
 end
 return #ops
 """
