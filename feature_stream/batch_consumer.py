@@ -31,9 +31,9 @@ import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import Message, TopicT
 
-__all__ = ["DEFAULT_FETCH_MAX_WAIT_MS", "BatchApp", "BatchHandler"]
+from feature_stream.settings import DEFAULT_FETCH_MAX_WAIT_MS
 
-DEFAULT_FETCH_MAX_WAIT_MS = 20
+__all__ = ["BatchApp", "BatchHandler"]
 
 BatchHandler = Callable[[list[Message]], Awaitable[None]]
 

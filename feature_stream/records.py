@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from feature_stream.codec import DeadLetter
-from featurestore.values import Scalar, from_value_map, set_value, to_value_map
+from featurestore.values import Scalar, from_value_map, set_value
 from fti.v1 import rekeyed_pb2
 
 __all__ = ["InMessage", "Outbox", "ViewItem"]
@@ -54,16 +54,6 @@ class ViewItem(NamedTuple):
     watermark_ms: int
     values: Mapping[str, Scalar]
 
-    def to_proto(self) -> rekeyed_pb2.RekeyedItem:
-        return rekeyed_pb2.RekeyedItem(
-            view=self.view_ref,
-            entity_key=self.entity_key,
-            event_id=self.event_id,
-            event_time_ms=self.time_ms,
-            watermark_ms=self.watermark_ms,
-            values=to_value_map(self.values),
-        )
-
     @classmethod
     def from_proto(cls, item: rekeyed_pb2.RekeyedItem) -> ViewItem:
         values = {k: v for k, v in from_value_map(item.values).items() if v is not None}
@@ -71,7 +61,8 @@ class ViewItem(NamedTuple):
 
     @staticmethod
     def encode_many(items: Sequence[ViewItem]) -> bytes:
-        """The `RekeyedBatch` of `to_proto` of each item, built in place (2.5x as fast)."""
+        """The `RekeyedBatch` of the items, each item and value written in place (building each
+        message and copying it into its parent cost 2.5x as much)."""
         batch = rekeyed_pb2.RekeyedBatch()
         add = batch.items.add
         for i in items:

@@ -12,7 +12,10 @@ from pydantic import Field
 
 from fti_core.settings import FtiSettings
 
-__all__ = ["FeatureStreamSettings"]
+__all__ = ["DEFAULT_FETCH_MAX_WAIT_MS", "FeatureStreamSettings"]
+
+# aiokafka's fetch wait for the worker (Faust fixes 1,500 ms): see `feature_stream.batch_consumer`.
+DEFAULT_FETCH_MAX_WAIT_MS = 20
 
 
 class FeatureStreamSettings(FtiSettings):
@@ -24,7 +27,7 @@ class FeatureStreamSettings(FtiSettings):
     state_prefix: str = Field("", description="Worker state key prefix; default '<redis prefix>:state:<app id>'.")
     batch_size: int = Field(2000, ge=1, description="Most events per processing batch.")
     fetch_max_wait_ms: int = Field(
-        20,
+        DEFAULT_FETCH_MAX_WAIT_MS,
         ge=1,
         le=10_000,
         description=(

@@ -297,17 +297,17 @@ class AsyncRedisOnlineStore(AsyncOnlineStore):
         EVALSHA straight, since a redis-py pipeline of scripts asks SCRIPT EXISTS first; a Redis
         that lost its scripts (restarted) gets them loaded and all the calls again, which
         changes nothing for those that ran (tiles and tail events are set whole)."""
-        for attempt in range(2):
-            pipe = self._client.pipeline(transaction=False)
-            for keys, args in calls:
-                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-            try:
-                return sum(int(r) for r in await pipe.execute())
-            except NoScriptError:
-                if attempt:
-                    raise
-                await self._client.script_load(script.script)
-        raise AssertionError("unreachable")
+        try:
+            return await self._evalsha_pipeline(script.sha, calls)
+        except NoScriptError:
+            await self._client.script_load(script.script)
+            return await self._evalsha_pipeline(script.sha, calls)
+
+    async def _evalsha_pipeline(self, sha: str, calls: Sequence[tuple[list[str], list[bytes]]]) -> int:
+        pipe = self._client.pipeline(transaction=False)
+        for keys, args in calls:
+            pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+        return sum(int(r) for r in await pipe.execute())
 
     async def read(self, keys: Sequence[OnlineKey]) -> list[OnlineValue | None]:
         return await self.read_at(keys, _now_ms())

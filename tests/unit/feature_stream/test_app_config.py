@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from typing import Any, cast
 
 import pytest
 
@@ -66,11 +67,13 @@ def test_the_consumer_waits_on_the_broker_as_long_as_the_setting_says() -> None:
     held back records of the busy ones that long (online values seconds old at 3k events/s)."""
     import asyncio
 
-    from feature_stream.batch_consumer import DEFAULT_FETCH_MAX_WAIT_MS, BatchApp
+    from feature_stream.batch_consumer import BatchApp
+    from feature_stream.settings import DEFAULT_FETCH_MAX_WAIT_MS
 
     async def created_wait(settings: FeatureStreamSettings) -> int:
         app = BatchApp("fetch-wait-test", fetch_max_wait_ms=settings.fetch_max_wait_ms, **_app_config(settings))
-        consumer = app.consumer._new_consumer_thread()._create_worker_consumer(app.transport)
+        thread = cast(Any, app.consumer)._new_consumer_thread()  # Faust types it as any consumer
+        consumer = thread._create_worker_consumer(app.transport)
         try:
             return int(consumer._fetch_max_wait_ms)
         finally:

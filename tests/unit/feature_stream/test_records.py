@@ -1,4 +1,4 @@
-"""The re-keyed topic's record: built in place, it is the `RekeyedBatch` of each item's `to_proto`."""
+"""The re-keyed topic's record: built in place, it is the `RekeyedBatch` built the plain way."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import random
 import pytest
 
 from feature_stream.records import ViewItem
-from featurestore.values import Scalar
+from featurestore.values import Scalar, to_value_map
 from fti.v1 import rekeyed_pb2
 from fti_core.errors import InvalidArgumentError
 
@@ -29,7 +29,18 @@ def _items(rng: random.Random, n: int) -> list[ViewItem]:
 def test_encode_many_is_the_batch_of_to_proto_and_decodes_back() -> None:
     items = _items(random.Random(4), 400)
     data = ViewItem.encode_many(items)
-    assert rekeyed_pb2.RekeyedBatch.FromString(data) == rekeyed_pb2.RekeyedBatch(items=[i.to_proto() for i in items])
+    plain = [
+        rekeyed_pb2.RekeyedItem(
+            view=i.view_ref,
+            entity_key=i.entity_key,
+            event_id=i.event_id,
+            event_time_ms=i.time_ms,
+            watermark_ms=i.watermark_ms,
+            values=to_value_map(i.values),
+        )
+        for i in items
+    ]
+    assert rekeyed_pb2.RekeyedBatch.FromString(data) == rekeyed_pb2.RekeyedBatch(items=plain)
     back = ViewItem.decode_many(data)
     assert back == items
     for got, want in zip(back, items, strict=True):  # bool stays bool, -0.0 stays -0.0
