@@ -263,14 +263,8 @@ class AsyncRedisOnlineStore(AsyncOnlineStore):
     async def write(self, rows: Sequence[OnlineRow]) -> int:
         if not rows:
             return 0
-        calls = write_calls(self._prefix, rows)
         try:
-            if len(calls) == 1:  # the common case: no pipeline, so no SCRIPT EXISTS round trip
-                return int(await self._script(*calls[0]))
-            pipe = self._client.pipeline(transaction=False)
-            for keys, args in calls:
-                await self._script(keys, args, client=pipe)
-            return sum(int(r) for r in await pipe.execute())
+            return await self._call_all(self._script, write_calls(self._prefix, rows))
         except redis.RedisError as exc:
             raise UnavailableError(f"online store write failed: {exc}") from exc
 
@@ -282,28 +276,28 @@ class AsyncRedisOnlineStore(AsyncOnlineStore):
             raise UnavailableError(f"online store spec write failed: {exc}") from exc
 
     async def write_tiles(self, writes: Sequence[TileWrite]) -> int:
-        calls = tile_calls(self._prefix, writes)
         try:
-            if len(calls) == 1:
-                return int(await self._tiles_script(*calls[0]))
-            return await self._evalsha_all(self._tiles_script, calls)
+            return await self._call_all(self._tiles_script, tile_calls(self._prefix, writes))
         except redis.RedisError as exc:
             raise UnavailableError(f"online store tile write failed: {exc}") from exc
 
-    async def _evalsha_all(self, script: Any, calls: Sequence[tuple[list[str], list[bytes]]]) -> int:
-        """Every call of a script in one round trip, each still its own atomic call (readers get
-        in between). Awaited one by one, a 2,000-entity batch took 10 round trips, each waiting
-        for the worker's busy event loop to send the next: writes fell behind the batches.
-        EVALSHA straight, since a redis-py pipeline of scripts asks SCRIPT EXISTS first; a Redis
-        that lost its scripts (restarted) gets them loaded and all the calls again, which
-        changes nothing for those that ran (tiles and tail events are set whole)."""
+    async def _call_all(self, script: Any, calls: Sequence[tuple[list[str], Sequence[str | bytes | int]]]) -> int:
+        """Every call of a write script in one round trip, each still its own atomic call
+        (readers get in between); the sum of what they return. Awaited one by one, a
+        2,000-entity batch took 10 round trips, each waiting for the worker's busy event loop to
+        send the next: writes fell behind the batches. Several calls go as EVALSHA straight,
+        since a redis-py pipeline of scripts asks SCRIPT EXISTS first; a Redis that lost its
+        scripts (restarted) gets them loaded and all the calls again, which changes nothing for
+        those that ran (both write scripts are idempotent)."""
+        if len(calls) == 1:  # the common case: redis-py's call loads the script when needed
+            return int(await script(*calls[0]))
         try:
             return await self._evalsha_pipeline(script.sha, calls)
         except NoScriptError:
             await self._client.script_load(script.script)
             return await self._evalsha_pipeline(script.sha, calls)
 
-    async def _evalsha_pipeline(self, sha: str, calls: Sequence[tuple[list[str], list[bytes]]]) -> int:
+    async def _evalsha_pipeline(self, sha: str, calls: Sequence[tuple[list[str], Sequence[str | bytes | int]]]) -> int:
         pipe = self._client.pipeline(transaction=False)
         for keys, args in calls:
             pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
