@@ -1,8 +1,8 @@
 """Buffering and the flush protocol: outputs, then state, then offsets.
 
 Batches add to one buffer: archive rows, Kafka sends (in the outbox), state changes and the
-callbacks that ack their messages. Online tile writes are sent at once (freshness) but in
-order, and remembered. A flush — from a timer when the oldest buffered work is
+callbacks that ack their messages. Online tile writes are sent at once (freshness), applied
+in the order sent, and remembered. A flush — from a timer when the oldest buffered work is
 `interval_s` old, on partition revocation, or inline past `max_rows` — waits for the online
 writes, writes parquet, waits for the producer's acknowledgements, saves the state, and
 only then acks. Taking the buffer is the only step under the processing lock, so batches
@@ -36,7 +36,7 @@ class Buffer:
     keys: dict[str, KeyState] = field(default_factory=dict)
     entities: EntityChanges = field(default_factory=EntityChanges)
     # Online writes already sent: a flush waits for them (and fails with them) before acking.
-    online: list[asyncio.Task[int]] = field(default_factory=list)
+    online: list[asyncio.Future[int]] = field(default_factory=list)
     on_durable: list[Callable[[], None]] = field(default_factory=list)
     rows: int = 0
     since: float = field(default_factory=time.monotonic)
@@ -66,7 +66,8 @@ class Flusher:
         self.buffer = Buffer()
         self._lock = lock  # the processing lock: held only while taking the buffer
         self._flush_lock = asyncio.Lock()  # flushes save state in batch order
-        self._inflight: list[asyncio.Task[int]] = []  # sent online writes, oldest first
+        self._sender = online.tile_sender()
+        self._inflight: list[asyncio.Future[int]] = []  # sent online writes, oldest first
         self.on_failure: Callable[[], None] = self.reset
         # Called under the processing lock once a flush saved the state and acked (cache trims).
         self.on_saved: Callable[[], None] = lambda: None
@@ -115,20 +116,20 @@ class Flusher:
     async def send_online(self, writes: list[TileWrite]) -> None:
         """Send tile writes now without waiting for Redis to apply them; a flush awaits them.
 
-        Each write starts when the previous one is done: a tile is written whole, so a
-        reordered pair could leave the older tile. Past `MAX_ONLINE_IN_FLIGHT` unfinished
-        writes the batch waits for the oldest (back-pressure when Redis falls behind)."""
-        inflight = [t for t in self._inflight if not t.done()]
+        Writes are applied in the order sent (a tile is written whole, so a reordered pair
+        could leave the older tile): `AsyncOnlineStore.tile_sender`. Past
+        `MAX_ONLINE_IN_FLIGHT` unfinished writes the batch waits for the oldest (back-pressure
+        when Redis falls behind)."""
+        inflight = [f for f in self._inflight if not f.done()]
         if len(inflight) >= MAX_ONLINE_IN_FLIGHT:
             await asyncio.wait(inflight[:1])
-            inflight = [t for t in inflight if not t.done()]
-        task = asyncio.ensure_future(self._write_online(writes, inflight[-1] if inflight else None))
-        self._inflight = [*inflight, task]
-        self.buffer.online.append(task)
+            inflight = [f for f in inflight if not f.done()]
+        sent = await self._sender.send(writes)
+        sent.add_done_callback(_count_applied)
+        self._inflight = [*inflight, sent]
+        self.buffer.online.append(sent)
 
-    async def _write_online(self, writes: list[TileWrite], after: asyncio.Task[int] | None) -> int:
-        if after is not None:
-            await asyncio.wait([after])  # only its order matters here; its error is the flush's
-        applied = await self.online.write_tiles(writes)
-        metrics.ONLINE_WRITES.labels("all").inc(applied)
-        return applied
+
+def _count_applied(sent: asyncio.Future[int]) -> None:
+    if not sent.cancelled() and sent.exception() is None:
+        metrics.ONLINE_WRITES.labels("all").inc(sent.result())

@@ -58,6 +58,7 @@ from featurestore.online_tiles import (
     tile_calls,
     tiles_key,
 )
+from featurestore.tile_senders import ChainedTileSender, RedisScriptStream, TileSender
 from featurestore.tiles import NeedTail
 from fti_core.errors import UnavailableError
 
@@ -157,6 +158,11 @@ class AsyncOnlineStore(ABC):
 
     async def write_tiles(self, writes: Sequence[TileWrite]) -> int:
         raise NotImplementedError(f"{type(self).__name__} does not store tiles")
+
+    def tile_sender(self) -> TileSender:
+        """A sender of tile writes in order, each not waiting for the one before to be applied
+        (the worker's); here, `write_tiles` calls chained one after the other."""
+        return ChainedTileSender(self.write_tiles)
 
     async def sample_newest(self, views: Sequence[tuple[str, int]], limit: int) -> dict[tuple[str, int], ViewSample]:
         """Up to `limit` stored entities' newest event times per view version, and its spec: a
@@ -280,6 +286,11 @@ class AsyncRedisOnlineStore(AsyncOnlineStore):
             return await self._call_all(self._tiles_script, tile_calls(self._prefix, writes))
         except redis.RedisError as exc:
             raise UnavailableError(f"online store tile write failed: {exc}") from exc
+
+    def tile_sender(self) -> TileSender:
+        """Tile writes streamed on a connection of their own (`tile_senders.RedisScriptStream`)."""
+        prefix = self._prefix
+        return RedisScriptStream(self._client, WRITE_TILES, lambda writes: tile_calls(prefix, writes))
 
     async def _call_all(self, script: Any, calls: Sequence[tuple[list[str], Sequence[str | bytes | int]]]) -> int:
         """Every call of a write script in one round trip, each still its own atomic call
