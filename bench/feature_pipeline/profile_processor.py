@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
-import gc
 import pstats
 import statistics
 import tempfile
@@ -25,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from feature_stream.codec import DeadLetter
+from feature_stream.collector import Collector
 from feature_stream.processor import InMessage, Outbox, Processor, ViewItem
 from feature_stream.state import InMemoryStateStore
 from featurestore.definitions import Definitions, load_definitions
@@ -82,7 +82,7 @@ def _defs(view: str | None) -> Definitions:
     return defs.model_copy(update={"views": tuple(v for v in defs.views if v.ref == view)})
 
 
-async def _run(defs: Definitions, msgs: list[InMessage], batch: int, tmp: str) -> None:
+async def _run(defs: Definitions, msgs: list[InMessage], batch: int, tmp: str, collector: Collector | None) -> None:
     outbox = _LoopOutbox()
     proc = Processor(defs, InMemoryStateStore(), _EncodingOnline(), OfflineStore(tmp), outbox)
     for i in range(0, len(msgs), batch):
@@ -91,15 +91,19 @@ async def _run(defs: Definitions, msgs: list[InMessage], batch: int, tmp: str) -
         for rec in records:  # as the re-keyed agent gets them
             await proc.aggregate(ViewItem.decode_many(rec))
         await proc.flush_if_due()
+        if collector is not None:  # the worker's flush loop ticks about as often as a batch here
+            collector.tick()
     await proc.flush()
 
 
-def _once(defs: Definitions, msgs: list[InMessage], batch: int, profile: cProfile.Profile | None) -> float:
+def _once(
+    defs: Definitions, msgs: list[InMessage], batch: int, profile: cProfile.Profile | None, collector: Collector | None
+) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         c0 = time.process_time()
         if profile is not None:
             profile.enable()
-        asyncio.run(_run(defs, msgs, batch, tmp))
+        asyncio.run(_run(defs, msgs, batch, tmp, collector))
         if profile is not None:
             profile.disable()
         return time.process_time() - c0
@@ -113,17 +117,17 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--top", type=int, default=35)
-    ap.add_argument("--default-gc", action="store_true", help="keep Python's GC thresholds (the worker raises them)")
+    ap.add_argument("--default-gc", action="store_true", help="Python's default GC, not the worker's policy")
     args = ap.parse_args()
     defs = _defs(args.view)
     sim = list(generate(args.events, SimConfig(seed=1)))
     now_ms = int(time.time() * 1000)
     msgs = [InMessage("raw", 0, i, e.key, e.value, now_ms) for i, e in enumerate(sim)]
-    if not args.default_gc:  # as the worker does (`feature_stream.app._tune_gc`)
-        gc.freeze()
-        gc.set_threshold(50_000, 20, 100)
+    collector = None if args.default_gc else Collector()  # as the worker does
+    if collector is not None:
+        collector.start()
     profile = cProfile.Profile() if args.profile else None
-    cpu = [_once(defs, msgs, args.batch, profile) for _ in range(args.repeat)]
+    cpu = [_once(defs, msgs, args.batch, profile, collector) for _ in range(args.repeat)]
     med = statistics.median(cpu)
     views = [v.ref for v in defs.views]
     rate, per = len(msgs) / med, 1e6 * med / len(msgs)

@@ -1,0 +1,48 @@
+"""When the worker lets CPython's cyclic garbage collector run.
+
+The worker allocates several containers per event and keeps many of them (the caches), but
+makes no reference cycles: over 400 automatic collections in catch-ups and live traffic found
+nothing to free. They still cost ~7 % of a catch-up's time, stopped the event loop for 30-45 ms
+every second or two of live traffic (5,200 events/s), and a full collection stopped it for
+~200 ms with a small cache, longer with a large one.
+
+So everything alive is frozen (`gc.freeze`: constant time, and it resets the collector's
+allocation count) at every tick of the flush loop. The automatic collector runs only when one
+tick allocates more than its threshold, and then scans just that tick's objects. Cyclic garbage
+there may still be (a library's error path) is freed by a full collection every `full_every_s`.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Callable
+
+__all__ = ["Collector"]
+
+# Net allocations between two automatic collections (CPython's default is 700): the per-event
+# containers made a collection every few events. Most ticks stay below it.
+YOUNG_THRESHOLD = 50_000
+
+
+class Collector:
+    def __init__(self, full_every_s: float = 600.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.full_every_s = full_every_s
+        self._clock = clock
+        self._last_full = clock()
+        self.full_collections = 0
+
+    def start(self) -> None:
+        """After start-up: what exists now lives for the whole process."""
+        gc.freeze()
+        gc.set_threshold(YOUNG_THRESHOLD, 20, 100)
+
+    def tick(self) -> None:
+        """Freeze what is alive; once every `full_every_s`, first collect everything."""
+        now = self._clock()
+        if now - self._last_full >= self.full_every_s:
+            self._last_full = now
+            gc.unfreeze()
+            gc.collect()
+            self.full_collections += 1
+        gc.freeze()
