@@ -31,6 +31,23 @@ __all__ = ["ChainedTileSender", "RedisScriptStream", "TileSender"]
 Call = tuple[list[str], Sequence[Any]]  # a script call's keys and arguments
 
 
+def _command(args: Sequence[bytes]) -> bytes:
+    """One command in RESP, as redis-py packs it, but in one piece: redis-py's packer and the
+    socket writes of its chunks took ~6 % of a live worker's time."""
+    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%b\r\n" % (len(a), a) for a in args)
+
+
+def _evalsha(sha: bytes, keys: Sequence[str], args: Sequence[Any]) -> bytes:
+    return _command([b"EVALSHA", sha, b"%d" % len(keys), *(k.encode() for k in keys), *(_bytes(a) for a in args)])
+
+
+def _bytes(arg: str | bytes | float) -> bytes:
+    """An argument's bytes as redis-py encodes it (text as UTF-8, numbers by repr)."""
+    if isinstance(arg, bytes):
+        return arg
+    return arg.encode() if isinstance(arg, str) else repr(arg).encode()
+
+
 class TileSender(ABC):
     """Tile writes applied in the order they are sent; each send returns before it is applied."""
 
@@ -73,7 +90,8 @@ class RedisScriptStream(TileSender):
     def __init__(self, client: aredis.Redis, script: str, calls_of: Callable[[Sequence[Any]], Sequence[Call]]) -> None:
         self._pool = client.connection_pool
         self._script = script
-        self._sha = sha1(script.encode(), usedforsecurity=False).hexdigest()
+        self._sha = sha1(script.encode(), usedforsecurity=False).hexdigest().encode()
+        self._load = _command([b"SCRIPT", b"LOAD", script.encode()])
         self._calls_of = calls_of
         self._conn: Any = None  # redis.asyncio.Connection, made on first send
         self._sending = asyncio.Lock()  # one send's bytes at a time, in call order
@@ -86,15 +104,15 @@ class RedisScriptStream(TileSender):
         if self._error is not None:
             fut.set_exception(UnavailableError(str(self._error)))
             return fut
-        commands: list[tuple[Any, ...]] = [("SCRIPT", "LOAD", self._script)]
-        commands += [("EVALSHA", self._sha, len(keys), *keys, *args) for keys, args in self._calls_of(writes)]
+        calls = self._calls_of(writes)
+        payload = self._load + b"".join(_evalsha(self._sha, keys, args) for keys, args in calls)
         async with self._sending:
             try:
                 if self._conn is None:
                     self._conn = self._pool.make_connection()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
                     await self._conn.connect()
-                self._pending.append((len(commands), fut))
-                await self._conn.send_packed_command(self._conn.pack_commands(commands), check_health=False)
+                self._pending.append((1 + len(calls), fut))
+                await self._conn.send_packed_command([payload], check_health=False)
             except RedisError as exc:
                 self._fail(exc)
                 return fut
