@@ -76,18 +76,20 @@ def run_one(bootstrap: str, topic: str, total: int, partitions: int, chunk: int 
     group = env["FTI_WORKER_APP_ID"]
     topics = [topic, f"{group}-{topic}-rekeyed"]
     t0 = time.monotonic()
+    offsets = _run._Offsets(bootstrap, group)
     try:
         while True:
             if proc.poll() is not None:
                 raise SystemExit(f"worker died (exit {proc.returncode}); log in {log.name}")
-            raw_done, _ = _run._committed(bootstrap, group, topics[:1])
-            done, high = _run._committed(bootstrap, group, topics)
+            raw_done, _ = offsets.progress(topics[:1])
+            done, high = offsets.progress(topics)
             if raw_done >= total and done >= high:
                 break
             time.sleep(0.5)
         elapsed = time.monotonic() - t0
         longest, beats, over_1s = _stalls(port)
     finally:
+        offsets.close()
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout=30)
