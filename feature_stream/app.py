@@ -51,7 +51,7 @@ log = logging.getLogger("fti.worker")
 # Longest time outputs, state and offsets stay buffered; offsets are committed this much later.
 FLUSH_INTERVAL_S = 0.5
 # Items of re-keyed records handled in one go before the event loop is let run (at ~70 µs an
-# item, 20,000 held it for up to 2.5 s in loop_stall.py; 2,000 is the raw side's batch too).
+# item, 20,000 held it for up to 2.5 s in loop_stall.py).
 REKEYED_CHUNK_ITEMS = 2_000
 
 

@@ -25,7 +25,14 @@ class FeatureStreamSettings(FtiSettings):
 
     app_id: str = Field("fti-features", description="Faust app id: consumer group and internal topic prefix.")
     state_prefix: str = Field("", description="Worker state key prefix; default '<redis prefix>:state:<app id>'.")
-    batch_size: int = Field(2000, ge=1, description="Most events per processing batch.")
+    batch_size: int = Field(
+        10_000,
+        ge=1,
+        description=(
+            "Most events per processing batch (a catch-up's; live batches are what arrived): an entity's"
+            " events in one batch share its tile writes, and a batch holds the event loop while it runs."
+        ),
+    )
     fetch_max_wait_ms: int = Field(
         DEFAULT_FETCH_MAX_WAIT_MS,
         ge=1,
