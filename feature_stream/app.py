@@ -16,6 +16,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 import faust
@@ -180,11 +181,21 @@ def _app_config(settings: FeatureStreamSettings) -> dict[str, Any]:
         "key_serializer": "raw",
         "value_serializer": "raw",
         "Monitor": _QuietMonitor,
+        # Faust makes its data directory at start even with in-memory tables; its default is
+        # the working directory, which a container's user may not write (the image's /app).
+        "datadir": str(_faust_dir(settings)),
     }
     ctx = settings.ssl_context()
     if ctx is not None:
         conf["broker_credentials"] = ctx
     return conf
+
+
+def _faust_dir(settings: FeatureStreamSettings) -> Path:
+    """Faust's data directory (nothing in it is needed: the tables are in memory); its parent made."""
+    parent = settings.data_dir / "faust"
+    parent.mkdir(parents=True, exist_ok=True)
+    return parent / settings.app_id
 
 
 class Stop:

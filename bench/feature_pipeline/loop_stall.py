@@ -17,6 +17,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -26,6 +27,8 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
+
+import redis
 
 ROOT = Path(__file__).parents[2]
 _spec = importlib.util.spec_from_file_location("bench_run", ROOT / "bench/feature_pipeline/run.py")
@@ -52,6 +55,16 @@ def _stalls(port: int) -> tuple[float, int, int]:
     longest = min(le for le, n in buckets if n >= total)
     over_1s = int(total - next(n for le, n in buckets if le == 1.0))
     return longest, int(total), over_1s
+
+
+def _clean(bootstrap: str, env: dict[str, str], topics: list[str]) -> None:
+    """What one run left: its topics, its Redis keys, its offline store."""
+    _run.AdminClient({"bootstrap.servers": bootstrap}).delete_topics(topics)
+    r = redis.Redis.from_url(env.get("FTI_REDIS_URL", "redis://localhost:6379/0"))
+    keys = list(r.scan_iter(match=f"{env['FTI_REDIS_PREFIX']}:*", count=10_000))
+    for i in range(0, len(keys), 5000):
+        r.unlink(*keys[i : i + 5000])
+    shutil.rmtree(env["FTI_OFFLINE_STORE_URI"], ignore_errors=True)
 
 
 def run_one(bootstrap: str, topic: str, total: int, partitions: int, chunk: int | None) -> dict[str, float]:
@@ -95,6 +108,7 @@ def run_one(bootstrap: str, topic: str, total: int, partitions: int, chunk: int 
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
+        _clean(bootstrap, env, [f"{group}-{topic}-rekeyed", env["FTI_DLQ_TOPIC"]])
     return {
         "longest_stall_le_s": longest,
         "heartbeats": beats,
@@ -115,15 +129,18 @@ def main() -> None:
     total = _run.produce_backlog(bootstrap, topic, args.events, args.partitions)
     print(f"produced {total} messages to {topic} ({args.partitions} partitions)")
     results: dict[str, list[dict[str, float]]] = {name: [] for name in VARIANTS}
-    for i in range(args.repeats):
-        for name, chunk in VARIANTS.items():  # interleaved: the machine's load hits both alike
-            r = run_one(bootstrap, topic, total, args.partitions, chunk)
-            results[name].append(r)
-            print(
-                f"run {i + 1} {name:8s} longest stall <= {r['longest_stall_le_s']} s, "
-                f"{r['stalls_over_1s']} of {r['heartbeats']} heartbeats late by > 1 s, "
-                f"{r['events_per_s']:,.0f} events/s"
-            )
+    try:
+        for i in range(args.repeats):
+            for name, chunk in VARIANTS.items():  # interleaved: the machine's load hits both alike
+                r = run_one(bootstrap, topic, total, args.partitions, chunk)
+                results[name].append(r)
+                print(
+                    f"run {i + 1} {name:8s} longest stall <= {r['longest_stall_le_s']} s, "
+                    f"{r['stalls_over_1s']} of {r['heartbeats']} heartbeats late by > 1 s, "
+                    f"{r['events_per_s']:,.0f} events/s"
+                )
+    finally:
+        _run.AdminClient({"bootstrap.servers": bootstrap}).delete_topics([topic])
     Path(args.out).write_text(json.dumps({"events": total, "partitions": args.partitions, "runs": results}, indent=1))
     print(json.dumps(results))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -32,6 +33,11 @@ def test_web_port_zero_picks_a_free_port_and_says_which(caplog: pytest.LogCaptur
     assert conf["web_enabled"] is True and conf["web_port"] > 0
     assert f"web views on port {conf['web_port']}" in caplog.text
     assert _app_config(FeatureStreamSettings(web_enabled=True, web_port=7001))["web_port"] == 7001
+
+
+def test_faust_keeps_its_directory_under_the_data_dir_not_the_working_directory(tmp_path: Path) -> None:
+    conf = _app_config(FeatureStreamSettings(data_dir=tmp_path, app_id="fx"))
+    assert conf["datadir"] == str(tmp_path / "faust" / "fx")
 
 
 def test_internal_topics_follow_the_topics_table() -> None:
