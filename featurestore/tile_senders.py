@@ -141,10 +141,10 @@ class RedisScriptStream(TileSender):
                     fut.set_result(applied)
                 else:
                     fut.set_exception(UnavailableError(f"online store tile write failed: {error}"))
-        except RedisError as exc:  # the connection is gone or timed out: nothing more arrives on it
+        except Exception as exc:  # noqa: BLE001 - gone, timed out or garbled: whatever it is, nothing may wait forever
             self._fail(exc)
 
-    def _fail(self, exc: RedisError) -> None:
+    def _fail(self, exc: Exception) -> None:
         message = f"online store tile write failed: {exc}"
         self._error = UnavailableError(message)
         while self._pending:

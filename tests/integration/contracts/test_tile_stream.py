@@ -117,3 +117,18 @@ def test_a_lost_connection_fails_the_pending_send_and_every_later_one_as_a_redis
     for error in (lost, later):
         assert isinstance(error, UnavailableError)
         assert classify(error).dependency == "redis"
+
+
+def test_a_reply_it_cannot_read_fails_the_send_and_never_leaves_it_waiting(redis_url: str) -> None:
+    async def run() -> tuple[BaseException | None, BaseException | None]:
+        client = aredis.Redis.from_url(redis_url)
+        sender = RedisScriptStream(client, "return 'not a count'", lambda calls: list(calls))
+        odd = await sender.send([([], [])])
+        await asyncio.wait([odd], timeout=10)
+        later = await sender.send([([], [])])
+        await sender.close()
+        await client.aclose()
+        return odd.exception() if odd.done() else None, later.exception()
+
+    odd, later = asyncio.run(run())
+    assert isinstance(odd, UnavailableError) and isinstance(later, UnavailableError)
