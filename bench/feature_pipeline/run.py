@@ -153,20 +153,22 @@ class Bench:
             proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=fh, stderr=subprocess.STDOUT)
         return proc, log
 
-    def cleanup(self) -> None:
-        admin = AdminClient({"bootstrap.servers": self.bootstrap})
-        mine = [t for t in admin.list_topics(timeout=10).topics if self.tag in t and t.startswith("bench-")]
-        if mine:
-            admin.delete_topics(mine)
-        # Every Redis prefix of the run starts with "bench-<tag>-": one scan finds them all.
+    def drop_keys(self, match: str) -> None:
         batch: list[bytes] = []
-        for key in self.r.scan_iter(match=f"bench-{self.tag}-*", count=10_000):
+        for key in self.r.scan_iter(match=match, count=10_000):
             batch.append(key)
             if len(batch) >= 5000:
                 self.r.unlink(*batch)
                 batch.clear()
         if batch:
             self.r.unlink(*batch)
+
+    def cleanup(self) -> None:
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        mine = [t for t in admin.list_topics(timeout=10).topics if self.tag in t and t.startswith("bench-")]
+        if mine:
+            admin.delete_topics(mine)
+        self.drop_keys(f"bench-{self.tag}-*")  # every Redis prefix of the run starts so
         for d in self.dirs:
             shutil.rmtree(d, ignore_errors=True)
 
@@ -248,6 +250,9 @@ def worker_round(
     if keep:
         return result, proc
     stop(proc)
+    # A finished round's keys go now: left until the end, they made every Redis append-only file
+    # rewrite of the later phases (a fork, then a core for seconds) longer.
+    bench.drop_keys(f"{env['FTI_REDIS_PREFIX']}:*")
     return result, None
 
 
@@ -455,15 +460,26 @@ def freshness(bench: Bench, proc: subprocess.Popen[bytes], prefix: str, rate: fl
     }
 
 
+def _aof_rewrites(r: redis.Redis) -> tuple[int, int]:
+    """Append-only file rewrites Redis started so far, and whether one is running."""
+    info = r.info("persistence")
+    return int(info.get("aof_rewrites", 0)), int(info.get("aof_rewrite_in_progress", 0))
+
+
 def repeated_freshness(bench: Bench, rate: float, seconds: float, phases: int) -> dict[str, Any]:
     """`freshness` `phases` times on the kept worker: one phase's p99 swings by 2x on this
     machine (a broker or Redis hiccup lands in it or not), so the median of phases is quoted."""
     assert bench.kept is not None
     got = []
     for i in range(phases):
+        before = _aof_rewrites(bench.r)
         got.append(freshness(bench, bench.kept, bench.kept_prefix, rate, seconds))
+        # The stack's Redis rewrites its append-only file about once a minute under the bench's
+        # writes: a fork, then a core for seconds. Recorded, so a phase it hit can be told apart.
+        got[-1]["redis_aof_rewrites"] = _aof_rewrites(bench.r)[0] - before[0] + before[1]  # that overlapped it
         print(f"  phase {i + 1}/{phases}: p50 {got[-1]['p50_ms']:.1f} ms  p99 {got[-1]['p99_ms']:.1f} ms "
-              f"({got[-1]['watched']} watched)", flush=True)  # fmt: skip
+              f"({got[-1]['watched']} watched, Redis AOF rewrites {got[-1]['redis_aof_rewrites']})",
+              flush=True)  # fmt: skip
     p50s, p99s = [g["p50_ms"] for g in got], [g["p99_ms"] for g in got]
     return {
         "rate_per_s": got[0]["rate_per_s"],
