@@ -16,23 +16,17 @@ FeatureValue = float | str | None
 
 
 def to_value(x: Scalar) -> values_pb2.Value:
-    # bool is a subclass of int: test it first.
-    if isinstance(x, bool):
-        return values_pb2.Value(bool_value=x)
-    if isinstance(x, int):
-        return values_pb2.Value(int64_value=x)
-    if isinstance(x, float):
-        if not math.isfinite(x):
-            raise InvalidArgumentError(f"non-finite value {x!r}")
-        return values_pb2.Value(double_value=x)
-    if isinstance(x, str):
-        return values_pb2.Value(string_value=x)
-    raise InvalidArgumentError(f"unsupported value type {type(x).__name__}")
+    """A scalar as an `fti.v1.Value` (`set_value` has the rules)."""
+    v = values_pb2.Value()
+    set_value(v, x)
+    return v
 
 
 def set_value(target: values_pb2.Value, x: Scalar) -> None:
-    """`to_value(x)` written into `target` in place (a map entry of a message being built):
-    building a message and copying it into the map cost twice as much."""
+    """Set `target` (say a map entry of a message being built) to `x`'s value, in place:
+    building a message and copying it into the map cost twice as much. Non-finite numbers
+    and other types are refused."""
+    # bool is a subclass of int: test it first.
     if isinstance(x, bool):
         target.bool_value = x
     elif isinstance(x, int):
