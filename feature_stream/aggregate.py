@@ -22,7 +22,7 @@ from bisect import bisect_left, insort
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 from featurestore.accepted import is_late
 from featurestore.aggregations import ExactSum, Kind, LastValue, kind_of
@@ -75,7 +75,7 @@ class ViewPlan:
     """What a view's updates look up once rather than per event: steps, features per step,
     the windows that bound the state, and each feature's encoder. Shared by its entities."""
 
-    _cache: dict[int, tuple[FeatureViewDef, ViewPlan]] = {}
+    _cache: ClassVar[dict[int, tuple[FeatureViewDef, ViewPlan]]] = {}
 
     def __init__(self, view: FeatureViewDef) -> None:
         self.view = view

@@ -42,6 +42,7 @@ from featurestore.definitions import DefinitionError, Definitions, load_definiti
 from featurestore.offline import OfflineStore
 from featurestore.online import AsyncRedisOnlineStore, RedisOnlineStore
 from fti.v1 import events_pb2
+from fti_core import native
 from fti_core.errors import UnavailableError
 from fti_core.topics import TopicSpec, create_missing_topics
 
@@ -529,6 +530,9 @@ def run_worker(settings: FeatureStreamSettings) -> int:
     except Exception as exc:  # noqa: BLE001 - classified into the exit status
         stop.record(exc)
         return _report(stop)
+    hot_path = native.status()
+    # Stale compiled modules are a build left behind: the worker runs, a quarter slower.
+    log.log(logging.WARNING if hot_path.startswith("interpreted:") else logging.INFO, "hot path: %s", hot_path)
     _use_event_loop(settings.event_loop)
     collector = Collector()
     app = build_app(settings, defs, health, stop, collector)

@@ -12,6 +12,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
+from mypy_extensions import mypyc_attr
+
 from feature_stream.codec import DeadLetter
 from featurestore.values import Scalar, from_value_map, set_value
 from fti.v1 import rekeyed_pb2
@@ -73,7 +75,8 @@ class ViewItem(NamedTuple):
                 event_time_ms=i.time_ms,
                 watermark_ms=i.watermark_ms,
             ).values
-            for k, x in i.values.items():
+            given: Mapping[str, object] = i.values  # checked by set_value, whatever a caller passed
+            for k, x in given.items():
                 set_value(values[k], x)
         return batch.SerializeToString()
 
@@ -91,6 +94,8 @@ class ViewItem(NamedTuple):
         return [cls(ref, key, eid, int(t), int(wm), values) for ref, key, eid, t, wm, values in docs]
 
 
+# Implemented outside the compiled hot path (fti_core.native): Kafka, tests, benches.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Outbox(ABC):
     """Kafka outputs: `dead_letter` and `forward` only enqueue; `flush` returns once every
     enqueued message is acknowledged by the broker (and raises if any was not)."""

@@ -36,6 +36,7 @@ from typing import Any, NamedTuple, TypeVar
 import msgspec
 import redis
 import redis.asyncio as aredis
+from mypy_extensions import mypyc_attr
 
 from feature_stream.aggregate import Rec
 from featurestore.online_tiles import LUA_HASH_HELPERS
@@ -246,6 +247,8 @@ Claim = tuple[str, str, str]  # (event_type, event_id, position)
 _Repack = tuple[str, bytes, bytes, bytes]
 
 
+# Implemented outside the compiled hot path (fti_core.native): Kafka, tests, benches.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class StateStore(ABC):
     @abstractmethod
     async def claim(self, claims: Sequence[Claim], retention_ms: int) -> list[str]:

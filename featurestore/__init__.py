@@ -4,3 +4,8 @@ store (parquet) and its snapshots, and the typed feature values that cross betwe
 The feature pipeline writes it; the trainer and the inference server read it. It knows nothing of
 the model registry or of any pipeline.
 """
+
+from fti_core import native
+
+# Before any module of the package is imported: a compiled hot path older than its source is not used.
+native.guard()

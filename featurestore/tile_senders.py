@@ -41,8 +41,9 @@ def _evalsha(sha: bytes, keys: Sequence[str], args: Sequence[Any]) -> bytes:
     return _command([b"EVALSHA", sha, b"%d" % len(keys), *(k.encode() for k in keys), *(_bytes(a) for a in args)])
 
 
-def _bytes(arg: str | bytes | float) -> bytes:
-    """An argument's bytes as redis-py encodes it (text as UTF-8, numbers by repr)."""
+def _bytes(arg: str | bytes | int | float) -> bytes:
+    """An argument's bytes as redis-py encodes it (text as UTF-8, numbers by repr). `int` is
+    spelled out: compiled (fti_core.native), an int typed `float` is made a float first."""
     if isinstance(arg, bytes):
         return arg
     return arg.encode() if isinstance(arg, str) else repr(arg).encode()

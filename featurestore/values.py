@@ -22,10 +22,10 @@ def to_value(x: Scalar) -> values_pb2.Value:
     return v
 
 
-def set_value(target: values_pb2.Value, x: Scalar) -> None:
+def set_value(target: values_pb2.Value, x: object) -> None:
     """Set `target` (say a map entry of a message being built) to `x`'s value, in place:
     building a message and copying it into the map cost twice as much. Non-finite numbers
-    and other types are refused."""
+    and other types are refused (so `x` is any object: the check is here, at run time)."""
     # bool is a subclass of int: test it first.
     if isinstance(x, bool):
         target.bool_value = x
