@@ -19,7 +19,17 @@ COPY trainer trainer
 COPY inference_grpc inference_grpc
 COPY registry registry
 COPY examples examples
+COPY scripts/build_native.py scripts/build_native.py
 RUN pip install .
+# The feature worker's hot path compiled with mypyc (fti_core/native.py) in this source tree and
+# installed over the interpreted copy; the compiler and mypy leave again within this layer.
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && pip install "mypy==2.4.1" types-protobuf types-PyYAML types-tqdm \
+    && python scripts/build_native.py \
+    && pip install --no-deps --force-reinstall . \
+    && pip uninstall -y mypy types-protobuf types-PyYAML types-tqdm \
+    && apt-get purge -y --auto-remove gcc libc6-dev && rm -rf /var/lib/apt/lists/* build \
+    && python -c "from fti_core import native; s = native.status(); print('hot path:', s); assert s.startswith('compiled')"
 
 RUN useradd --create-home --uid 10001 fti && mkdir -p /data && chown fti /data
 USER fti

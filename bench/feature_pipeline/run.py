@@ -12,6 +12,7 @@ every contender alike), each its own process:
                lateness rules, in memory, tiles to Redis per poll (baseline.py)
   D worker-1   `fti features worker` with a definitions file holding only card_activity
   E worker-all `fti features worker` on all demo views
+  F worker-all with FTI_NATIVE=0: its hot path run from source, not compiled (fti_core.native)
 For each: events/s (all messages of the topic), CPU µs per event (process CPU time over the
 timed interval; the worker's from /proc of its process tree) and the worker's peak RSS.
 Medians over rounds with min and max; the ratios worker ÷ baseline per round and their median.
@@ -52,6 +53,7 @@ from procs import BenchAbort, check_alive, stop, tree_usage
 
 from featurestore.values import to_value
 from fti.v1 import events_pb2
+from fti_core import native
 from fti_demo.simulate import SimConfig, generate
 
 ROOT = Path(__file__).parents[2]
@@ -207,11 +209,11 @@ class _Offsets:
 
 
 def worker_round(
-    bench: Bench, defs: Path, run: str, raw_total: int, keep: bool = False
+    bench: Bench, defs: Path, run: str, raw_total: int, keep: bool = False, extra_env: dict[str, str] | None = None
 ) -> tuple[dict[str, Any], subprocess.Popen[bytes] | None]:
     """Start a worker on the topic; events/s and CPU from its first committed batch to caught up
     (raw and re-keyed topics), so start-up is not counted. Stopped unless `keep`."""
-    env = bench.worker_env(defs, run)
+    env = {**bench.worker_env(defs, run), **(extra_env or {})}
     group = env["FTI_WORKER_APP_ID"]
     topics = [env["FTI_EVENTS_TOPIC"], f"{group}-{env['FTI_EVENTS_TOPIC']}-rekeyed"]
     started = time.monotonic()
@@ -279,11 +281,11 @@ def contenders(bench: Bench, total: int) -> dict[str, Callable[[bool], dict[str,
         cmd = [py, str(HERE / "baseline.py"), *common, "--redis-url", bench.redis_url, "--prefix", prefix]
         return _child_result(bench.run_child("baseline", [*cmd, "--definitions", str(DEMO_DEFS)], timeout))
 
-    def worker(defs: Path, name: str) -> Callable[[bool], dict[str, Any]]:
+    def worker(defs: Path, name: str, env: dict[str, str] | None = None) -> Callable[[bool], dict[str, Any]]:
         def go(last: bool) -> dict[str, Any]:
             run = f"{name}{bench.n}"
             bench.n += 1
-            result, proc = worker_round(bench, defs, run, total, keep=last and name == "all")
+            result, proc = worker_round(bench, defs, run, total, keep=last and name == "all", extra_env=env)
             if proc is not None:
                 bench.kept, bench.kept_prefix = proc, result["redis_prefix"]
             return result
@@ -296,6 +298,8 @@ def contenders(bench: Bench, total: int) -> dict[str, Callable[[bool], dict[str,
         "baseline": baseline,
         "worker_one_view": worker(bench.defs_one, "one"),
         "worker_all_views": worker(bench.defs_all, "all"),
+        # The same worker with its hot path run from source (fti_core.native): what compiling gives.
+        "worker_all_interpreted": worker(bench.defs_all, "allsrc", {"FTI_NATIVE": "0"}),
     }
 
 
@@ -311,7 +315,9 @@ def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         if name.startswith("worker"):
             out[name]["peak_rss_mb"] = _spread(rounds, name, "peak_rss_mb")
     ratios: dict[str, Any] = {}
-    for name, base in (("worker_one_view", "baseline"), ("worker_all_views", "baseline"), ("faust", "bare")):
+    pairs = [("worker_one_view", "baseline"), ("worker_all_views", "baseline"), ("faust", "bare")]
+    pairs += [("worker_all_views", "worker_all_interpreted")] if "worker_all_interpreted" in rounds[0] else []
+    for name, base in pairs:
         per = [r[name]["events_per_s"] / r[base]["events_per_s"] for r in rounds]
         ratios[f"{name}/{base}"] = {
             "median": round(statistics.median(per), 4),
@@ -545,8 +551,9 @@ def throughput(bench: Bench, total: int) -> tuple[list[dict[str, Any]], dict[str
 
 
 def report(summary: dict[str, Any]) -> None:
-    for name in ("bare", "faust", "baseline", "worker_one_view", "worker_all_views"):
-        print(_line(name, summary[name]))
+    for name in ("bare", "faust", "baseline", "worker_one_view", "worker_all_views", "worker_all_interpreted"):
+        if name in summary:
+            print(_line(name, summary[name]))
     for name, r in summary["ratios"].items():
         print(f"  ratio {name:28} {r['median']:.3f} ({r['min']:.3f}-{r['max']:.3f})")
     for name, r in summary["cpu_ratios"].items():
@@ -574,7 +581,8 @@ def main() -> None:
     try:
         print(f"phase 1: producing {args.events:,} demo transactions to {bench.topic}", flush=True)
         total = produce_backlog(bench.bootstrap, bench.topic, args.events, args.partitions)
-        print(f"phase 2: {args.rounds} interleaved rounds over {total:,} messages (logs in {bench.logs})", flush=True)
+        print(f"phase 2: {args.rounds} interleaved rounds over {total:,} messages (logs in {bench.logs}); "
+              f"worker hot path: {native.status()}", flush=True)  # fmt: skip
         rounds, summary = throughput(bench, total)
         report(summary)
         rate = summary["worker_all_views"]["events_per_s"]["median"] / 2
@@ -602,6 +610,7 @@ def main() -> None:
                 ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
             ).stdout.strip(),
             "machine": {"cpus": os.cpu_count(), "load_avg_at_start": os.getloadavg()},
+            "hot_path": native.status(),  # of the workers but worker_all_interpreted
             "messages": total,
             "partitions": args.partitions,
             "targets": TARGETS,
