@@ -12,11 +12,13 @@ from source until the next build (`fti_core.native.guard`). Without a C compiler
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,12 +47,40 @@ def _clean() -> None:
     MANIFEST.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def _output_kept_for_failure(log: Path) -> Iterator[None]:
+    """mypyc's notes and the compiler's lines go to `log` (file descriptors, so the compiler's
+    too); they are printed only if the build fails."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with log.open("wb") as fh:
+        os.dup2(fh.fileno(), 1)
+        os.dup2(fh.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            ok = False
+            raise
+        else:
+            ok = True
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+            if not ok:
+                sys.stderr.write(log.read_text(errors="replace"))
+
+
 def _build() -> None:
     from mypyc.build import mypycify  # the dev extras' mypy: only needed to build
     from setuptools import Distribution  # type: ignore[import-untyped]
 
     digests = source_digests()  # taken before compiling: an edit meanwhile reads as stale
-    with tempfile.TemporaryDirectory(prefix="fti-native-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="fti-native-") as tmp, _output_kept_for_failure(Path(tmp) / "build.log"):
         cwd = Path.cwd()
         os.chdir(ROOT)  # mypy reads pyproject.toml's [tool.mypy] from here
         try:
@@ -88,7 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"==> compiling the worker's hot path with mypyc ({len(HOT_MODULES)} modules, about a minute)", flush=True)
     started = time.monotonic()
     _clean()
-    _build()
+    try:
+        _build()
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - mypyc exits on a type error, gcc raises: one line
+        print(f"build_native: the hot path did not compile ({type(exc).__name__}, output above); "
+              "it runs interpreted until it does", file=sys.stderr)  # fmt: skip
+        return 1
     use, line = check()
     if not use:
         print(f"build_native: built, but {line}", file=sys.stderr)
