@@ -4,12 +4,11 @@ compiled form is the source's.
 `scripts/build_native.py` (run by `scripts/bootstrap`) compiles `HOT_MODULES` in place: each
 gets an extension module beside its `.py`, which Python imports first, and the SHA-256 of every
 source goes into `MANIFEST`. Compiled, the same typed code takes ~20 % less CPU in the
-processor's own work, ~10 % less in the whole worker on a catch-up (Faust, aiokafka and
-redis-py stay interpreted) and more in live traffic's small batches (bench/README.md), with
-the same results: mypyc makes an int that reaches a `float`
-annotation a float, so no value that may be an int is typed `float` alone in these modules
-(tests/unit/fti_core/test_native.py checks it), and the stream/batch parity tests run
-against the compiled form in CI. Classes other code subclasses are marked for it
+processor's own work and ~10-15 % less in the whole worker on a catch-up (Faust, aiokafka and
+redis-py stay interpreted; bench/README.md), with the same results. mypyc makes an int that
+reaches a `float` annotation a float, so no value that may be an int is typed `float` alone
+in these modules (tests/unit/fti_core/test_native.py checks it), and the stream/batch parity
+tests run against the compiled form in CI. Classes other code subclasses are marked for it
 (`mypyc_attr(allow_interpreted_subclasses=True)`).
 
 An extension module older than its source would run code that is no longer in the tree. So the
@@ -95,7 +94,7 @@ def check(modules: Sequence[str] = HOT_MODULES, root: Path = ROOT, manifest: Pat
     built = [m for m in modules if compiled_paths(m, root)]
     if not built:
         return False, "interpreted (not compiled: scripts/build_native.py)"
-    manifest = manifest or root / "fti_core" / "native_build.json"
+    manifest = manifest or root / MANIFEST.relative_to(ROOT)
     try:
         recorded: dict[str, str] = json.loads(manifest.read_text())["sources"]
     except (OSError, ValueError, KeyError, TypeError):
