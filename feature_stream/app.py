@@ -531,7 +531,7 @@ def run_worker(settings: FeatureStreamSettings) -> int:
         stop.record(exc)
         return _report(stop)
     hot_path = native.status()
-    # Stale compiled modules are a build left behind: the worker runs, a quarter slower.
+    # Stale compiled modules are a build left behind: the worker runs, interpreted and slower.
     log.log(logging.WARNING if hot_path.startswith("interpreted:") else logging.INFO, "hot path: %s", hot_path)
     _use_event_loop(settings.event_loop)
     collector = Collector()
