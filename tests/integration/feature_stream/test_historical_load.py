@@ -172,7 +172,7 @@ def test_kill_9_during_the_catch_up_of_four_weeks_then_restart_is_exact(
     feature_pipeline: Callable[..., FeaturePipeline], tmp_path: Path, seed: int
 ) -> None:
     pipe = _pipeline(feature_pipeline, tmp_path)
-    count = 2 * EVENTS
+    count = 4 * EVENTS
     pipe.produce(_history(seed, count))
     # Small batches make the catch-up last several flushes, so the kill lands inside it.
     pipe.env["FTI_WORKER_BATCH_SIZE"] = "100"
