@@ -100,3 +100,22 @@ def test_the_minute_summary_says_how_many_messages_were_dead_lettered_and_why(ca
     assert len(first) == 1 and first[0].startswith("4 messages dead-lettered in the last")
     assert first[0].endswith(": WRONG_TYPE 3, UNDECODABLE 1")
     assert second == []
+
+
+def test_the_faust_worker_leaves_debug_records_unmade() -> None:
+    """Faust's spinner set the root logger to DEBUG: every library debug call built a record."""
+    import faust
+
+    from feature_stream.app import _faust_worker
+
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    app = faust.App("fti-test-spinner", broker="kafka://localhost:1", web_enabled=False)
+    try:
+        worker = _faust_worker(app, "WARNING")
+        worker._setup_logging()
+        assert not logging.getLogger("aiokafka.consumer.fetcher").isEnabledFor(logging.DEBUG)
+        assert not [h for h in root.handlers if type(h).__name__ == "SpinnerHandler"]
+    finally:
+        root.setLevel(level)
+        root.handlers[:] = handlers
