@@ -9,6 +9,13 @@ outbox that sends re-keyed items through their wire format back into `Processor.
 Prints events/s and CPU µs per event (process time, so a loaded machine skews it less than
 wall time); `--profile` prints the top of a cProfile of the same run. `--repeat N` runs N
 times and prints the median.
+
+`--live RATE` feeds live traffic instead, as the freshness phase of `run.py` produces it:
+transactions of 1,000 cards at 300 merchants with random ids, stamped RATE a second up to now,
+in batches of `--batch` (what one fetch holds at that rate: ~RATE/20 in the worker) and a
+flush every RATE/2 events (the worker's 0.5 s timer). Each event is then most often its
+entity's only one in a batch, so per-entity work is not shared as in a catch-up: this is the
+CPU per event that freshness depends on.
 """
 
 from __future__ import annotations
@@ -17,9 +24,11 @@ import argparse
 import asyncio
 import cProfile
 import pstats
+import random
 import statistics
 import tempfile
 import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,6 +40,8 @@ from featurestore.definitions import Definitions, load_definitions
 from featurestore.offline import OfflineStore
 from featurestore.online import AsyncOnlineStore, OnlineKey, OnlineRow, OnlineValue, TileWrite
 from featurestore.online_tiles import tile_calls
+from featurestore.values import to_value
+from fti.v1 import events_pb2
 from fti_demo.simulate import SimConfig, generate
 
 ROOT = Path(__file__).parents[2]
@@ -82,28 +93,68 @@ def _defs(view: str | None) -> Definitions:
     return defs.model_copy(update={"views": tuple(v for v in defs.views if v.ref == view)})
 
 
-async def _run(defs: Definitions, msgs: list[InMessage], batch: int, tmp: str, collector: Collector | None) -> None:
+def _live(events: int, rate: float) -> list[InMessage]:
+    """Transactions as the freshness phase produces them: `rate` a second, the last one now."""
+    rng = random.Random(3)
+    start_ms = int(time.time() * 1000) - int(events / rate * 1000)
+    msgs = []
+    for i in range(events):
+        card, merchant = f"probe{rng.randrange(1000):04d}", f"m{rng.randrange(300):04d}"
+        ev = events_pb2.Event(
+            event_id=uuid.UUID(int=rng.getrandbits(128)).hex,
+            event_type="transaction",
+            entities={"card_id": card, "merchant_id": merchant},
+            values={"amount": to_value(10.0 + i % 7), "merchant_id": to_value(merchant)},
+            schema_version=1,
+            source="bench",
+        )
+        at_ms = start_ms + int(i * 1000 / rate)
+        ev.event_time.FromMilliseconds(at_ms)
+        msgs.append(InMessage("raw", i % 4, i, card.encode(), ev.SerializeToString(), at_ms))
+    return msgs
+
+
+async def _run(
+    defs: Definitions,
+    msgs: list[InMessage],
+    batch: int,
+    tmp: str,
+    collector: Collector | None,
+    flush_every: int | None = None,
+) -> None:
+    """Batches through the processor; flushed by its own 0.5 s timer, or every `flush_every` events."""
     outbox = _LoopOutbox()
     proc = Processor(defs, InMemoryStateStore(), _EncodingOnline(), OfflineStore(tmp), outbox)
+    since = 0
     for i in range(0, len(msgs), batch):
         await proc.ingest(msgs[i : i + batch])
         records, outbox.records = outbox.records, []
         for rec in records:  # as the re-keyed agent gets them
             await proc.aggregate(ViewItem.decode_many(rec))
-        await proc.flush_if_due()
-        if collector is not None:  # the worker's flush loop ticks about as often as a batch here
+        since += batch
+        if flush_every is None:
+            await proc.flush_if_due()
+        elif since >= flush_every:
+            since = 0
+            await proc.flush()
+        if collector is not None and (flush_every is None or not since):  # the worker's flush loop ticks
             collector.tick()
     await proc.flush()
 
 
 def _once(
-    defs: Definitions, msgs: list[InMessage], batch: int, profile: cProfile.Profile | None, collector: Collector | None
+    defs: Definitions,
+    msgs: list[InMessage],
+    batch: int,
+    profile: cProfile.Profile | None,
+    collector: Collector | None,
+    flush_every: int | None = None,
 ) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         c0 = time.process_time()
         if profile is not None:
             profile.enable()
-        asyncio.run(_run(defs, msgs, batch, tmp, collector))
+        asyncio.run(_run(defs, msgs, batch, tmp, collector, flush_every))
         if profile is not None:
             profile.disable()
         return time.process_time() - c0
@@ -112,7 +163,8 @@ def _once(
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=30_000)
-    ap.add_argument("--batch", type=int, default=2000)
+    ap.add_argument("--batch", type=int, default=None, help="events a batch (default 2,000; RATE/20 with --live)")
+    ap.add_argument("--live", type=float, default=None, metavar="RATE", help="live traffic at RATE events/s")
     ap.add_argument("--view", default=None, help="only this view ref (name:version); default all demo views")
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--profile", action="store_true")
@@ -120,18 +172,27 @@ def main() -> None:
     ap.add_argument("--default-gc", action="store_true", help="Python's default GC, not the worker's policy")
     args = ap.parse_args()
     defs = _defs(args.view)
-    sim = list(generate(args.events, SimConfig(seed=1)))
-    now_ms = int(time.time() * 1000)
-    msgs = [InMessage("raw", 0, i, e.key, e.value, now_ms) for i, e in enumerate(sim)]
+    if args.live:
+        msgs = _live(args.events, args.live)
+        batch, flush_every = args.batch or max(1, round(args.live / 20)), max(1, round(args.live / 2))
+    else:
+        now_ms = int(time.time() * 1000)
+        msgs = [
+            InMessage("raw", 0, i, e.key, e.value, now_ms)
+            for i, e in enumerate(generate(args.events, SimConfig(seed=1)))
+        ]
+        batch, flush_every = args.batch or 2000, None
     collector = None if args.default_gc else Collector()  # as the worker does
     if collector is not None:
         collector.start()
     profile = cProfile.Profile() if args.profile else None
-    cpu = [_once(defs, msgs, args.batch, profile, collector) for _ in range(args.repeat)]
+    cpu = [_once(defs, msgs, batch, profile, collector, flush_every) for _ in range(args.repeat)]
     med = statistics.median(cpu)
     views = [v.ref for v in defs.views]
     rate, per = len(msgs) / med, 1e6 * med / len(msgs)
-    print(f"{len(msgs)} messages, views={views}: {rate:,.0f} msg/s CPU, {per:.1f} us CPU/msg (median of {len(cpu)})")
+    what = f"live at {args.live:,.0f}/s, batches of {batch}" if args.live else f"batches of {batch}"
+    print(f"{len(msgs)} messages ({what}), views={views}: {rate:,.0f} msg/s CPU, {per:.1f} us CPU/msg", end="")
+    print(f" (median of {len(cpu)})")
     if profile is not None:
         pstats.Stats(profile).sort_stats("cumulative").print_stats(args.top)
         pstats.Stats(profile).sort_stats("tottime").print_stats(args.top)
