@@ -228,7 +228,12 @@ def build_app(
 ) -> BatchApp:
     health = health or Health(live_after_s=settings.live_after_s, stall_after_s=settings.stall_after_s)
     stop = stop or Stop()
-    app = BatchApp(settings.app_id, fetch_max_wait_ms=settings.fetch_max_wait_ms, **_app_config(settings))
+    app = BatchApp(
+        settings.app_id,
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
+        fetch_min_bytes=settings.fetch_min_bytes,
+        **_app_config(settings),
+    )
     # The raw topic and every source's topics: one handler, each message decoded by its topic.
     source_topics = frozenset(defs.source_topics())
     raw = app.topic(settings.events_topic, *sorted(source_topics), key_type=bytes, value_type=bytes)

@@ -68,22 +68,30 @@ def test_a_source_may_not_read_a_topic_of_the_pipeline(topic: str) -> None:
         _check_source_topics(FeatureStreamSettings(), defs)
 
 
-def test_the_consumer_waits_on_the_broker_as_long_as_the_setting_says() -> None:
+def test_the_consumer_waits_on_the_broker_as_long_and_for_as_much_as_the_settings_say() -> None:
     """Faust fixes aiokafka's fetch wait at 1,500 ms; a fetch long-polling quiet partitions then
-    held back records of the busy ones that long (online values seconds old at 3k events/s)."""
+    held back records of the busy ones that long (online values seconds old at 3k events/s).
+    aiokafka answers a fetch at its first record: a fetch and a batch per handful of records."""
     import asyncio
 
     from feature_stream.batch_consumer import BatchApp
-    from feature_stream.settings import DEFAULT_FETCH_MAX_WAIT_MS
+    from feature_stream.settings import DEFAULT_FETCH_MAX_WAIT_MS, DEFAULT_FETCH_MIN_BYTES
 
-    async def created_wait(settings: FeatureStreamSettings) -> int:
-        app = BatchApp("fetch-wait-test", fetch_max_wait_ms=settings.fetch_max_wait_ms, **_app_config(settings))
+    async def created(settings: FeatureStreamSettings) -> tuple[int, int]:
+        app = BatchApp(
+            "fetch-wait-test",
+            fetch_max_wait_ms=settings.fetch_max_wait_ms,
+            fetch_min_bytes=settings.fetch_min_bytes,
+            **_app_config(settings),
+        )
         thread = cast(Any, app.consumer)._new_consumer_thread()  # Faust types it as any consumer
         consumer = thread._create_worker_consumer(app.transport)
         try:
-            return int(consumer._fetch_max_wait_ms)
+            return int(consumer._fetch_max_wait_ms), int(consumer._fetch_min_bytes)
         finally:
             await consumer.stop()
 
-    assert asyncio.run(created_wait(FeatureStreamSettings(fetch_max_wait_ms=37))) == 37
-    assert FeatureStreamSettings().fetch_max_wait_ms == DEFAULT_FETCH_MAX_WAIT_MS < 100
+    assert asyncio.run(created(FeatureStreamSettings(fetch_max_wait_ms=37, fetch_min_bytes=5))) == (37, 5)
+    defaults = FeatureStreamSettings()
+    assert defaults.fetch_max_wait_ms == DEFAULT_FETCH_MAX_WAIT_MS < 100
+    assert defaults.fetch_min_bytes == DEFAULT_FETCH_MIN_BYTES > 1
