@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from time import monotonic
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -107,14 +107,12 @@ class _BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
-        wait_ms: int = self.app.fetch_max_wait_ms  # type: ignore[attr-defined]  # a BatchApp's
-        # aiokafka reads it when it starts its fetcher; Faust passes no way to set it.
-        if not hasattr(consumer, "_fetch_max_wait_ms"):
-            raise RuntimeError("aiokafka's consumer has no _fetch_max_wait_ms: this aiokafka is not supported")
-        consumer._fetch_max_wait_ms = wait_ms
-        if not hasattr(consumer, "_fetch_min_bytes"):
-            raise RuntimeError("aiokafka's consumer has no _fetch_min_bytes: this aiokafka is not supported")
-        consumer._fetch_min_bytes = self.app.fetch_min_bytes  # type: ignore[attr-defined]  # a BatchApp's
+        app = cast(BatchApp, self.app)  # Faust types it as any app
+        # aiokafka reads them when it starts its fetcher; Faust passes no way to set them.
+        for attr, value in (("_fetch_max_wait_ms", app.fetch_max_wait_ms), ("_fetch_min_bytes", app.fetch_min_bytes)):
+            if not hasattr(consumer, attr):
+                raise RuntimeError(f"aiokafka's consumer has no {attr}: this aiokafka is not supported")
+            setattr(consumer, attr, value)
         return consumer
 
 

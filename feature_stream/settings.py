@@ -16,9 +16,8 @@ __all__ = ["DEFAULT_FETCH_MAX_WAIT_MS", "DEFAULT_FETCH_MIN_BYTES", "FeatureStrea
 
 # aiokafka's fetch wait for the worker (Faust fixes 1,500 ms): see `feature_stream.batch_consumer`.
 DEFAULT_FETCH_MAX_WAIT_MS = 20
-# ~100 of the demo's transactions: a fetch answered at the first record made the worker take
-# 75 % of a core at 500 events/s (23 % with this) and 85 % at 2,600/s (40 %), at the cost of
-# waiting up to the fetch wait for a quiet topic's records (feature_stream/batch_consumer.py).
+# About 100 of the demo's transactions; why a fetch waits for more than one record:
+# feature_stream/batch_consumer.py.
 DEFAULT_FETCH_MIN_BYTES = 16_384
 
 
