@@ -109,3 +109,15 @@ def test_docker_compose_config_accepts_the_file() -> None:
         ["docker", "compose", "config", "-q"], cwd=ROOT, capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_the_image_compiles_the_hot_path_with_the_mypy_the_dev_extras_pin() -> None:
+    """The Dockerfile installs mypy only to compile (fti_core.native); a pin of its own would
+    drift from the one the code is type-checked and compiled with everywhere else."""
+    import re
+    import tomllib
+
+    dev = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["dev"]
+    pinned = [d for d in dev if re.fullmatch(r"mypy==[\w.]+", d)]
+    in_image = re.findall(r'"(mypy==[\w.]+)"', (ROOT / "Dockerfile").read_text())
+    assert len(pinned) == 1 and in_image == pinned
