@@ -4,9 +4,10 @@ compiled form is the source's.
 `scripts/build_native.py` (run by `scripts/bootstrap`) compiles `HOT_MODULES` in place: each
 gets an extension module beside its `.py`, which Python imports first, and the SHA-256 of every
 source goes into `MANIFEST`. Compiled, the same typed code takes ~20 % less CPU in the
-processor's own work and ~10-15 % less in the whole worker on a catch-up (Faust, aiokafka and
-redis-py stay interpreted; bench/README.md), with the same results. mypyc makes an int that
-reaches a `float` annotation a float, so no value that may be an int is typed `float` alone
+processor's own work and 14-23 % less in the whole worker on a catch-up (the feature bench's
+last two rounds; Faust, aiokafka and redis-py stay interpreted; bench/README.md), with the
+same results. mypyc makes an int that reaches a `float` annotation a float, so no value that
+may be an int is typed `float` alone
 in these modules (tests/unit/fti_core/test_native.py checks it), and the stream/batch parity
 tests run against the compiled form in CI. Classes other code subclasses are marked for it
 (`mypyc_attr(allow_interpreted_subclasses=True)`).

@@ -4,7 +4,7 @@ Run by `scripts/bootstrap`; a no-op when the compiled modules already match the 
 module gets an extension module beside its `.py` (Python imports it first) and
 `fti_core/native_build.json` records the sources' SHA-256, so a module edited later is loaded
 from source until the next build (`fti_core.native.guard`). Without a C compiler, or with
-`FTI_NATIVE=0`, the hot path stays interpreted: the same code, about a quarter slower.
+`FTI_NATIVE=0`, the hot path stays interpreted: the same code, slower (fti_core/native.py).
 
     .venv/bin/python scripts/build_native.py [--force | --clean]
 """
