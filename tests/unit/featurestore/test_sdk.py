@@ -4,7 +4,9 @@ labels and model feature sets, snapshots, and online reads with their statuses a
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -226,8 +228,19 @@ def _online(tmp_path: Path, now: int) -> FeatureStore:
     return FeatureStore(defs, str(tmp_path / "offline"), online)
 
 
-def test_online_features_ok_missing_and_stale_with_ages(tmp_path: Path) -> None:
-    now = int(pd.Timestamp.now(tz="UTC").timestamp() * 1000)
+def _read_at_mid_hour(monkeypatch: pytest.MonkeyPatch) -> int:
+    """The SDK's clock stopped half an hour into the last full hour. Read at the real clock, a
+    `last` over a 1h tumbling window read in the first minutes of an hour found the events of
+    a minute before in the previous window, and the test failed there."""
+    import featurestore.sdk.store as store
+
+    now = int(time.time() * 1000) // HOUR * HOUR - HOUR // 2
+    monkeypatch.setattr(store, "time", SimpleNamespace(time=lambda: now / 1000))
+    return now
+
+
+def test_online_features_ok_missing_and_stale_with_ages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    now = _read_at_mid_hour(monkeypatch)
     fs = _online(tmp_path, now)
     got = fs.get_online_features(
         ["card:n_10m", "card:amount_10m", "card:stamp"],
