@@ -418,6 +418,13 @@ class Update:
     dropped: list[str]
     beyond_horizon: int  # accepted events too old to be seen by any online read (archived, exact)
 
+    def __init__(self, write: TileWrite | None, added: list[Rec], dropped: list[str], beyond_horizon: int) -> None:
+        # Written out (`fti_core.native`: frozen dataclasses): one per entity update.
+        object.__setattr__(self, "write", write)
+        object.__setattr__(self, "added", added)
+        object.__setattr__(self, "dropped", dropped)
+        object.__setattr__(self, "beyond_horizon", beyond_horizon)
+
 
 _NOTHING = Update(None, [], [], 0)
 
@@ -431,13 +438,14 @@ _time: Callable[[Rec], int] = itemgetter(0)
 class EntityState:
     """The retained accepted events of one view entity, sorted by (time, id), and their tiles."""
 
-    __slots__ = ("_ids", "_plan", "_tiles", "recs", "view")
+    __slots__ = ("_ids", "_key", "_plan", "_tiles", "recs", "view")
 
     def __init__(self, view: FeatureViewDef, recs: Iterable[Rec] = ()) -> None:
         self.view = view
         self._plan = ViewPlan.of(view)
         self.recs: list[Rec] = sorted(recs, key=_order)
         self._ids = {r.event_id for r in self.recs}
+        self._key: OnlineKey | None = None  # built at the first write, not at every one
         # (step, start) -> [newest time, {feature: partial}, {feature: (partial, text)}]: mutable,
         # owned by this state (the last is `ViewPlan.encode`'s memo).
         self._tiles: dict[TileKey, list[Any]] = {}
@@ -545,8 +553,11 @@ class EntityState:
         if dropped:
             stale = {tile_field((s, (r.time_ms // s) * s)) for r in dropped for s in plan.steps}
             drop_tiles = sorted(stale - tiles.keys())
+        key = self._key
+        if key is None or key.entity_key != entity_key:
+            key = self._key = OnlineKey(self.view.name, self.view.version, entity_key)
         write = TileWrite(
-            OnlineKey(self.view.name, self.view.version, entity_key),
+            key,
             newest,
             plan.expire_ms(future_skew_ms),
             tiles,

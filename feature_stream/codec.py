@@ -48,6 +48,11 @@ class DeadLetter:
     reason: int  # fti.v1.DeadLetterReason
     detail: str
 
+    def __init__(self, reason: int, detail: str) -> None:
+        # Written out (`fti_core.native`: frozen dataclasses): one per bad event in a flood of them.
+        object.__setattr__(self, "reason", reason)
+        object.__setattr__(self, "detail", detail)
+
     @property
     def reason_name(self) -> str:
         return events_pb2.DeadLetterReason.Name(self.reason)  # type: ignore[arg-type]

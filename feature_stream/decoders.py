@@ -59,6 +59,13 @@ class Mapped:
     entities: dict[str, str]
     values: dict[str, Scalar]
 
+    def __init__(self, event_id: str, time_ms: int, entities: dict[str, str], values: dict[str, Scalar]) -> None:
+        # Written out (`fti_core.native`: frozen dataclasses): one per event.
+        object.__setattr__(self, "event_id", event_id)
+        object.__setattr__(self, "time_ms", time_ms)
+        object.__setattr__(self, "entities", entities)
+        object.__setattr__(self, "values", values)
+
 
 def _unmappable(detail: str) -> Unmappable:
     return Unmappable(events_pb2.DEAD_LETTER_REASON_UNMAPPABLE_FIELD, detail)

@@ -99,6 +99,11 @@ class KeyChanges:
     added: Mapping[str, Seen]
     dropped: Set[str]
 
+    def __init__(self, added: Mapping[str, Seen], dropped: Set[str]) -> None:
+        # Written out (`fti_core.native`: frozen dataclasses): one per touched key.
+        object.__setattr__(self, "added", added)
+        object.__setattr__(self, "dropped", dropped)
+
 
 @dataclass
 class KeyState:

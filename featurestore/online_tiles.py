@@ -86,6 +86,25 @@ class TileWrite:
     tail: Mapping[str, str] = field(default_factory=dict)
     drop_tail: Sequence[str] = ()
 
+    def __init__(
+        self,
+        key: OnlineKey,
+        newest_ms: int,
+        expire_ms: int,
+        tiles: Mapping[str, str] | None = None,
+        drop_tiles: Sequence[str] = (),
+        tail: Mapping[str, str] | None = None,
+        drop_tail: Sequence[str] = (),
+    ) -> None:
+        # Written out (`fti_core.native`: frozen dataclasses): one per entity update.
+        object.__setattr__(self, "key", key)
+        object.__setattr__(self, "newest_ms", newest_ms)
+        object.__setattr__(self, "expire_ms", expire_ms)
+        object.__setattr__(self, "tiles", {} if tiles is None else tiles)
+        object.__setattr__(self, "drop_tiles", drop_tiles)
+        object.__setattr__(self, "tail", {} if tail is None else tail)
+        object.__setattr__(self, "drop_tail", drop_tail)
+
     def doc(self) -> list[object]:
         # Numbers as text: Lua's numbers are doubles.
         return [str(self.newest_ms), str(self.expire_ms), str(int(time.time() * 1000)),

@@ -4,6 +4,8 @@ that compiling it cannot change a value."""
 from __future__ import annotations
 
 import ast
+import dataclasses
+import importlib
 import importlib.machinery
 import importlib.util
 import json
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from featurestore.online_layout import OnlineKey
 from fti_core import native
 from fti_core.native import HOT_MODULES, _FromSource, check, source_digests, source_path
 
@@ -124,3 +127,37 @@ def test_no_value_that_may_be_an_int_is_typed_float_in_the_hot_path() -> None:
             if any(_float_without_int(a) for a in annotations) and scope.name not in allowed:
                 found.append(f"{m}.{scope.name}")
     assert not found, f"typed float, may get an int: {found}"
+
+
+# Frozen dataclasses of the hot modules built once per definitions or per read, not per event.
+BUILT_RARELY = {"_TypeRules", "_Sources", "OnlineState", "ParsedArchive"}
+# Arguments of the others (compiled, an `__init__` checks its arguments' types).
+SAMPLE_ARGS: dict[str, tuple[object, ...]] = {
+    "Update": (None, [], ["e1"], 2),
+    "TileWrite": (OnlineKey("v", 1, "k"), 5, 6, {"60000:0": "[1,{}]"}, ["60000:60000"], {"e1": "[1,{}]"}, ["e0"]),
+    "KeyChanges": ({}, {"e0"}),
+    "Mapped": ("e1", 5, {"card_id": "c1"}, {"amount": 1.5}),
+    "DeadLetter": (3, "why"),
+}
+
+
+def test_the_hot_paths_frozen_dataclasses_write_their_init_out_and_stay_frozen() -> None:
+    """The `__init__` `dataclasses` generates runs as Python even when compiled (fti_core.native)."""
+    checked = set()
+    for m in HOT_MODULES:
+        for name, cls in vars(importlib.import_module(m)).items():
+            if not (isinstance(cls, type) and cls.__module__ == m and dataclasses.is_dataclass(cls)):
+                continue
+            if not cls.__dataclass_params__.frozen or name in BUILT_RARELY:  # type: ignore[attr-defined]
+                continue
+            code = getattr(cls.__dict__["__init__"], "__code__", None)  # compiled: none
+            assert code is None or not code.co_qualname.startswith("__create_fn__"), (
+                f"{m}.{name} is built by the __init__ dataclasses generates"
+            )
+            args = SAMPLE_ARGS[name]
+            one = cls(*args)
+            assert one == cls(*args) and [getattr(one, f.name) for f in dataclasses.fields(cls)] == list(args)
+            with pytest.raises(dataclasses.FrozenInstanceError):
+                setattr(one, dataclasses.fields(cls)[0].name, None)
+            checked.add(name)
+    assert checked == set(SAMPLE_ARGS)
