@@ -21,6 +21,7 @@ import math
 from bisect import bisect_left, insort
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from operator import itemgetter
 from typing import Any, ClassVar, NamedTuple
 
@@ -92,12 +93,9 @@ class ViewPlan:
             for s in self.steps
         ]
         self.windows = sorted({(f.window.step_ms, f.window.size_ms) for f in view.features})
-        # Per step: each feature's `"name":`, the JSON text of its encoded partial, and whether
-        # that text is remembered per tile (`encode`).
-        self.texts = {
-            s: [(_json_str(f.name) + ":", _text_of(f), f.feature.agg not in _CHEAP_TEXTS) for f in fs]
-            for s, fs in self.by_step
-        }
+        # Per step: each feature's `"name":`, the JSON text of its encoded partial, and how that
+        # text is remembered per tile (`encode`).
+        self.texts = {s: [(_json_str(f.name) + ":", _text_of(f), _memo_of(f)) for f in fs] for s, fs in self.by_step}
         self._expire: dict[int, int] = {}
 
     @classmethod
@@ -126,20 +124,22 @@ class ViewPlan:
         """The text `tiles.encode_tile` gives the same tile (tested), written out directly:
         encoding every touched tile was the largest JSON cost of a batch.
 
-        A partial whose text costs more than a number's (a distinct set is sorted and quoted
-        whole) keeps its last text in the tile (`tile[2]`), reused while the partial is the
-        same object: partials are immutable, and one that did not change (a value the set
-        already holds) is returned as it was."""
+        A partial whose text costs more than a number's keeps its last text in the tile
+        (`tile[2]`), reused while the partial is the same object: partials are immutable, and
+        one that did not change (a value the set already holds) is returned as it was. A
+        distinct set also keeps its values in order, so a new value is inserted (`_distinct_memo`)
+        rather than the set sorted and quoted again: in live traffic a set grows by a value at a
+        time, and for 100 values that is ~3 µs against ~10 (1,000 values: ~18 against ~100)."""
         memo = tile[2]
         parts = []
         for (name, text, remembered), p in zip(self.texts[step], tile[1].values(), strict=True):
-            if remembered:
-                hit = memo.get(name)
-                if hit is None or hit[0] is not p:
-                    hit = memo[name] = (p, name + text(p))
-                parts.append(hit[1])
-            else:
+            if remembered is _Memo.NONE:
                 parts.append(name + text(p))
+                continue
+            hit = memo.get(name)
+            if hit is None or hit[0] is not p:
+                hit = memo[name] = _distinct_memo(name, p, hit) if remembered is _Memo.SORTED else (p, name + text(p))
+            parts.append(hit[1])
         return f"[{tile[0]},{{{','.join(parts)}}}]"
 
 
@@ -164,7 +164,44 @@ def _distinct_text(p: frozenset[str]) -> str:
     return "[" + ",".join(_json_str(x) for x in sorted(p)) + "]"
 
 
-# Kinds whose partial's text is a number or two: remembering it would cost as much as writing it.
+def _plain(x: str) -> bool:
+    """Whether JSON writes `x` as itself in quotes (printable ASCII, no quote or backslash)."""
+    return x.isascii() and x.isprintable() and '"' not in x and "\\" not in x
+
+
+def _distinct_memo(
+    name: str, p: frozenset[str], old: tuple[Any, ...] | None
+) -> tuple[frozenset[str], str, list[str], bool]:
+    """A distinct set's memo: (set, `"name":` + its text, its values sorted, whether all are
+    plain). From the last memo of the same tile, whose set is a subset (a tile's set only
+    grows), only the new values are inserted; the text is then one join, equal to
+    `_distinct_text` (tested)."""
+    if old is not None and old[0] <= p:
+        values: list[str] = old[2]  # the old memo is being replaced: its list is reused
+        plain: bool = old[3]
+        for x in sorted(p - old[0]):
+            insort(values, x)
+            plain = plain and _plain(x)
+    else:
+        values = sorted(p)
+        plain = all(_plain(x) for x in values)
+    if not values:
+        text = "[]"
+    elif plain:
+        text = '["' + '","'.join(values) + '"]'
+    else:
+        text = "[" + ",".join(_json_str(x) for x in values) + "]"
+    return p, name + text, values, plain
+
+
+class _Memo(Enum):
+    """How a feature's partial text is remembered per tile (`ViewPlan.encode`)."""
+
+    NONE = 0  # a number or two: remembering it would cost as much as writing it
+    TEXT = 1  # the last text, while the partial is the same object
+    SORTED = 2  # a distinct set: its text and its values in order (`_distinct_memo`)
+
+
 _CHEAP_TEXTS = frozenset(
     {
         AggregationFunction.COUNT,
@@ -175,6 +212,13 @@ _CHEAP_TEXTS = frozenset(
         AggregationFunction.LAST,
     }
 )
+
+
+def _memo_of(f: _Feature) -> _Memo:
+    if f.feature.agg in _CHEAP_TEXTS:
+        return _Memo.NONE
+    return _Memo.SORTED if f.feature.agg is AggregationFunction.DISTINCT_COUNT else _Memo.TEXT
+
 
 _TEXTS: dict[AggregationFunction, Callable[[Any], str]] = {
     AggregationFunction.COUNT: str,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import random
 
+from feature_stream import aggregate
 from feature_stream.aggregate import EntityState, Rec, expire_ms
 from featurestore.aggregations import KINDS
 from featurestore.definitions import FeatureViewDef
@@ -160,8 +162,10 @@ ALL_KINDS = FeatureViewDef.model_validate(
 
 def _value(rng: random.Random) -> object:
     """Numbers that make exact sums work (tiny, huge, signed zeros, ints, bools), text, or absent."""
+    # Text JSON writes as itself, and text it escapes.
+    texts = ["7", "", "abc", 'q"é\n']
     return rng.choice(
-        [None, 0.0, -0.0, 1, -3, True, 0.1, 1e-300, -2.5e15, 123.456, 7e22, "7", "", "abc", rng.uniform(-1e6, 1e6)]
+        [None, 0.0, -0.0, 1, -3, True, 0.1, 1e-300, -2.5e15, 123.456, 7e22, *texts, rng.uniform(-1e6, 1e6)]
     )
 
 
@@ -207,3 +211,17 @@ def test_batched_tile_updates_equal_one_event_at_a_time_folds_for_any_order_dupl
         ordered = sorted(events, key=lambda e: e.order)
         for t in [newest - SKEW, newest - 1, newest, newest + 7 * 60_000, newest + 3_600_000]:
             assert state.at(t) == evaluate_events(ALL_KINDS, [e for e in ordered if e.time_ms >= horizon], t), t
+
+
+def test_a_distinct_set_grown_a_few_values_at_a_time_has_the_text_of_the_whole_set() -> None:
+    """`ViewPlan.encode` inserts a set's new values into the order its last text had."""
+    rng = random.Random(5)
+    pool = ["", " ", "~", "a", "m0001", 'q"u', "a\\b", "\n", "\x7f", "é", "日本", *(f"m{i:04d}" for i in range(40))]
+    for _ in range(500):
+        p: frozenset[str] = frozenset()
+        memo = None
+        for _ in range(rng.randint(1, 25)):
+            p = p | frozenset(rng.sample(pool, rng.randint(0, 3)))
+            # Now and then the tile's memo is new (a reloaded state): the set is sorted whole.
+            memo = aggregate._distinct_memo('"d":', p, memo if rng.random() < 0.9 else None)
+            assert memo[1] == '"d":' + json.dumps(sorted(p), separators=(",", ":"))
