@@ -117,14 +117,20 @@ def _parse(data: bytes) -> events_pb2.Event | DeadLetter:
 
 def _values(ev: events_pb2.Event) -> dict[str, Scalar] | DeadLetter:
     values: dict[str, Scalar] = {}
-    for name, v in ev.values.items():
-        x = from_value(v)
+    fields = ev.values
+    for name in fields:  # by key: a protobuf map's items() is collections.abc's, in Python
+        x = from_value(fields[name])
         if x is None:
             continue
         if isinstance(x, float) and not math.isfinite(x):
             return DeadLetter(events_pb2.DEAD_LETTER_REASON_NON_FINITE_VALUE, f"value {name}={x}")
         values[name] = x
     return values
+
+
+def _entities(ev: events_pb2.Event) -> dict[str, str]:
+    keys = ev.entities
+    return {k: keys[k] for k in keys}  # not dict(): that goes through collections.abc's keys()
 
 
 def decode_event(data: bytes | None, defs: Definitions, topic: str | None = None) -> RawEvent | DeadLetter:
@@ -159,7 +165,7 @@ def decode_event(data: bytes | None, defs: Definitions, topic: str | None = None
         return values
     return _validated(
         defs,
-        RawEvent(ev.event_id, ev.event_type, time_ms, dict(ev.entities), values, ev.schema_version, ev.source),
+        RawEvent(ev.event_id, ev.event_type, time_ms, _entities(ev), values, ev.schema_version, ev.source),
     )
 
 
