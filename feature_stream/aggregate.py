@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 from bisect import bisect_left, insort
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from operator import itemgetter
@@ -47,18 +47,22 @@ def expire_ms(view: FeatureViewDef, future_skew_ms: int) -> int:
 def contribution(feature: FeatureDef, event: Rec) -> tuple[bool, Scalar | None]:
     """Whether a feature aggregates an event (its `where` filter: `tiles.passes`), and the
     value it contributes (None: the field is absent). The streaming engine's one reading of an
-    event for a feature."""
+    event for a feature: `contributions` and the adders read it so, from what `_Feature` holds."""
     field = feature.field
     return passes(feature, event.values), (event.values.get(field) if field else None)
 
 
-def contributions(feature: FeatureDef, events: Sequence[Rec]) -> tuple[Sequence[Rec], list[Scalar | None]]:
-    """`contribution` over a group of events: those the feature aggregates, and their values."""
-    pairs = [contribution(feature, e) for e in events]
-    if all(keep for keep, _ in pairs):
-        return events, [v for _, v in pairs]
-    kept = [(e, v) for e, (keep, v) in zip(events, pairs, strict=True) if keep]
-    return [e for e, _ in kept], [v for _, v in kept]
+Test = Callable[[Mapping[str, Scalar]], bool]  # a feature's `where` filter
+
+
+def contributions(f: _Feature, events: Sequence[Rec]) -> tuple[Sequence[Rec], list[Scalar | None]]:
+    """`contribution` over a group of events: those the feature aggregates, and their values
+    (its field and filter looked up once, not per event)."""
+    field, test = f.field, f.test
+    kept = events if test is None else [e for e in events if test(e[2])]
+    if not field:
+        return kept, [None] * len(kept)
+    return kept, [e[2].get(field) for e in kept]
 
 
 Adder = Callable[[Any, Rec], Any]  # a partial with one event folded in
@@ -70,6 +74,13 @@ class _Feature(NamedTuple):
     kind: Kind[Any]
     fold: Callable[[_Feature, Any, Sequence[Rec]], Any]  # the partial with one tile's group of events folded in
     add: Adder  # the same for a group of one (the usual case)
+    field: str | None  # the feature's field and filter (`contribution`)
+    test: Test | None
+
+
+def _feature(f: FeatureDef) -> _Feature:
+    flt = f.filter
+    return _Feature(f.name, f, kind_of(f.agg), _fold_of(f), _adder(f), f.field, None if flt is None else flt.test)
 
 
 class ViewPlan:
@@ -84,11 +95,7 @@ class ViewPlan:
         self.by_step = [
             (
                 s,
-                [
-                    _Feature(f.name, f, kind_of(f.agg), _fold_of(f), _adder(f))
-                    for f in view.features
-                    if f.window.step_ms == s
-                ],
+                [_feature(f) for f in view.features if f.window.step_ms == s],
             )
             for s in self.steps
         ]
@@ -286,36 +293,36 @@ def _last(p: LastValue | None, events: Sequence[Rec], xs: Sequence[float | None]
 
 
 def _fold_count(f: _Feature, p: int, group: Sequence[Rec]) -> int:
-    events, _ = contributions(f.feature, group)
+    events, _ = contributions(f, group)
     return p + len(events)
 
 
 def _fold_sum(f: _Feature, p: ExactSum, group: Sequence[Rec]) -> ExactSum:
-    return _exact_sum(p, _numbers(contributions(f.feature, group)[1]))
+    return _exact_sum(p, _numbers(contributions(f, group)[1]))
 
 
 def _fold_min(f: _Feature, p: float | None, group: Sequence[Rec]) -> float | None:
-    return _extreme(p, _numbers(contributions(f.feature, group)[1]), lowest=True)
+    return _extreme(p, _numbers(contributions(f, group)[1]), lowest=True)
 
 
 def _fold_max(f: _Feature, p: float | None, group: Sequence[Rec]) -> float | None:
-    return _extreme(p, _numbers(contributions(f.feature, group)[1]), lowest=False)
+    return _extreme(p, _numbers(contributions(f, group)[1]), lowest=False)
 
 
 def _fold_last(f: _Feature, p: LastValue | None, group: Sequence[Rec]) -> LastValue | None:
-    events, values = contributions(f.feature, group)
+    events, values = contributions(f, group)
     return _last(p, events, _numbers(values))
 
 
 def _fold_distinct(f: _Feature, p: frozenset[str], group: Sequence[Rec]) -> frozenset[str]:
-    texts = {str(v) for v in contributions(f.feature, group)[1] if v is not None}
+    texts = {str(v) for v in contributions(f, group)[1] if v is not None}
     return p if texts <= p else p | texts
 
 
 def _fold_any(f: _Feature, p: Any, group: Sequence[Rec]) -> Any:
     """Any other kind: one `Kind.add` per event."""
     kind = f.kind
-    events, values = contributions(f.feature, group)
+    events, values = contributions(f, group)
     for e, v in zip(events, values, strict=True):
         p = kind.add(p, e.time_ms, e.event_id, v)
     return p
