@@ -152,14 +152,16 @@ def decode_event(data: bytes | None, defs: Definitions, topic: str | None = None
         return DeadLetter(events_pb2.DEAD_LETTER_REASON_MISSING_EVENT_ID, "empty event_id")
     if not ev.HasField("event_time"):
         return DeadLetter(events_pb2.DEAD_LETTER_REASON_MISSING_EVENT_TIME, "no event_time")
+    at = ev.event_time  # each read of a message field builds its wrapper again
     wrong = _wrong_topic(defs, ev.event_type, source)
     if wrong is not None:
         return wrong
     if ev.event_type not in _rules(defs):
         return DeadLetter(events_pb2.DEAD_LETTER_REASON_UNKNOWN_EVENT_TYPE, f"event_type {ev.event_type!r}")
-    if not 0 <= ev.event_time.nanos < 1_000_000_000:
-        return _time_out_of_range(f"event_time {ev.event_time.seconds}s {ev.event_time.nanos}ns")
-    time_ms = ev.event_time.seconds * 1000 + ev.event_time.nanos // 1_000_000
+    seconds, nanos = at.seconds, at.nanos
+    if not 0 <= nanos < 1_000_000_000:
+        return _time_out_of_range(f"event_time {seconds}s {nanos}ns")
+    time_ms = seconds * 1000 + nanos // 1_000_000
     values = _values(ev)
     if isinstance(values, DeadLetter):
         return values

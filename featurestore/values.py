@@ -54,4 +54,4 @@ def to_value_map(values: Mapping[str, Scalar | None]) -> dict[str, values_pb2.Va
 
 
 def from_value_map(values: Mapping[str, values_pb2.Value]) -> dict[str, Scalar | None]:
-    return {k: from_value(v) for k, v in values.items()}
+    return {k: from_value(values[k]) for k in values}  # by key: a protobuf map's items() is Python
