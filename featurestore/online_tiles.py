@@ -105,10 +105,21 @@ class TileWrite:
         object.__setattr__(self, "tail", {} if tail is None else tail)
         object.__setattr__(self, "drop_tail", drop_tail)
 
-    def doc(self) -> list[object]:
-        # Numbers as text: Lua's numbers are doubles.
-        return [str(self.newest_ms), str(self.expire_ms), str(int(time.time() * 1000)),
-                dict(self.tiles), list(self.drop_tiles), dict(self.tail), list(self.drop_tail)]  # fmt: skip
+    def doc(self, now_ms: str | None = None) -> list[object]:
+        """The write script's op. Numbers as text: Lua's numbers are doubles. `now_ms`: the
+        time written as 'w' (default now); one for all the ops of a call."""
+        if now_ms is None:
+            now_ms = str(int(time.time() * 1000))
+        return [str(self.newest_ms), str(self.expire_ms), now_ms,
+                _dict(self.tiles), _list(self.drop_tiles), _dict(self.tail), _list(self.drop_tail)]  # fmt: skip
+
+
+def _dict(m: Mapping[str, str]) -> dict[str, str]:
+    return m if isinstance(m, dict) else dict(m)  # the usual case: already one, not copied
+
+
+def _list(s: Sequence[str]) -> Sequence[str]:
+    return s if isinstance(s, list | tuple) else list(s)  # what MessagePack writes as an array
 
 
 # Lua: `hset(key, {field: value})` and `hdel(key, {fields})` in slices, because unpack() of a
@@ -173,7 +184,8 @@ def tile_calls(prefix: str, writes: Sequence[TileWrite]) -> list[tuple[list[str]
     for start in range(0, len(writes), TILE_WRITE_CHUNK):
         chunk = writes[start : start + TILE_WRITE_CHUNK]
         keys = [k for w in chunk for k in (tiles_key(prefix, w.key), tail_key(prefix, w.key))]
-        calls.append((keys, [_pack_docs([w.doc() for w in chunk])]))
+        now_ms = str(int(time.time() * 1000))
+        calls.append((keys, [_pack_docs([w.doc(now_ms) for w in chunk])]))
     return calls
 
 
