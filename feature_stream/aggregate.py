@@ -8,7 +8,7 @@ Here, per view entity, the worker keeps the accepted events that reads at
 A batch's events of one entity are applied at once: new ids are kept, grouped by tile, and
 each touched tile's partials are folded over just that group (`_FOLDS`, and `_adder` for a
 group of one: the exact arithmetic of each built-in kind written out, `Kind.add` for any other;
-what an event contributes to a feature is `contribution`'s reading: its filter, then its field). Exact
+what an event contributes to a feature is `_contributions`'s reading: its filter, then its field). Exact
 partials make this equal to folding one event at a time in any order (tested).
 `EntityState.apply` returns what changed as one `TileWrite` (whole tiles, raw tail events),
 so writing it twice, or after a replay, leaves the online store as it was.
@@ -29,10 +29,10 @@ from featurestore.accepted import is_late
 from featurestore.aggregations import ExactSum, Kind, LastValue, kind_of
 from featurestore.definitions import AggregationFunction, FeatureDef, FeatureViewDef
 from featurestore.online import OnlineKey, TileWrite, encode_tail_event
-from featurestore.tiles import Event, TileKey, passes, tile_field, tile_steps
+from featurestore.tiles import Event, TileKey, tile_field, tile_steps
 from featurestore.values import Scalar
 
-__all__ = ["EntityState", "Rec", "Update", "ViewPlan", "contribution", "contributions", "expire_ms", "is_late"]
+__all__ = ["EntityState", "Rec", "Update", "ViewPlan", "expire_ms", "is_late"]
 
 Rec = Event  # the worker state's name for an accepted event
 
@@ -44,20 +44,14 @@ def expire_ms(view: FeatureViewDef, future_skew_ms: int) -> int:
     return max(view.ttl_ms, max(f.window.size_ms for f in view.features)) + future_skew_ms
 
 
-def contribution(feature: FeatureDef, event: Rec) -> tuple[bool, Scalar | None]:
-    """Whether a feature aggregates an event (its `where` filter: `tiles.passes`), and the
-    value it contributes (None: the field is absent). The streaming engine's one reading of an
-    event for a feature: `contributions` and the adders read it so, from what `_Feature` holds."""
-    field = feature.field
-    return passes(feature, event.values), (event.values.get(field) if field else None)
-
-
 Test = Callable[[Mapping[str, Scalar]], bool]  # a feature's `where` filter
 
 
-def contributions(f: _Feature, events: Sequence[Rec]) -> tuple[Sequence[Rec], list[Scalar | None]]:
-    """`contribution` over a group of events: those the feature aggregates, and their values
-    (its field and filter looked up once, not per event)."""
+def _contributions(f: _Feature, events: Sequence[Rec]) -> tuple[Sequence[Rec], list[Scalar | None]]:
+    """The events of a group a feature aggregates (its `where` filter is true of them, as
+    `tiles.passes` tests it) and the value each contributes (None: the field is absent). The
+    streaming engine's one reading of an event for a feature (the adders read it the same
+    way), with the field and filter the view's plan looked up once."""
     field, test = f.field, f.test
     kept = events if test is None else [e for e in events if test(e[2])]
     if not field:
@@ -74,7 +68,7 @@ class _Feature(NamedTuple):
     kind: Kind[Any]
     fold: Callable[[_Feature, Any, Sequence[Rec]], Any]  # the partial with one tile's group of events folded in
     add: Adder  # the same for a group of one (the usual case)
-    field: str | None  # the feature's field and filter (`contribution`)
+    field: str | None  # the feature's field and filter (`_contributions`)
     test: Test | None
 
 
@@ -293,36 +287,36 @@ def _last(p: LastValue | None, events: Sequence[Rec], xs: Sequence[float | None]
 
 
 def _fold_count(f: _Feature, p: int, group: Sequence[Rec]) -> int:
-    events, _ = contributions(f, group)
+    events, _ = _contributions(f, group)
     return p + len(events)
 
 
 def _fold_sum(f: _Feature, p: ExactSum, group: Sequence[Rec]) -> ExactSum:
-    return _exact_sum(p, _numbers(contributions(f, group)[1]))
+    return _exact_sum(p, _numbers(_contributions(f, group)[1]))
 
 
 def _fold_min(f: _Feature, p: float | None, group: Sequence[Rec]) -> float | None:
-    return _extreme(p, _numbers(contributions(f, group)[1]), lowest=True)
+    return _extreme(p, _numbers(_contributions(f, group)[1]), lowest=True)
 
 
 def _fold_max(f: _Feature, p: float | None, group: Sequence[Rec]) -> float | None:
-    return _extreme(p, _numbers(contributions(f, group)[1]), lowest=False)
+    return _extreme(p, _numbers(_contributions(f, group)[1]), lowest=False)
 
 
 def _fold_last(f: _Feature, p: LastValue | None, group: Sequence[Rec]) -> LastValue | None:
-    events, values = contributions(f, group)
+    events, values = _contributions(f, group)
     return _last(p, events, _numbers(values))
 
 
 def _fold_distinct(f: _Feature, p: frozenset[str], group: Sequence[Rec]) -> frozenset[str]:
-    texts = {str(v) for v in contributions(f, group)[1] if v is not None}
+    texts = {str(v) for v in _contributions(f, group)[1] if v is not None}
     return p if texts <= p else p | texts
 
 
 def _fold_any(f: _Feature, p: Any, group: Sequence[Rec]) -> Any:
     """Any other kind: one `Kind.add` per event."""
     kind = f.kind
-    events, values = contributions(f, group)
+    events, values = _contributions(f, group)
     for e, v in zip(events, values, strict=True):
         p = kind.add(p, e.time_ms, e.event_id, v)
     return p
@@ -348,7 +342,7 @@ def _number(value: Scalar | None) -> float | None:
 # One event into a partial (the usual group: one event of an entity in a tile per batch): each
 # built-in kind's arithmetic written out, in a function closed over the feature's field and
 # filter, so a feature costs one call per event. The same reading of the event as
-# `contribution` and the same arithmetic as the folds above and `Kind.add` (tested over `KINDS`).
+# `_contributions` and the same arithmetic as the folds above and `Kind.add` (tested over `KINDS`).
 
 
 def _count_adder(field: str | None) -> Adder:

@@ -123,7 +123,8 @@ def _features_of_step(view: FeatureViewDef, step: int) -> list[FeatureDef]:
 
 def passes(feature: FeatureDef, values: Mapping[str, Scalar]) -> bool:
     """Whether an event contributes to `feature` at all: its `where` filter is true of it.
-    The streaming engine's one test per event (the batch engine's is `Columns.passing`)."""
+    One event at a time (the streaming engine calls the same filter's test, looked up once
+    per view; the batch engine's is `Columns.passing`)."""
     flt = feature.filter
     return flt is None or flt.test(values)
 
