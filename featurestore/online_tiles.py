@@ -10,7 +10,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -81,10 +81,10 @@ class TileWrite:
     key: OnlineKey
     newest_ms: int
     expire_ms: int
-    tiles: Mapping[str, str] = field(default_factory=dict)
-    drop_tiles: Sequence[str] = ()
-    tail: Mapping[str, str] = field(default_factory=dict)
-    drop_tail: Sequence[str] = ()
+    tiles: Mapping[str, str]  # the defaults: `__init__`'s
+    drop_tiles: Sequence[str]
+    tail: Mapping[str, str]
+    drop_tail: Sequence[str]
 
     def __init__(
         self,
@@ -105,11 +105,9 @@ class TileWrite:
         object.__setattr__(self, "tail", {} if tail is None else tail)
         object.__setattr__(self, "drop_tail", drop_tail)
 
-    def doc(self, now_ms: str | None = None) -> list[object]:
+    def doc(self, now_ms: str) -> list[object]:
         """The write script's op. Numbers as text: Lua's numbers are doubles. `now_ms`: the
-        time written as 'w' (default now); one for all the ops of a call."""
-        if now_ms is None:
-            now_ms = str(int(time.time() * 1000))
+        time written as 'w', one for all the ops of a call (`tile_calls`)."""
         return [str(self.newest_ms), str(self.expire_ms), now_ms,
                 _dict(self.tiles), _list(self.drop_tiles), _dict(self.tail), _list(self.drop_tail)]  # fmt: skip
 
