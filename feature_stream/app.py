@@ -249,6 +249,7 @@ def build_app(
         dedup_retention_ms=settings.dedup_retention_ms,
         flush_interval_s=FLUSH_INTERVAL_S,
         max_cached=settings.max_cached_entities,
+        max_cached_events=settings.max_cached_events,
     )
     size = settings.batch_size
     skips = _Skips(processor, lambda: load_skips(state_client, settings.state_key_prefix))

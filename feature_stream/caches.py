@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Set
+from collections.abc import Callable, Iterable, Set
 from typing import TypeVar
 
 __all__ = ["evict_lru", "touch"]
@@ -23,18 +23,33 @@ def touch(cache: dict[K, V], keys: Iterable[K]) -> list[K]:
     return missing
 
 
-def evict_lru(cache: dict[K, V], limit: int, keep: Set[K]) -> int:
-    """Drop the oldest entries of `cache` until at most `limit` are left, never one in `keep`
-    (their changes are not saved yet); returns how many were dropped."""
+def evict_lru(
+    cache: dict[K, V],
+    limit: int,
+    keep: Set[K],
+    held: int = 0,
+    most_held: int | None = None,
+    size: Callable[[V], int] | None = None,
+) -> int:
+    """Drop the oldest entries of `cache`, never one in `keep` (their changes are not saved
+    yet), until at most `limit` are left and, with `most_held`, what they hold (`held` now,
+    `size` of each entry) is at most `most_held`. Returns what the dropped entries held."""
     excess = len(cache) - limit
-    if excess <= 0:
+    over = held - most_held if most_held is not None and size is not None else 0
+    if excess <= 0 and over <= 0:
         return 0
     victims = []
-    for k in cache:
-        if k not in keep:
-            victims.append(k)
-            if len(victims) == excess:
-                break
+    dropped = 0
+    for k, v in cache.items():
+        if excess <= 0 and over <= 0:
+            break
+        if k in keep:
+            continue
+        n = size(v) if size is not None else 0
+        victims.append(k)
+        dropped += n
+        excess -= 1
+        over -= n
     for k in victims:
         del cache[k]
-    return len(victims)
+    return dropped

@@ -55,19 +55,23 @@ class Ingest:
             t: min((v.allowed_lateness_ms for v in defs.views_for_event(t)), default=None) for t in defs.event_types
         }
         self._keys: dict[str, KeyState] = {}  # least recently used first
+        self.held = 0  # event ids the cached key states remember: kept as they change, not summed
         # Messages an operator dead-lettered by hand: position -> reason (`feature_stream.skips`).
         self.skip: dict[str, str] = {}
 
     def reset(self) -> None:
         self._keys.clear()
+        self.held = 0
 
     @property
     def cached(self) -> int:
         return len(self._keys)
 
-    def trim(self, limit: int, unsaved: Set[str]) -> None:
-        """Evict the least recently used key states beyond `limit`, except those in `unsaved`."""
-        evict_lru(self._keys, limit, unsaved)
+    def trim(self, limit: int | None, most_ids: int | None, unsaved: Set[str]) -> None:
+        """Evict the least recently used key states beyond `limit` states or `most_ids`
+        remembered ids, except those in `unsaved`."""
+        keys = self._keys
+        self.held -= evict_lru(keys, len(keys) if limit is None else limit, unsaved, self.held, most_ids, _ids_held)
 
     async def decide(self, msgs: Sequence[InMessage]) -> Decisions:
         out = Decisions()
@@ -78,7 +82,9 @@ class Ingest:
         touched = {k for _, k in refs}
         missing = touch(self._keys, touched)
         if missing:
-            self._keys.update(await self.state.load_keys(sorted(missing)))
+            loaded = await self.state.load_keys(sorted(missing))
+            self._keys.update(loaded)
+            self.held += sum(len(st.seen) for st in loaded.values())
         elsewhere = await self._claimed_elsewhere(decoded, refs)
         now_ns = time.time_ns()
         for (msg, ev), (pos, key) in zip(decoded, refs, strict=True):
@@ -90,7 +96,7 @@ class Ingest:
         out.events = len(decoded)
         for k in touched:
             st = self._keys[k]
-            st.prune(st.max_ms - self.dedup_retention_ms, every_ms=self.dedup_retention_ms // 16)
+            self.held -= st.prune(st.max_ms - self.dedup_retention_ms, every_ms=self.dedup_retention_ms // 16)
             out.keys[k] = st
         return out
 
@@ -160,6 +166,7 @@ class Ingest:
             return seen.watermark_ms if seen.position == position else None
         wm = st.max_ms
         st.seen[ev.event_id] = st.added[ev.event_id] = Seen(position, ev.time_ms, wm)
+        self.held += 1
         if ev.time_ms > wm:
             st.max_ms = ev.time_ms
         return wm
@@ -172,3 +179,7 @@ class Ingest:
             ev.event_id, ev.event_type, ev.time_ms, ev.entities, ev.values, ev.source,
             ev.schema_version, key, wm, late, now_ns,
         )  # fmt: skip
+
+
+def _ids_held(st: KeyState) -> int:
+    return len(st.seen)

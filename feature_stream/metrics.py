@@ -6,6 +6,8 @@ from prometheus_client import Counter, Gauge
 
 __all__ = [
     "BEYOND_HORIZON",
+    "CACHED",
+    "CACHED_EVENTS",
     "CONSUMER_LAG",
     "DEAD_LETTERS",
     "DUPLICATES",
@@ -25,3 +27,9 @@ BEYOND_HORIZON = Counter(
     "fti_features_beyond_state_horizon", "Accepted events older than the retained state (inexact)", ["view"]
 )
 CONSUMER_LAG = Gauge("fti_features_consumer_lag", "Messages behind the high watermark", ["topic", "partition"])
+CACHED = Gauge("fti_features_cached", "View entity states and message key states held in memory", ["kind"])
+CACHED_EVENTS = Gauge(
+    "fti_features_cached_events",
+    "Events the cached view entities retain (kind=entities) and ids the cached message keys remember (kind=keys)",
+    ["kind"],
+)

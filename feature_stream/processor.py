@@ -10,14 +10,17 @@ items into their entities' tiles, everything into the flush buffer.
 
 Both batch handlers and the flush timer share the caches and the buffer; one lock keeps
 them coherent. The caches (view entity states, message key states) keep at most
-`max_cached` entries each once a flush has saved the state: the least recently used entries
-whose changes are saved are evicted after every flush, and reloaded from the state store
-when their entity or key comes back.
+`max_cached` entries each, and at most `max_cached_events` events (entities) or event ids
+(keys) each, once a flush has saved the state: the least recently used entries whose changes
+are saved are evicted after every flush, and reloaded from the state store when their entity
+or key comes back. An entity's size is its retained events, so the second bound is what
+keeps memory within a setting when entities are busy and windows long.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Sequence
 
 from feature_stream import metrics
@@ -34,6 +37,8 @@ from featurestore.online import AsyncOnlineStore, TileWrite
 
 __all__ = ["InMessage", "Outbox", "Processor", "ViewItem"]
 
+log = logging.getLogger("fti.worker")
+
 
 class Processor:
     def __init__(
@@ -49,6 +54,7 @@ class Processor:
         flush_rows: int = 100_000,
         flush_interval_s: float = 0.5,
         max_cached: int | None = None,
+        max_cached_events: int | None = None,
     ) -> None:
         self.defs = defs
         self.views = {v.ref: v for v in defs.views}
@@ -58,6 +64,7 @@ class Processor:
         self.future_skew_ms = future_skew_ms
         self._lock = asyncio.Lock()
         self._ingest = Ingest(defs, state, future_skew_ms=future_skew_ms, dedup_retention_ms=dedup_retention_ms)
+        self.max_cached_events = max_cached_events
         self._flusher = Flusher(
             state, online, offline, outbox, self._lock, max_rows=flush_rows, interval_s=flush_interval_s
         )
@@ -65,12 +72,15 @@ class Processor:
         self._flusher.on_saved = self._trim
         self.max_cached = max_cached
         self._entities: dict[EntityRef, EntityState] = {}  # least recently used first
+        self._held = 0  # events the cached entity states retain: kept as they change, not summed
+        self._warned_big: set[str] = set()  # views warned of an entity bigger than the event bound
 
     def reset(self) -> None:
         """Forget cached state and unflushed work, as a crash would: their offsets were not acked,
         so the messages are consumed again. Called on partition assignment and after errors."""
         self._ingest.reset()
         self._entities.clear()
+        self._held = 0
         self._flusher.reset()
 
     @property
@@ -78,15 +88,26 @@ class Processor:
         """How many view entity states and message key states are cached."""
         return len(self._entities), self._ingest.cached
 
+    @property
+    def held(self) -> tuple[int, int]:
+        """Events the cached entity states retain, and event ids the cached key states remember."""
+        return self._held, self._ingest.held
+
     def _trim(self) -> None:
-        """Evict least recently used cache entries beyond `max_cached` (called by the flusher,
-        under the processing lock, once the state is saved); entries with changes in the
-        current buffer are kept, since the state store does not have those yet."""
-        if self.max_cached is None:
-            return
-        buffer = self._flusher.buffer
-        evict_lru(self._entities, self.max_cached, buffer.entities.added.keys() | buffer.entities.dropped.keys())
-        self._ingest.trim(self.max_cached, buffer.keys.keys())
+        """Evict least recently used cache entries beyond `max_cached` entries or
+        `max_cached_events` events (called by the flusher, under the processing lock, once the
+        state is saved); entries with changes in the current buffer are kept, since the state
+        store does not have those yet."""
+        if self.max_cached is not None or self.max_cached_events is not None:
+            buffer = self._flusher.buffer
+            unsaved = buffer.entities.added.keys() | buffer.entities.dropped.keys()
+            limit = len(self._entities) if self.max_cached is None else self.max_cached
+            self._held -= evict_lru(self._entities, limit, unsaved, self._held, self.max_cached_events, len)
+            self._ingest.trim(self.max_cached, self.max_cached_events, buffer.keys.keys())
+        metrics.CACHED.labels("entities").set(len(self._entities))
+        metrics.CACHED.labels("keys").set(self._ingest.cached)
+        metrics.CACHED_EVENTS.labels("entities").set(self._held)
+        metrics.CACHED_EVENTS.labels("keys").set(self._ingest.held)
 
     @property
     def skip(self) -> dict[str, str]:
@@ -138,7 +159,22 @@ class Processor:
         missing = touch(self._entities, refs)
         if missing:
             loaded = await self.state.load_entities(sorted(missing))
-            self._entities.update({r: EntityState(self.views[r[0]], recs) for r, recs in loaded.items()})
+            for ref, recs in loaded.items():
+                self._entities[ref] = EntityState(self.views[ref[0]], recs)
+                self._held += len(recs)
+                if self.max_cached_events is not None and len(recs) > self.max_cached_events:
+                    self._warn_big(ref, len(recs))
+
+    def _warn_big(self, ref: EntityRef, events: int) -> None:
+        """Once per view: an entity bigger than the event bound is reloaded at every batch."""
+        if ref[0] in self._warned_big:
+            return
+        self._warned_big.add(ref[0])
+        log.warning(
+            "view %s: entity %r retains %d events, more than FTI_WORKER_MAX_CACHED_EVENTS (%d): it is "
+            "reloaded from Redis for every batch it is in; raise the bound or shorten the view's longest window",
+            ref[0], ref[1], events, self.max_cached_events,
+        )  # fmt: skip
 
     async def _aggregate(self, items: Sequence[ViewItem]) -> None:
         if not items:
@@ -158,6 +194,7 @@ class Processor:
         changes = self._flusher.buffer.entities
         for ref, recs in accepted.items():
             update = self._entities[ref].apply(recs, ref[1], self.future_skew_ms)
+            self._held += len(update.added) - len(update.dropped)
             for rec in update.added:
                 changes.add(ref, rec)
             changes.drop(ref, update.dropped)

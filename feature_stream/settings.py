@@ -98,6 +98,15 @@ class FeatureStreamSettings(FtiSettings):
             " (least recently used evicted, reloaded from Redis when they come back)."
         ),
     )
+    max_cached_events: int = Field(
+        1_000_000,
+        ge=1,
+        description=(
+            "Most events the cached view entities retain, and most event ids the cached message keys remember,"
+            " after a flush (least recently used evicted as above): what bounds the worker's memory when entities"
+            " are busy and windows long, ~1.7 KB of RSS per event."
+        ),
+    )
     log_level: str = Field("WARNING", description="Faust worker log level.")
     event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
         "auto", description="Event loop of the worker; auto uses uvloop when installed."

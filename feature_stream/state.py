@@ -121,17 +121,19 @@ class KeyState:
         self.added, self.dropped = {}, set()
         return changes
 
-    def prune(self, horizon_ms: int, every_ms: int = 0) -> None:
-        """Forget ids older than `horizon_ms`. A scan visits every remembered id (a day of a
-        key's events by default), so with `every_ms` it waits until the horizon has moved
-        that far since the last one: ids are then remembered up to `every_ms` longer."""
+    def prune(self, horizon_ms: int, every_ms: int = 0) -> int:
+        """Forget ids older than `horizon_ms`; returns how many. A scan visits every remembered
+        id (a day of a key's events by default), so with `every_ms` it waits until the horizon
+        has moved that far since the last one: ids are then remembered up to `every_ms` longer."""
         if horizon_ms < self.pruned_at + every_ms:
-            return
+            return 0
         self.pruned_at = horizon_ms
-        for eid in [e for e, s in self.seen.items() if s.time_ms < horizon_ms]:
+        old = [e for e, s in self.seen.items() if s.time_ms < horizon_ms]
+        for eid in old:
             del self.seen[eid]
             self.added.pop(eid, None)
             self.dropped.add(eid)
+        return len(old)
 
 
 # Packed records. One encoder and typed decoders shared by every call (one call per event).

@@ -285,6 +285,34 @@ async def test_caches_stay_within_the_bound_with_more_entities_than_it_and_value
         assert skew.entities > 2 * bound
 
 
+async def test_cached_events_stay_within_their_bound_with_busy_entities_and_values_stay_exact(tmp_path: Path) -> None:
+    """Few entities with many events each, over two days (events and ids age out): the event
+    bound, not the entity bound, evicts."""
+    offline, online, outbox = OfflineStore(str(tmp_path)), AsyncInMemoryOnlineStore(), ListOutbox()
+    state = InMemoryStateStore()
+    await online.register_views(DEFS.views)
+    bound = 400
+    proc = Processor(DEFS, state, online, offline, outbox, max_cached=10_000, max_cached_events=bound)
+    config = SimConfig(seed=9, sim_rate=0.02, cards=40, merchants=12, ooo_fraction=0.2, late_fraction=0.02)
+    sim = list(generate(4000, config))
+    msgs = [InMessage("raw", 0, i, e.key, e.value) for i, e in enumerate(sim)]
+    evicted = False
+    for i in range(0, len(msgs), 250):
+        before = proc.cached
+        await _run(proc, outbox, msgs[i : i + 250], 125)
+        await proc.flush()
+        events, ids = proc.held
+        # The running totals are what the caches hold.
+        assert events == sum(len(s) for s in proc._entities.values())
+        assert ids == sum(len(k.seen) for k in proc._ingest._keys.values())
+        assert events <= bound and ids <= bound, (events, ids)
+        evicted = evicted or proc.cached[0] < before[0]
+    assert evicted  # entities were evicted and reloaded
+    assert len(state.entities) > proc.cached[0]
+    for skew in _skews(DEFS, offline, online):
+        assert skew.mismatches == [], skew.mismatches[:5]
+
+
 def _online_content(online: AsyncInMemoryOnlineStore) -> dict[OnlineKey, tuple[dict[bytes, bytes], dict[bytes, bytes]]]:
     """Every entity's tiles and tail as stored, without the wall-clock write time."""
     store = online.store
