@@ -12,6 +12,8 @@ import signal
 import threading
 from collections.abc import Callable
 
+import pytest
+
 from featurestore.offline import OfflineStore
 from fti_demo.simulate import SimConfig, generate
 
@@ -51,12 +53,19 @@ def _assert_exact(pipe: FeaturePipeline, ids: set[str]) -> None:
         assert s.mismatches == [], (s.view, s.mismatches[:10])
 
 
+# Caches bounded far below what the stream retains (12,000 events for each view, ~40 for each
+# merchant): entities and keys are evicted after every flush and reloaded from Redis, and
+# every merchant is bigger than the whole bound.
+TINY_CACHES = {"FTI_WORKER_MAX_CACHED_EVENTS": "20", "FTI_WORKER_MAX_CACHED_ENTITIES": "50"}
+
+
+@pytest.mark.parametrize("caches", [{}, TINY_CACHES], ids=["default-caches", "tiny-caches"])
 def test_kill_9_mid_stream_then_restart_loses_nothing_and_counts_nothing_twice(
-    feature_pipeline: Callable[..., FeaturePipeline],
+    feature_pipeline: Callable[..., FeaturePipeline], caches: dict[str, str]
 ) -> None:
     rng = random.Random(21)
     kill_after = rng.randrange(2_000, 8_000)  # of the 12,000 messages produced
-    pipe = feature_pipeline(partitions=2)
+    pipe = feature_pipeline(partitions=2, **caches)
     producer, ids, _ = _produce_in_background(pipe, 12_000, seed=21, rate=2500)
     worker = pipe.start_worker()
     _wait_acked(pipe, kill_after)
@@ -65,6 +74,8 @@ def test_kill_9_mid_stream_then_restart_loses_nothing_and_counts_nothing_twice(
     pipe.start_worker()
     pipe.wait_caught_up(timeout=180)
     _assert_exact(pipe, ids)
+    if caches:  # the bound was in force: an entity over it was reloaded at each of its batches
+        assert "more than FTI_WORKER_MAX_CACHED_EVENTS" in pipe.logs()
 
 
 def test_two_workers_one_added_and_one_killed_mid_stream(feature_pipeline: Callable[..., FeaturePipeline]) -> None:
