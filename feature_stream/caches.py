@@ -25,16 +25,17 @@ def touch(cache: dict[K, V], keys: Iterable[K]) -> list[K]:
 
 def evict_lru(
     cache: dict[K, V],
-    limit: int,
+    limit: int | None,
     keep: Set[K],
     held: int = 0,
     most_held: int | None = None,
     size: Callable[[V], int] | None = None,
 ) -> int:
     """Drop the oldest entries of `cache`, never one in `keep` (their changes are not saved
-    yet), until at most `limit` are left and, with `most_held`, what they hold (`held` now,
-    `size` of each entry) is at most `most_held`. Returns what the dropped entries held."""
-    excess = len(cache) - limit
+    yet), until at most `limit` are left (None: any number) and, with `most_held`, what they
+    hold (`held` now, `size` of each entry) is at most `most_held`. Returns what the dropped
+    entries held."""
+    excess = len(cache) - limit if limit is not None else 0
     over = held - most_held if most_held is not None and size is not None else 0
     if excess <= 0 and over <= 0:
         return 0

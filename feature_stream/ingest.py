@@ -70,8 +70,7 @@ class Ingest:
     def trim(self, limit: int | None, most_ids: int | None, unsaved: Set[str]) -> None:
         """Evict the least recently used key states beyond `limit` states or `most_ids`
         remembered ids, except those in `unsaved`."""
-        keys = self._keys
-        self.held -= evict_lru(keys, len(keys) if limit is None else limit, unsaved, self.held, most_ids, _ids_held)
+        self.held -= evict_lru(self._keys, limit, unsaved, self.held, most_ids, _ids_held)
 
     async def decide(self, msgs: Sequence[InMessage]) -> Decisions:
         out = Decisions()

@@ -101,8 +101,7 @@ class Processor:
         if self.max_cached is not None or self.max_cached_events is not None:
             buffer = self._flusher.buffer
             unsaved = buffer.entities.added.keys() | buffer.entities.dropped.keys()
-            limit = len(self._entities) if self.max_cached is None else self.max_cached
-            self._held -= evict_lru(self._entities, limit, unsaved, self._held, self.max_cached_events, len)
+            self._held -= evict_lru(self._entities, self.max_cached, unsaved, self._held, self.max_cached_events, len)
             self._ingest.trim(self.max_cached, self.max_cached_events, buffer.keys.keys())
         metrics.CACHED.labels("entities").set(len(self._entities))
         metrics.CACHED.labels("keys").set(self._ingest.cached)

@@ -22,7 +22,7 @@ def test_evicts_oldest_entries_until_what_they_hold_is_within_the_bound() -> Non
 
 def test_an_entry_bigger_than_the_bound_is_evicted_unless_kept() -> None:
     cache = {"big": [1] * 20, "x": [1]}
-    assert evict_lru(cache, 10, keep={"big"}, held=21, most_held=10, size=len) == 1
+    assert evict_lru(cache, None, keep={"big"}, held=21, most_held=10, size=len) == 1  # no entry bound
     assert list(cache) == ["big"]  # unsaved: stays, over the bound until saved
-    assert evict_lru(cache, 10, keep=set(), held=20, most_held=10, size=len) == 20
+    assert evict_lru(cache, None, keep=set(), held=20, most_held=10, size=len) == 20
     assert cache == {}
