@@ -24,6 +24,7 @@ import mode.loop
 import redis.asyncio as aredis
 from faust.sensors.monitor import Monitor
 from faust.types import TP, EventT, Message, StreamT
+from prometheus_client import Counter
 
 from feature_stream import log_faults, log_limits, metrics
 from feature_stream.batch_consumer import BatchApp
@@ -420,20 +421,26 @@ class _Summary:
         self._at = asyncio.get_running_loop().time()
         self._events = 0
         self._dead = _dead_letters_by_reason()
+        self._misses = _totals(metrics.CACHE_MISSES)
 
     def maybe_log(self) -> None:
         now = asyncio.get_running_loop().time()
         if now - self._at < self.EVERY_S:
             return
         events = self._health.events - self._events
+        misses = _totals(metrics.CACHE_MISSES)
         log.info(
-            "%d events in the last %.0f s (%.0f/s), lag %d, longest event-loop stall %.0f ms",
+            "%d events in the last %.0f s (%.0f/s), lag %d, longest event-loop stall %.0f ms, "
+            "cache misses %d entities and %d keys",
             events,
             now - self._at,
             events / (now - self._at),
             self._health.lag,
             self._health.take_longest_stall() * 1000,
+            misses.get("entities", 0) - self._misses.get("entities", 0),
+            misses.get("keys", 0) - self._misses.get("keys", 0),
         )
+        self._misses = misses
         # Dead letters are easy to miss in a metric alone: one line a minute says how many, and why.
         dead = _dead_letters_by_reason()
         new = {r: n - self._dead.get(r, 0) for r, n in dead.items() if n > self._dead.get(r, 0)}
@@ -447,9 +454,14 @@ class _Summary:
 
 def _dead_letters_by_reason() -> dict[str, float]:
     """The dead-letter counter's totals by reason, as this process has counted them."""
+    return _totals(metrics.DEAD_LETTERS)
+
+
+def _totals(counter: Counter) -> dict[str, float]:
+    """A one-label counter's totals by its label, as this process has counted them."""
     return {
-        s.labels["reason"]: s.value
-        for family in metrics.DEAD_LETTERS.collect()
+        next(iter(s.labels.values())): s.value
+        for family in counter.collect()
         for s in family.samples
         if s.name.endswith("_total")
     }

@@ -27,6 +27,8 @@ from fti.v1 import events_pb2
 
 __all__ = ["Decisions", "Ingest"]
 
+_KEY_MISSES = metrics.CACHE_MISSES.labels("keys")
+
 
 @dataclass
 class Decisions:
@@ -81,6 +83,7 @@ class Ingest:
         touched = {k for _, k in refs}
         missing = touch(self._keys, touched)
         if missing:
+            _KEY_MISSES.inc(len(missing))
             loaded = await self.state.load_keys(sorted(missing))
             self._keys.update(loaded)
             self.held += sum(len(st.seen) for st in loaded.values())

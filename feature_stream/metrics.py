@@ -8,6 +8,7 @@ __all__ = [
     "BEYOND_HORIZON",
     "CACHED",
     "CACHED_EVENTS",
+    "CACHE_MISSES",
     "CONSUMER_LAG",
     "DEAD_LETTERS",
     "DUPLICATES",
@@ -31,5 +32,11 @@ CACHED = Gauge("fti_features_cached", "View entity states and message key states
 CACHED_EVENTS = Gauge(
     "fti_features_cached_events",
     "Events the cached view entities retain (kind=entities) and ids the cached message keys remember (kind=keys)",
+    ["kind"],
+)
+CACHE_MISSES = Counter(
+    "fti_features_cache_misses",
+    "View entities (kind=entities) and message keys (kind=keys) not cached when a batch needed them, read from "
+    "the state store: first sightings, and reloads after an eviction",
     ["kind"],
 )

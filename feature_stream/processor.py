@@ -38,6 +38,7 @@ from featurestore.online import AsyncOnlineStore, TileWrite
 __all__ = ["InMessage", "Outbox", "Processor", "ViewItem"]
 
 log = logging.getLogger("fti.worker")
+_ENTITY_MISSES = metrics.CACHE_MISSES.labels("entities")
 
 
 class Processor:
@@ -157,6 +158,7 @@ class Processor:
     async def _entity_states(self, refs: set[EntityRef]) -> None:
         missing = touch(self._entities, refs)
         if missing:
+            _ENTITY_MISSES.inc(len(missing))
             loaded = await self.state.load_entities(sorted(missing))
             for ref, recs in loaded.items():
                 self._entities[ref] = EntityState(self.views[ref[0]], recs)

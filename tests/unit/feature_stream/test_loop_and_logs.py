@@ -102,6 +102,29 @@ def test_the_minute_summary_says_how_many_messages_were_dead_lettered_and_why(ca
     assert second == []
 
 
+def test_the_minute_summary_says_how_many_entities_and_keys_missed_the_caches(caplog: Any) -> None:
+    """A bound too small for the active entities shows as misses in every minute's line."""
+
+    def infos() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+
+    async def run() -> tuple[list[str], list[str]]:
+        summary = _Summary(Health(live_after_s=60, stall_after_s=60))
+        summary.EVERY_S = 0.0
+        metrics.CACHE_MISSES.labels("entities").inc(7)
+        metrics.CACHE_MISSES.labels("keys").inc(2)
+        summary.maybe_log()
+        first = infos()
+        caplog.clear()
+        summary.maybe_log()
+        return first, infos()
+
+    with caplog.at_level(logging.INFO, logger="fti.worker"):
+        first, second = asyncio.run(run())
+    assert len(first) == 1 and first[0].endswith("cache misses 7 entities and 2 keys")
+    assert len(second) == 1 and second[0].endswith("cache misses 0 entities and 0 keys")  # counted once
+
+
 def test_the_faust_worker_leaves_debug_records_unmade() -> None:
     """Faust's spinner set the root logger to DEBUG: every library debug call built a record."""
     import faust

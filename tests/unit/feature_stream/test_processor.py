@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 from feature_stream.backfill import compute_view
 from feature_stream.codec import DeadLetter
@@ -293,6 +294,7 @@ async def test_cached_events_stay_within_their_bound_with_busy_entities_and_valu
     await online.register_views(DEFS.views)
     bound = 400
     proc = Processor(DEFS, state, online, offline, outbox, max_cached=10_000, max_cached_events=bound)
+    misses_before = _entity_misses()
     config = SimConfig(seed=9, sim_rate=0.02, cards=40, merchants=12, ooo_fraction=0.2, late_fraction=0.02)
     sim = list(generate(4000, config))
     msgs = [InMessage("raw", 0, i, e.key, e.value) for i, e in enumerate(sim)]
@@ -309,8 +311,14 @@ async def test_cached_events_stay_within_their_bound_with_busy_entities_and_valu
         evicted = evicted or proc.cached[0] < before[0]
     assert evicted  # entities were evicted and reloaded
     assert len(state.entities) > proc.cached[0]
+    # Each entity missed the cache at its first sighting, and again after each eviction.
+    assert _entity_misses() - misses_before > len(state.entities)
     for skew in _skews(DEFS, offline, online):
         assert skew.mismatches == [], skew.mismatches[:5]
+
+
+def _entity_misses() -> float:
+    return REGISTRY.get_sample_value("fti_features_cache_misses_total", {"kind": "entities"}) or 0.0
 
 
 def _online_content(online: AsyncInMemoryOnlineStore) -> dict[OnlineKey, tuple[dict[bytes, bytes], dict[bytes, bytes]]]:
