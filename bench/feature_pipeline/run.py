@@ -438,6 +438,7 @@ def freshness(bench: Bench, proc: subprocess.Popen[bytes], prefix: str, rate: fl
         probes.append((card, card.encode(), eid, value))
     time.sleep(max(0.0, start_ms / 1000 - time.time()))
     t0 = time.monotonic()
+    cpu0 = _cpu_split(bench, proc)
     for i, (card, key, eid, value) in enumerate(probes):
         if i % 500 == 0:
             check_alive(proc, "worker (freshness)")
@@ -451,6 +452,7 @@ def freshness(bench: Bench, proc: subprocess.Popen[bytes], prefix: str, rate: fl
     producer.flush(10)
     watcher.done.set()
     watcher.join()
+    cpu = {k: (v - cpu0[k]) for k, v in _cpu_split(bench, proc).items()}
     lat, left = watcher.lat, list(watcher.pending)
     later = 0
     if left:  # late or lost? look once more, 30 s after the last probe
@@ -468,6 +470,23 @@ def freshness(bench: Bench, proc: subprocess.Popen[bytes], prefix: str, rate: fl
         "p50_ms": round(_percentile(lat, 0.5), 2),
         "p99_ms": round(_percentile(lat, 0.99), 2),
         "max_ms": round(max(lat, default=float("nan")), 2),
+        # Where the two cores went from the first probe to the last one seen (or given up on):
+        # CPU seconds per event of the worker's process tree and of Redis (its main process,
+        # and the children it forks to rewrite its append-only file), and their share of a core.
+        **{f"{k}_us_per_event": round(v / n * 1e6, 1) for k, v in cpu.items() if k != "wall"},
+        **{f"{k}_share_of_a_core": round(v / cpu["wall"], 3) for k, v in cpu.items() if k != "wall"},
+    }
+
+
+def _cpu_split(bench: Bench, proc: subprocess.Popen[bytes]) -> dict[str, float]:
+    """Wall time, and CPU seconds so far of the worker's tree, Redis's main process and its
+    forked children (the stack's Redis; another Redis on this machine is not counted)."""
+    info = bench.r.info("cpu")
+    return {
+        "wall": time.monotonic(),
+        "worker_cpu": tree_usage(proc.pid).cpu_s,
+        "redis_cpu": float(info["used_cpu_user"]) + float(info["used_cpu_sys"]),
+        "redis_rewrite_cpu": float(info["used_cpu_user_children"]) + float(info["used_cpu_sys_children"]),
     }
 
 
@@ -488,9 +507,11 @@ def repeated_freshness(bench: Bench, rate: float, seconds: float, phases: int) -
         # The stack's Redis rewrites its append-only file about once a minute under the bench's
         # writes: a fork, then a core for seconds. Recorded, so a phase it hit can be told apart.
         got[-1]["redis_aof_rewrites"] = _aof_rewrites(bench.r)[0] - before[0] + before[1]  # that overlapped it
-        print(f"  phase {i + 1}/{phases}: p50 {got[-1]['p50_ms']:.1f} ms  p99 {got[-1]['p99_ms']:.1f} ms "
-              f"({got[-1]['watched']} watched, Redis AOF rewrites {got[-1]['redis_aof_rewrites']})",
-              flush=True)  # fmt: skip
+        g = got[-1]
+        print(f"  phase {i + 1}/{phases}: p50 {g['p50_ms']:.1f} ms  p99 {g['p99_ms']:.1f} ms "
+              f"({g['watched']} watched, Redis AOF rewrites {g['redis_aof_rewrites']}); CPU per event: "
+              f"worker {g['worker_cpu_us_per_event']:.0f} us, Redis {g['redis_cpu_us_per_event']:.0f} us "
+              f"+ {g['redis_rewrite_cpu_us_per_event']:.0f} us rewriting", flush=True)  # fmt: skip
     p50s, p99s = [g["p50_ms"] for g in got], [g["p99_ms"] for g in got]
     return {
         "rate_per_s": got[0]["rate_per_s"],
