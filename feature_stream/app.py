@@ -32,6 +32,7 @@ from feature_stream.codec import DeadLetter
 from feature_stream.collector import Collector
 from feature_stream.faults import EXIT_OK, Fault, classify
 from feature_stream.health import Health, HealthServer
+from feature_stream.memory_budget import BYTES_PER_EVENT, available_memory, default_max_cached_events
 from feature_stream.outbox import KafkaOutbox
 from feature_stream.processor import Processor
 from feature_stream.records import InMessage, ViewItem
@@ -250,7 +251,7 @@ def build_app(
         dedup_retention_ms=settings.dedup_retention_ms,
         flush_interval_s=FLUSH_INTERVAL_S,
         max_cached=settings.max_cached_entities,
-        max_cached_events=settings.max_cached_events,
+        max_cached_events=_max_cached_events(settings),
     )
     size = settings.batch_size
     skips = _Skips(processor, lambda: load_skips(state_client, settings.state_key_prefix))
@@ -292,6 +293,20 @@ def build_app(
             await asyncio.sleep(0)
 
     return app
+
+
+def _max_cached_events(settings: FeatureStreamSettings) -> int:
+    """The setting, or the default from the memory the worker may use (`memory_budget`)."""
+    if settings.max_cached_events is not None:
+        return settings.max_cached_events
+    memory, source = available_memory()
+    bound = default_max_cached_events(memory)
+    log.info(
+        "worker caches: at most %d events and %d event ids (FTI_WORKER_MAX_CACHED_EVENTS unset: half of %s, "
+        "%.1f GB, at %d bytes each)",
+        bound, bound, source, memory / 2**30, BYTES_PER_EVENT,
+    )  # fmt: skip
+    return bound
 
 
 def _rekeyed_chunks(

@@ -98,13 +98,14 @@ class FeatureStreamSettings(FtiSettings):
             " (least recently used evicted, reloaded from Redis when they come back)."
         ),
     )
-    max_cached_events: int = Field(
-        1_000_000,
+    max_cached_events: int | None = Field(
+        None,
         ge=1,
         description=(
             "Most events the cached view entities retain, and most event ids the cached message keys remember,"
             " after a flush (least recently used evicted as above): what bounds the worker's memory when entities"
-            " are busy and windows long, ~1.7 KB of RSS per event."
+            " are busy and windows long. Unset: half the memory available to the worker (its cgroup limit, else"
+            " the machine's) at ~1.2 KB an event, logged at start (INFO)."
         ),
     )
     log_level: str = Field("WARNING", description="Faust worker log level.")
