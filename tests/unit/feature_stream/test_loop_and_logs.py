@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -80,47 +81,45 @@ def test_the_longest_loop_stall_is_reported_once_per_summary() -> None:
     assert health.take_longest_stall() == 0.0
 
 
-def test_the_minute_summary_says_how_many_messages_were_dead_lettered_and_why(caplog: Any) -> None:
-    def warnings() -> list[str]:
-        return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+def _two_summaries(caplog: Any, level: int, bump: Callable[[], None]) -> tuple[list[str], list[str]]:
+    """The lines at `level` of two minute summaries in a row, with `bump()` run before the first."""
+
+    def lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.levelno == level]
 
     async def run() -> tuple[list[str], list[str]]:
         summary = _Summary(Health(live_after_s=60, stall_after_s=60))
         summary.EVERY_S = 0.0
-        metrics.DEAD_LETTERS.labels("WRONG_TYPE").inc(3)
-        metrics.DEAD_LETTERS.labels("UNDECODABLE").inc()
+        bump()
         summary.maybe_log()
-        first = warnings()
+        first = lines()
         caplog.clear()
-        summary.maybe_log()  # nothing dead-lettered since: no line
-        return first, warnings()
+        summary.maybe_log()
+        return first, lines()
 
     with caplog.at_level(logging.INFO, logger="fti.worker"):
-        first, second = asyncio.run(run())
+        return asyncio.run(run())
+
+
+def test_the_minute_summary_says_how_many_messages_were_dead_lettered_and_why(caplog: Any) -> None:
+    def bump() -> None:
+        metrics.DEAD_LETTERS.labels("WRONG_TYPE").inc(3)
+        metrics.DEAD_LETTERS.labels("UNDECODABLE").inc()
+
+    first, second = _two_summaries(caplog, logging.WARNING, bump)
     assert len(first) == 1 and first[0].startswith("4 messages dead-lettered in the last")
     assert first[0].endswith(": WRONG_TYPE 3, UNDECODABLE 1")
-    assert second == []
+    assert second == []  # nothing dead-lettered since: no line
 
 
 def test_the_minute_summary_says_how_many_entities_and_keys_missed_the_caches(caplog: Any) -> None:
     """A bound too small for the active entities shows as misses in every minute's line."""
 
-    def infos() -> list[str]:
-        return [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
-
-    async def run() -> tuple[list[str], list[str]]:
-        summary = _Summary(Health(live_after_s=60, stall_after_s=60))
-        summary.EVERY_S = 0.0
+    def bump() -> None:
         metrics.CACHE_MISSES.labels("entities").inc(7)
         metrics.CACHE_MISSES.labels("keys").inc(2)
-        summary.maybe_log()
-        first = infos()
-        caplog.clear()
-        summary.maybe_log()
-        return first, infos()
 
-    with caplog.at_level(logging.INFO, logger="fti.worker"):
-        first, second = asyncio.run(run())
+    first, second = _two_summaries(caplog, logging.INFO, bump)
     assert len(first) == 1 and first[0].endswith("cache misses 7 entities and 2 keys")
     assert len(second) == 1 and second[0].endswith("cache misses 0 entities and 0 keys")  # counted once
 
