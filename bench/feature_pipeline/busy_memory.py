@@ -25,23 +25,11 @@ from typing import Any
 
 import redis
 from confluent_kafka import Producer
-from procs import BenchAbort, _descendants, check_alive, stop
+from procs import BenchAbort, check_alive, stop, tree_rss
 from run import Bench, _probe, produce_backlog, worker_round
 
 CARDS, MERCHANTS = 1_000, 300
 UNBOUNDED = 10**12
-
-
-def _rss_mb(root: int) -> float:
-    """The largest resident set among the worker's processes (its supervisor and the worker)."""
-    sizes = []
-    for pid in _descendants(root):
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-        except OSError:
-            continue
-        sizes.append(int(status.split("VmRSS:")[1].split()[0]) / 1024)
-    return max(sizes, default=0.0)
 
 
 def main() -> None:
@@ -107,7 +95,7 @@ def _phases(bench: Bench, workers: dict[str, Any], a: argparse.Namespace) -> lis
         time.sleep(1.5)  # past the next flush (0.5 s), whose trim evicts
         for name, (proc, _) in workers.items():
             check_alive(proc, f"worker {name}")
-            row[f"{name}_rss_mb"] = round(_rss_mb(proc.pid), 1)
+            row[f"{name}_rss_mb"] = round(tree_rss(proc.pid) / 2**20, 1)  # its supervisor and the worker
         print(
             f"phase {phase + 1}/{a.phases}: {row['events_so_far']:,} events;"
             f" bounded {row['bounded_rss_mb']:.0f} MB, unbounded {row['unbounded_rss_mb']:.0f} MB",

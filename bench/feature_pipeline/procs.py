@@ -9,7 +9,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["BenchAbort", "TreeUsage", "check_alive", "stop", "tree_usage"]
+__all__ = ["BenchAbort", "TreeUsage", "check_alive", "stop", "tree_rss", "tree_usage"]
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -51,10 +51,11 @@ def _descendants(root: int) -> list[int]:
     return out
 
 
-def _hwm(pid: int) -> int:
+def _status_bytes(pid: int, field: str) -> int:
+    """A memory line of /proc/<pid>/status (`VmHWM`, `VmRSS`) in bytes; 0 when the process is gone."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
@@ -64,7 +65,12 @@ def _hwm(pid: int) -> int:
 def tree_usage(root: int) -> TreeUsage:
     pids = _descendants(root)
     cpu = sum(st[1] for p in pids if (st := _stat(p)) is not None)
-    return TreeUsage(cpu, max((_hwm(p) for p in pids), default=0))
+    return TreeUsage(cpu, max((_status_bytes(p, "VmHWM") for p in pids), default=0))
+
+
+def tree_rss(root: int) -> int:
+    """The largest resident set now (VmRSS) among the live processes of the tree, in bytes."""
+    return max((_status_bytes(p, "VmRSS") for p in _descendants(root)), default=0)
 
 
 def check_alive(proc: subprocess.Popen[bytes], what: str, log: Path | None = None) -> None:
