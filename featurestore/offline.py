@@ -97,8 +97,33 @@ class ArchiveRow(NamedTuple):
     ingest_ns: int
 
 
-# A listing is retried this often when its files vanish under a reader (compactions).
-_READ_ATTEMPTS = 5
+# A reader lists and reads again when files vanish under it (a compaction replacing them),
+# waiting longer each time, for up to this long: one compaction is short, but back-to-back
+# ones beat five immediate retries on a busy machine (a test's reader failed 1 run in ~40).
+_READ_PATIENCE_S = 10.0
+_READ_WAITS_S = (0.005, 0.25)  # the first wait between attempts, and the longest
+
+
+class _Patience:
+    """Attempts with a growing sleep between them, for `_READ_PATIENCE_S` at most."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._deadline = time.monotonic() + _READ_PATIENCE_S
+        self._wait = _READ_WAITS_S[0]
+
+    def another(self) -> bool:
+        """Whether to try (again), after the wait that is due; counts the attempts."""
+        if self.count:
+            if time.monotonic() + self._wait > self._deadline:
+                return False
+            time.sleep(self._wait)
+            self._wait = min(2 * self._wait, _READ_WAITS_S[1])
+        self.count += 1
+        return True
+
+    def spent(self) -> str:
+        return f"{self.count} listings in {_READ_PATIENCE_S:g} s"
 
 
 def date_of(ms: int) -> str:
@@ -234,12 +259,13 @@ class OfflineStore:
             return []
         # fsspec's walk lists a directory as empty when a file in it vanishes mid-listing (a
         # compaction deleting its parts): a reader then saw no rows at all. Raise and list again.
-        for _ in range(_READ_ATTEMPTS):
+        tries = _Patience()
+        while tries.another():
             try:
                 return sorted(p for p in self.fs.find(base, on_error="raise") if p.endswith(".parquet"))
             except FileNotFoundError:
                 continue
-        raise UnavailableError(f"offline files under {rel_dir} kept vanishing while listed ({_READ_ATTEMPTS} listings)")
+        raise UnavailableError(f"offline files under {rel_dir} kept vanishing while listed ({tries.spent()})")
 
     def _read(
         self,
@@ -250,7 +276,8 @@ class OfflineStore:
         """Every file `list_files` names, as one table (each converted by `convert`). A compaction
         may replace files between the listing and the reads; it publishes the merged file
         before it deletes the parts, so a file gone missing means: list again."""
-        for _ in range(_READ_ATTEMPTS):
+        tries = _Patience()
+        while tries.another():
             files = list_files()
             if not files:
                 return schema.empty_table()
@@ -261,7 +288,7 @@ class OfflineStore:
             if convert:
                 tables = [convert(t, f) for t, f in zip(tables, files, strict=True)]
             return pa.concat_tables(tables)
-        raise UnavailableError(f"offline files kept vanishing while read ({_READ_ATTEMPTS} listings)")
+        raise UnavailableError(f"offline files kept vanishing while read ({tries.spent()})")
 
     def _read_file(self, path: str, schema: pa.Schema | None = None) -> pa.Table:
         with self.fs.open(path, "rb") as fh:

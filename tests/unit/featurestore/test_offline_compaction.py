@@ -12,7 +12,9 @@ import pytest
 from click.testing import CliRunner
 
 from feature_stream.cli import features
+from featurestore import offline
 from featurestore.offline import ArchiveRow, FeatureRow, OfflineStore
+from fti_core.errors import UnavailableError
 
 DAY = 86_400_000
 FEATURES = ["n", "s"]
@@ -113,3 +115,21 @@ def test_clean_tmp_removes_only_files_a_crashed_writer_left_long_ago(tmp_path: P
     assert store.clean_tmp(older_than_s=3600) == 1
     assert not old.exists() and fresh.exists()
     pd.testing.assert_frame_equal(before[0], _reads(store)[0])
+
+
+def test_a_read_whose_files_keep_vanishing_fails_clearly_once_its_patience_is_spent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = OfflineStore(str(tmp_path))
+    _fill(store)
+    monkeypatch.setattr(offline, "_READ_PATIENCE_S", 0.05)
+    listed: list[int] = []
+
+    def vanishing(path: str, *args: object, **kwargs: object) -> dict[str, object]:
+        listed.append(1)
+        raise FileNotFoundError(path)
+
+    monkeypatch.setattr(store.fs, "find", vanishing)
+    with pytest.raises(UnavailableError, match=r"kept vanishing while listed \(\d+ listings in 0.05 s\)"):
+        store.read_features("v", 1, FEATURES)
+    assert len(listed) >= 2  # listed again, after a wait, before giving up
