@@ -98,6 +98,11 @@ class ViewPlan:
         # text is remembered per tile (`encode`).
         self.texts = {s: [(_json_str(f.name) + ":", _text_of(f), _memo_of(f)) for f in fs] for s, fs in self.by_step}
         self._expire: dict[int, int] = {}
+        # `bounds` depends on t = newest - skew only through t // g, g the steps' greatest common
+        # divisor (every step is a multiple of g, and (t // g) // (s // g) == t // s): the last
+        # answer serves every event until t crosses a multiple of g (a minute for the demo).
+        self._g = math.gcd(*self.steps)
+        self._last: tuple[int, int, int, int] | None = None  # (t // g, skew, horizon, tail start)
 
     @classmethod
     def of(cls, view: FeatureViewDef) -> ViewPlan:
@@ -108,13 +113,23 @@ class ViewPlan:
 
     def horizon_ms(self, newest_ms: int, future_skew_ms: int) -> int:
         """`tiles.horizon_ms` from the precomputed windows."""
-        t = newest_ms - future_skew_ms
-        return min((t // s) * s - size + s for s, size in self.windows)
+        return self.bounds(newest_ms, future_skew_ms)[0]
 
     def tail_start_ms(self, newest_ms: int, future_skew_ms: int) -> int:
         """`tiles.tail_start_ms` from the precomputed steps."""
+        return self.bounds(newest_ms, future_skew_ms)[1]
+
+    def bounds(self, newest_ms: int, future_skew_ms: int) -> tuple[int, int]:
+        """(`horizon_ms`, `tail_start_ms`), worked out once per multiple of the steps' gcd."""
         t = newest_ms - future_skew_ms
-        return min((t // s) * s for s in self.steps)
+        q = t // self._g
+        last = self._last
+        if last is not None and last[0] == q and last[1] == future_skew_ms:
+            return last[2], last[3]
+        horizon = min((t // s) * s - size + s for s, size in self.windows)
+        tail = min((t // s) * s for s in self.steps)
+        self._last = (q, future_skew_ms, horizon, tail)
+        return horizon, tail
 
     def expire_ms(self, future_skew_ms: int) -> int:
         if future_skew_ms not in self._expire:
@@ -491,8 +506,9 @@ class EntityState:
         self.recs: list[Rec] = sorted(recs, key=_order)
         self._ids = {r.event_id for r in self.recs}
         self._key: OnlineKey | None = None  # built at the first write, not at every one
-        # (step, start) -> [newest time, {feature: partial}, {feature: (partial, text)}]: mutable,
-        # owned by this state (the last is `ViewPlan.encode`'s memo).
+        # (step, start) -> [newest time, {feature: partial}, {feature: (partial, text)}, field]:
+        # mutable, owned by this state (the third is `ViewPlan.encode`'s memo, the last the
+        # tile's field in the online hash, `tiles.tile_field`).
         self._tiles: dict[TileKey, list[Any]] = {}
         self._fold(self.recs)
 
@@ -509,21 +525,19 @@ class EntityState:
         if not added:
             return touched
         tiles = self._tiles
-        first = added[0]
+        if len(added) == 1:
+            self._fold_one(added[0], touched)
+            return touched
         for s, features in self._plan.by_step:
-            groups: dict[int, list[Rec]]
-            if len(added) == 1:
-                groups = {(first.time_ms // s) * s: [first]}
-            else:
-                groups = {}
-                for r in added:
-                    groups.setdefault((r.time_ms // s) * s, []).append(r)
+            groups: dict[int, list[Rec]] = {}
+            for r in added:
+                groups.setdefault((r.time_ms // s) * s, []).append(r)
             for start, group in groups.items():
                 key = (s, start)
                 touched.add(key)
                 tile = tiles.get(key)
                 if tile is None:
-                    tile = tiles[key] = [-(2**63), {f.name: f.kind.empty() for f in features}, {}]
+                    tile = tiles[key] = [-(2**63), {f.name: f.kind.empty() for f in features}, {}, tile_field(key)]
                 newest = group[0].time_ms if len(group) == 1 else max(r.time_ms for r in group)
                 if newest > tile[0]:
                     tile[0] = newest
@@ -537,10 +551,37 @@ class EntityState:
                         partials[f.name] = f.fold(f, partials[f.name], group)
         return touched
 
+    def _fold_one(self, e: Rec, touched: set[TileKey]) -> None:
+        """`_fold` of a single event (live traffic), without grouping."""
+        tiles = self._tiles
+        t = e.time_ms
+        for s, features in self._plan.by_step:
+            key = (s, (t // s) * s)
+            touched.add(key)
+            tile = tiles.get(key)
+            if tile is None:
+                tile = tiles[key] = [-(2**63), {f.name: f.kind.empty() for f in features}, {}, tile_field(key)]
+            if t > tile[0]:
+                tile[0] = t
+            partials = tile[1]
+            for f in features:
+                partials[f.name] = f.add(partials[f.name], e)
+
     def _keep(self, recs: Sequence[Rec]) -> list[Rec]:
         """The events of `recs` not held yet (a replay, or the same event under another key, is
         dropped), now held, in (time, id) order."""
         ids = self._ids
+        held = self.recs
+        if len(recs) == 1:  # live traffic: most often an entity's only event in a batch
+            r = recs[0]
+            if r.event_id in ids:
+                return []
+            ids.add(r.event_id)
+            if not held or _order(r) > _order(held[-1]):
+                held.append(r)
+            else:
+                insort(held, r, key=_order)
+            return [r]
         added = []
         for r in recs:
             if r.event_id not in ids:
@@ -549,7 +590,6 @@ class EntityState:
         if len(added) > 1:
             added.sort(key=_order)
         if added:
-            held = self.recs
             if not held or _order(added[0]) > _order(held[-1]):
                 held.extend(added)  # the usual case: newer than everything held
             else:
@@ -559,6 +599,8 @@ class EntityState:
 
     def _prune(self, horizon: int) -> list[Rec]:
         recs = self.recs
+        if not recs or recs[0].time_ms >= horizon:  # the usual case: nothing left the horizon
+            return []
         cut = bisect_left(recs, horizon, key=_time)
         if not cut:
             return []
@@ -577,14 +619,14 @@ class EntityState:
             return _NOTHING
         plan = self._plan
         newest = self.recs[-1].time_ms
-        horizon = plan.horizon_ms(newest, future_skew_ms)
-        tail_from = plan.tail_start_ms(newest, future_skew_ms)
+        horizon, tail_from = plan.bounds(newest, future_skew_ms)
         touched = self._fold(added)
         # Tiles are written whole; those starting before the horizon are never read.
-        tiles = {tile_field(k): plan.encode(k[0], self._tiles[k]) for k in touched if k[1] >= horizon}
+        held = self._tiles
+        tiles = {(tile := held[k])[3]: plan.encode(k[0], tile) for k in touched if k[1] >= horizon}
         left_tail: list[str] = []
-        if old_newest is not None:
-            old_from = plan.tail_start_ms(old_newest, future_skew_ms)
+        if old_newest is not None and old_newest != newest:
+            old_from = plan.bounds(old_newest, future_skew_ms)[1]
             if old_from < tail_from:
                 recs = self.recs
                 left_tail = [

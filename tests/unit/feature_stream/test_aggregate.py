@@ -10,7 +10,7 @@ from feature_stream.aggregate import EntityState, Rec, expire_ms
 from featurestore.aggregations import KINDS
 from featurestore.definitions import FeatureViewDef
 from featurestore.online import InMemoryOnlineStore, OnlineKey
-from featurestore.tiles import build_tiles, encode_tile, evaluate_events, horizon_ms, tile_field
+from featurestore.tiles import build_tiles, encode_tile, evaluate_events, horizon_ms, tail_start_ms, tile_field
 
 VIEW = FeatureViewDef.model_validate(
     {
@@ -225,3 +225,42 @@ def test_a_distinct_set_grown_a_few_values_at_a_time_has_the_text_of_the_whole_s
             # Now and then the tile's memo is new (a reloaded state): the set is sorted whole.
             memo = aggregate._distinct_memo('"d":', p, memo if rng.random() < 0.9 else None)
             assert memo[1] == '"d":' + json.dumps(sorted(p), separators=(",", ":"))
+
+
+def test_a_plans_remembered_bounds_equal_the_horizon_and_tail_start_worked_out_afresh() -> None:
+    """`ViewPlan.bounds` keeps its last answer while newest - skew stays within one multiple of
+    the steps' gcd: equal to `tiles.horizon_ms` / `tail_start_ms` for steps that are not
+    multiples of each other, times before the epoch, runs of close times and jumps."""
+    rng = random.Random(41)
+    for steps in (["1m", "5m"], ["2m", "3m"], ["8s", "1h"], ["2h"]):
+        view = FeatureViewDef.model_validate(
+            {
+                "name": f"b{len(steps)}{steps[0]}",
+                "version": 1,
+                "source": "t",
+                "entity": "k",
+                "ttl": "1d",
+                "features": [
+                    {"name": f"n{i}", "agg": "count", "window": {"kind": "hopping", "size": "2h", "step": step}}
+                    for i, step in enumerate(steps)
+                ]
+                + [{"name": "day", "agg": "sum", "field": "x", "window": {"size": "1d"}}],
+            }
+        )
+        plan = aggregate.ViewPlan(view)
+        t = rng.randint(-(10**13), 10**13)
+        for _ in range(3_000):
+            t += rng.choice([0, 1, rng.randint(-999, 999), rng.randint(-(10**8), 10**8)])
+            skew = rng.choice([SKEW, SKEW, 0, 1])
+            assert plan.bounds(t, skew) == (horizon_ms(view, t, skew), tail_start_ms(view, t, skew)), (steps, t, skew)
+
+
+def test_an_event_leaves_the_state_exactly_when_the_horizon_passes_it() -> None:
+    newest = T0 + 5 * 3_600_000
+    horizon = horizon_ms(VIEW, newest, SKEW)
+    before, at = Rec(horizon - 1, "before", {"x": 1.0, "m": "a"}), Rec(horizon, "at", {"x": 2.0, "m": "b"})
+    st = EntityState(VIEW, [before, at])
+    assert st.apply([Rec(horizon + 1, "early", {"x": 3.0, "m": "c"})], "k", SKEW).dropped == []  # horizon unmoved
+    update = st.apply([Rec(newest, "new", {"x": 4.0, "m": "d"})], "k", SKEW)
+    assert update.dropped == ["before"]
+    assert [r.event_id for r in st.recs] == ["at", "early", "new"]
