@@ -52,6 +52,21 @@ def _run_one(name: str, drill: Drill, stack: PrivateStack, workdir: Path) -> Dri
     return result
 
 
+def _with_outage(drills: dict[str, Drill], outage_s: float | None) -> dict[str, Drill]:
+    """The drills, those that kill a dependency keeping it down `outage_s` (None: their own)."""
+    if outage_s is None:
+        return drills
+    if outage_s <= 0:
+        raise SystemExit("--outage must be more than 0 seconds")
+    out = dict(drills)
+    if "redis-kill" in out:
+        events = 4_000 if drills is CI_DRILLS else 6_000
+        out["redis-kill"] = lambda stack, workdir: redis_kill.run(stack, workdir, outage_s=outage_s, events=events)
+    if "broker-kill" in out:
+        out["broker-kill"] = lambda stack, workdir: broker_kill.run(stack, workdir, outage_s=outage_s)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.drills")
     parser.add_argument("--only", action="append", choices=sorted(DRILLS), help="Run only these drills.")
@@ -61,8 +76,15 @@ def main(argv: list[str] | None = None) -> int:
         help="The CI set (fuzz + a Redis blip) on the shared broker (FTI_KAFKA_BOOTSTRAP_SERVERS) and a private Redis.",
     )
     parser.add_argument("--keep", action="store_true", help="Keep the work folder (logs, data) afterwards.")
+    parser.add_argument(
+        "--outage",
+        type=float,
+        default=None,
+        metavar="S",
+        help="How long the kill drills keep Redis or the broker down (default: each drill's own, 15 s and 60 s).",
+    )
     args = parser.parse_args(argv)
-    drills = CI_DRILLS if args.ci else DRILLS
+    drills = _with_outage(CI_DRILLS if args.ci else DRILLS, args.outage)
     names = args.only or list(drills)
     workdir = Path(tempfile.mkdtemp(prefix="fti-drills-"))
     print(f"drills: {', '.join(names)}; logs and data under {workdir}", flush=True)
