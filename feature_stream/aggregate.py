@@ -111,16 +111,9 @@ class ViewPlan:
             cached = cls._cache[id(view)] = (view, cls(view))
         return cached[1]
 
-    def horizon_ms(self, newest_ms: int, future_skew_ms: int) -> int:
-        """`tiles.horizon_ms` from the precomputed windows."""
-        return self.bounds(newest_ms, future_skew_ms)[0]
-
-    def tail_start_ms(self, newest_ms: int, future_skew_ms: int) -> int:
-        """`tiles.tail_start_ms` from the precomputed steps."""
-        return self.bounds(newest_ms, future_skew_ms)[1]
-
     def bounds(self, newest_ms: int, future_skew_ms: int) -> tuple[int, int]:
-        """(`horizon_ms`, `tail_start_ms`), worked out once per multiple of the steps' gcd."""
+        """(`tiles.horizon_ms`, `tiles.tail_start_ms`) from the precomputed windows and steps,
+        worked out once per multiple of the steps' gcd."""
         t = newest_ms - future_skew_ms
         q = t // self._g
         last = self._last
@@ -495,6 +488,11 @@ _order: Callable[[Rec], tuple[int, str]] = itemgetter(0, 1)
 _time: Callable[[Rec], int] = itemgetter(0)
 
 
+def _new_tile(key: TileKey, features: Sequence[_Feature]) -> list[Any]:
+    """An empty tile (`EntityState._tiles`)."""
+    return [-(2**63), {f.name: f.kind.empty() for f in features}, {}, tile_field(key)]
+
+
 class EntityState:
     """The retained accepted events of one view entity, sorted by (time, id), and their tiles."""
 
@@ -537,7 +535,7 @@ class EntityState:
                 touched.add(key)
                 tile = tiles.get(key)
                 if tile is None:
-                    tile = tiles[key] = [-(2**63), {f.name: f.kind.empty() for f in features}, {}, tile_field(key)]
+                    tile = tiles[key] = _new_tile(key, features)
                 newest = group[0].time_ms if len(group) == 1 else max(r.time_ms for r in group)
                 if newest > tile[0]:
                     tile[0] = newest
@@ -560,7 +558,7 @@ class EntityState:
             touched.add(key)
             tile = tiles.get(key)
             if tile is None:
-                tile = tiles[key] = [-(2**63), {f.name: f.kind.empty() for f in features}, {}, tile_field(key)]
+                tile = tiles[key] = _new_tile(key, features)
             if t > tile[0]:
                 tile[0] = t
             partials = tile[1]

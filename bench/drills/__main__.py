@@ -28,9 +28,10 @@ DRILLS: dict[str, Drill] = {
 }
 # CI (`make drills-ci`, from `scripts/test`): the shared broker, which these never kill, and a
 # private Redis for the blip; smaller, so they add about a minute.
+CI_REDIS_EVENTS = 4_000
 CI_DRILLS: dict[str, Drill] = {
     "fuzz-events": lambda stack, workdir: fuzz_events.run(stack, workdir, count=2_000, events=3_000),
-    "redis-kill": lambda stack, workdir: redis_kill.run(stack, workdir, outage_s=5, events=4_000),
+    "redis-kill": lambda stack, workdir: redis_kill.run(stack, workdir, outage_s=5, events=CI_REDIS_EVENTS),
 }
 
 
@@ -59,9 +60,12 @@ def _with_outage(drills: dict[str, Drill], outage_s: float | None) -> dict[str, 
     if outage_s <= 0:
         raise SystemExit("--outage must be more than 0 seconds")
     out = dict(drills)
-    if "redis-kill" in out:
-        events = 4_000 if drills is CI_DRILLS else 6_000
-        out["redis-kill"] = lambda stack, workdir: redis_kill.run(stack, workdir, outage_s=outage_s, events=events)
+    if "redis-kill" in out and drills is CI_DRILLS:
+        out["redis-kill"] = lambda stack, workdir: redis_kill.run(
+            stack, workdir, outage_s=outage_s, events=CI_REDIS_EVENTS
+        )
+    elif "redis-kill" in out:
+        out["redis-kill"] = lambda stack, workdir: redis_kill.run(stack, workdir, outage_s=outage_s)
     if "broker-kill" in out:
         out["broker-kill"] = lambda stack, workdir: broker_kill.run(stack, workdir, outage_s=outage_s)
     return out
