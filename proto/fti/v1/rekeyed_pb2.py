@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from fti.v1 import values_pb2 as fti_dot_v1_dot_values__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x66ti/v1/rekeyed.proto\x12\x06\x66ti.v1\x1a\x13\x66ti/v1/values.proto\"\xdd\x01\n\x0bRekeyedItem\x12\x0c\n\x04view\x18\x01 \x01(\t\x12\x12\n\nentity_key\x18\x02 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x03 \x01(\t\x12\x15\n\revent_time_ms\x18\x04 \x01(\x03\x12\x14\n\x0cwatermark_ms\x18\x05 \x01(\x03\x12/\n\x06values\x18\x06 \x03(\x0b\x32\x1f.fti.v1.RekeyedItem.ValuesEntry\x1a<\n\x0bValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1c\n\x05value\x18\x02 \x01(\x0b\x32\r.fti.v1.Value:\x02\x38\x01\"2\n\x0cRekeyedBatch\x12\"\n\x05items\x18\x01 \x03(\x0b\x32\x13.fti.v1.RekeyedItemb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x66ti/v1/rekeyed.proto\x12\x06\x66ti.v1\x1a\x13\x66ti/v1/values.proto\"\xdd\x01\n\x0bRekeyedItem\x12\x0c\n\x04view\x18\x01 \x01(\t\x12\x12\n\nentity_key\x18\x02 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x03 \x01(\t\x12\x15\n\revent_time_ms\x18\x04 \x01(\x03\x12\x14\n\x0cwatermark_ms\x18\x05 \x01(\x03\x12/\n\x06values\x18\x06 \x03(\x0b\x32\x1f.fti.v1.RekeyedItem.ValuesEntry\x1a<\n\x0bValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1c\n\x05value\x18\x02 \x01(\x0b\x32\r.fti.v1.Value:\x02\x38\x01\"2\n\x0cRekeyedBatch\x12\"\n\x05items\x18\x01 \x03(\x0b\x32\x13.fti.v1.RekeyedItem\"\xad\x01\n\x0eRekeyedColumns\x12\r\n\x05views\x18\x01 \x03(\t\x12\x12\n\nview_index\x18\x02 \x03(\r\x12\x13\n\x0b\x65ntity_keys\x18\x03 \x03(\t\x12\x11\n\tevent_ids\x18\x04 \x03(\t\x12\x15\n\revent_time_ms\x18\x05 \x03(\x03\x12\x14\n\x0cwatermark_ms\x18\x06 \x03(\x03\x12#\n\x06values\x18\x07 \x03(\x0b\x32\x13.fti.v1.ValueColumn\"i\n\x0bValueColumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05kinds\x18\x02 \x01(\x0c\x12\x0f\n\x07\x64oubles\x18\x03 \x03(\x01\x12\x0c\n\x04ints\x18\x04 \x03(\x12\x12\x0f\n\x07strings\x18\x05 \x03(\t\x12\r\n\x05\x62ools\x18\x06 \x03(\x08\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,4 +40,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REKEYEDITEM_VALUESENTRY']._serialized_end=275
   _globals['_REKEYEDBATCH']._serialized_start=277
   _globals['_REKEYEDBATCH']._serialized_end=327
+  _globals['_REKEYEDCOLUMNS']._serialized_start=330
+  _globals['_REKEYEDCOLUMNS']._serialized_end=503
+  _globals['_VALUECOLUMN']._serialized_start=505
+  _globals['_VALUECOLUMN']._serialized_end=610
 # @@protoc_insertion_point(module_scope)

@@ -106,3 +106,104 @@ class RekeyedBatch(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RekeyedBatch: _TypeAlias = RekeyedBatch  # noqa: Y015
+
+@_typing.final
+class RekeyedColumns(_message.Message):
+    """The columnar form of a re-keyed record, the one workers write: one array per field for all
+    its items (item i is entity_keys[i], event_ids[i], ...). A message per item cost ~3 µs of
+    the worker's CPU per event to write and read; arrays cost a fraction of that. On the topic it
+    follows one zero byte, which no `RekeyedBatch` starts with (field number 0 is invalid): a
+    worker that reads only `RekeyedBatch` dead-letters such a record, with its bytes, instead of
+    reading it as empty.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VIEWS_FIELD_NUMBER: _builtins.int
+    VIEW_INDEX_FIELD_NUMBER: _builtins.int
+    ENTITY_KEYS_FIELD_NUMBER: _builtins.int
+    EVENT_IDS_FIELD_NUMBER: _builtins.int
+    EVENT_TIME_MS_FIELD_NUMBER: _builtins.int
+    WATERMARK_MS_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def views(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Each view once, as "name:version"; `view_index[i]` is item i's."""
+
+    @_builtins.property
+    def view_index(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def entity_keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def event_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def event_time_ms(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def watermark_ms(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """As `RekeyedItem.watermark_ms`."""
+
+    @_builtins.property
+    def values(self) -> _containers.RepeatedCompositeFieldContainer[Global___ValueColumn]:
+        """One column per field the items' views read."""
+
+    def __init__(
+        self,
+        *,
+        views: _abc.Iterable[_builtins.str] | None = ...,
+        view_index: _abc.Iterable[_builtins.int] | None = ...,
+        entity_keys: _abc.Iterable[_builtins.str] | None = ...,
+        event_ids: _abc.Iterable[_builtins.str] | None = ...,
+        event_time_ms: _abc.Iterable[_builtins.int] | None = ...,
+        watermark_ms: _abc.Iterable[_builtins.int] | None = ...,
+        values: _abc.Iterable[Global___ValueColumn] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entity_keys", b"entity_keys", "event_ids", b"event_ids", "event_time_ms", b"event_time_ms", "values", b"values", "view_index", b"view_index", "views", b"views", "watermark_ms", b"watermark_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RekeyedColumns: _TypeAlias = RekeyedColumns  # noqa: Y015
+
+@_typing.final
+class ValueColumn(_message.Message):
+    """One field's values, an entry per item: `kinds[i]` says which array holds item i's value
+    (0 none, in order), so a value keeps its type exactly, as in `Value`.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    KINDS_FIELD_NUMBER: _builtins.int
+    DOUBLES_FIELD_NUMBER: _builtins.int
+    INTS_FIELD_NUMBER: _builtins.int
+    STRINGS_FIELD_NUMBER: _builtins.int
+    BOOLS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    kinds: _builtins.bytes
+    """One byte per item: 0 no value, 1 double, 2 int64, 3 string, 4 bool."""
+    @_builtins.property
+    def doubles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    @_builtins.property
+    def ints(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def strings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def bools(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bool]: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        kinds: _builtins.bytes = ...,
+        doubles: _abc.Iterable[_builtins.float] | None = ...,
+        ints: _abc.Iterable[_builtins.int] | None = ...,
+        strings: _abc.Iterable[_builtins.str] | None = ...,
+        bools: _abc.Iterable[_builtins.bool] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bools", b"bools", "doubles", b"doubles", "ints", b"ints", "kinds", b"kinds", "name", b"name", "strings", b"strings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ValueColumn: _TypeAlias = ValueColumn  # noqa: Y015

@@ -219,11 +219,12 @@ async def test_the_same_event_id_under_two_message_keys_is_one_event(tmp_path: P
         assert skew.mismatches == []
 
 
-def test_rekeyed_records_are_protobuf_and_the_earlier_json_records_still_read() -> None:
+def test_rekeyed_records_are_columnar_and_the_earlier_formats_still_read() -> None:
     items = [ViewItem("merchant_activity:1", "m1", "e1", 5, -1, {"amount": 2.5, "n": 3, "ok": True, "tag": "x"})]
     data = ViewItem.encode_many(items)
-    assert rekeyed_pb2.RekeyedBatch.FromString(data).items[0].entity_key == "m1"
+    assert rekeyed_pb2.RekeyedColumns.FromString(data[1:]).entity_keys == ["m1"]
     assert ViewItem.decode_many(data) == items
+    assert ViewItem.decode_many(ViewItem.encode_many_as_items(items)) == items
     earlier = b'[["merchant_activity:1","m1","e1",5,-1,{"amount":2.5,"n":3,"ok":true,"tag":"x"}]]'
     assert ViewItem.decode_many(earlier) == items
     assert (

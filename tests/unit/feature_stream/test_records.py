@@ -1,4 +1,5 @@
-"""The re-keyed topic's record: built in place, it is the `RekeyedBatch` built the plain way."""
+"""The re-keyed topic's records: the columnar format workers write, and the per-item format
+before it (still read, and written for a rolling upgrade), carry the same items exactly."""
 
 from __future__ import annotations
 
@@ -6,29 +7,70 @@ import math
 import random
 
 import pytest
+from google.protobuf.message import DecodeError
 
-from feature_stream.records import ViewItem
+from feature_stream.records import COLUMNS_FORMAT, ViewItem
 from featurestore.values import Scalar, to_value_map
 from fti.v1 import rekeyed_pb2
 from fti_core.errors import InvalidArgumentError
 
+ENCODERS = [ViewItem.encode_many, ViewItem.encode_many_as_items]
+
 
 def _items(rng: random.Random, n: int) -> list[ViewItem]:
-    choices: list[Scalar] = [True, False, 0, -(2**63), 2**63 - 1, 0.1, -0.0, 1e300, "", 'é"x', "m0001"]
+    choices: list[Scalar] = [True, False, 0, 1, -(2**63), 2**63 - 1, 0.1, -0.0, 1e300, 5e-324, "", 'é"x', "m0001"]
     out = []
     for i in range(n):
-        values = {f"f{j}": rng.choice(choices) for j in range(rng.randrange(4))}
+        # Fields in varying order and subsets: a column holds gaps and values of several types.
+        names = rng.sample([f"f{j}" for j in range(5)], rng.randrange(5))
+        values = {name: rng.choice(choices) for name in names}
         out.append(
             ViewItem(
-                f"v{i % 3}:1", f"k{rng.randrange(50)}", f"e{i}", rng.randrange(2**41), rng.randrange(-1, 2**41), values
+                f"v{rng.randrange(3)}:1",
+                f"k{rng.randrange(50)}",
+                f"e{i}",
+                rng.randrange(-(2**41), 2**41),
+                rng.randrange(-1, 2**41),
+                values,
             )
         )
     return out
 
 
-def test_encode_many_is_the_batch_of_to_proto_and_decodes_back() -> None:
-    items = _items(random.Random(4), 400)
+def _typed(items: list[ViewItem]) -> list[dict[str, tuple[type, str]]]:
+    """Each item's values with their types and reprs: bool stays bool, -0.0 stays -0.0."""
+    return [{k: (type(v), repr(v)) for k, v in i.values.items()} for i in items]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_both_formats_carry_every_item_exactly(seed: int) -> None:
+    items = _items(random.Random(seed), random.Random(seed).choice([1, 7, 400]))
+    for encode in ENCODERS:
+        back = ViewItem.decode_many(encode(items))
+        assert back == items
+        assert _typed(back) == _typed(items)
+
+
+def test_a_columnar_record_is_a_zero_byte_then_rekeyed_columns() -> None:
+    items = _items(random.Random(9), 50)
     data = ViewItem.encode_many(items)
+    assert data[:1] == COLUMNS_FORMAT
+    cols = rekeyed_pb2.RekeyedColumns.FromString(data[1:])
+    assert [cols.views[i] for i in cols.view_index] == [i.view_ref for i in items]
+    assert list(cols.event_ids) == [i.event_id for i in items]
+    assert len(data) < len(ViewItem.encode_many_as_items(items))
+
+
+def test_a_reader_of_the_per_item_format_only_refuses_a_columnar_record() -> None:
+    # What a worker of the earlier release does with it: a decode error (it dead-letters the
+    # record with its bytes), never an empty batch read as if it held nothing.
+    data = ViewItem.encode_many(_items(random.Random(2), 20))
+    with pytest.raises(DecodeError):
+        rekeyed_pb2.RekeyedBatch.FromString(data)
+
+
+def test_the_per_item_format_is_the_batch_of_plain_messages() -> None:
+    items = _items(random.Random(4), 100)
     plain = [
         rekeyed_pb2.RekeyedItem(
             view=i.view_ref,
@@ -40,17 +82,49 @@ def test_encode_many_is_the_batch_of_to_proto_and_decodes_back() -> None:
         )
         for i in items
     ]
+    data = ViewItem.encode_many_as_items(items)
     assert rekeyed_pb2.RekeyedBatch.FromString(data) == rekeyed_pb2.RekeyedBatch(items=plain)
-    back = ViewItem.decode_many(data)
-    assert back == items
-    for got, want in zip(back, items, strict=True):  # bool stays bool, -0.0 stays -0.0
-        assert {k: (type(v), repr(v)) for k, v in got.values.items()} == {
-            k: (type(v), repr(v)) for k, v in want.values.items()
-        }
 
 
-@pytest.mark.parametrize("bad", [math.nan, math.inf, object()])
-def test_a_value_the_contract_cannot_carry_is_refused(bad: object) -> None:
+def _garble(mutate: str) -> bytes:
+    items = [ViewItem("v:1", f"k{i}", f"e{i}", i, -1, {"x": 1.5, "y": i} if i % 2 else {"x": 2.5}) for i in range(6)]
+    cols = rekeyed_pb2.RekeyedColumns.FromString(ViewItem.encode_many(items)[1:])
+    if mutate == "short id column":
+        del cols.event_ids[-1]
+    elif mutate == "kinds shorter than the items":
+        cols.values[0].kinds = cols.values[0].kinds[:-1]
+    elif mutate == "a value no item takes":
+        cols.values[0].doubles.append(9.0)
+    elif mutate == "a kind with no value":
+        del cols.values[1].ints[-1]
+    elif mutate == "an unknown kind":
+        kinds = bytearray(cols.values[0].kinds)
+        kinds[0] = 7
+        cols.values[0].kinds = bytes(kinds)
+    elif mutate == "a view index beyond the views":
+        cols.view_index[0] = 3
+    return COLUMNS_FORMAT + cols.SerializeToString()
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        "short id column",
+        "kinds shorter than the items",
+        "a value no item takes",
+        "a kind with no value",
+        "an unknown kind",
+        "a view index beyond the views",
+    ],
+)
+def test_a_garbled_columnar_record_raises_instead_of_misplacing_values(mutate: str) -> None:
+    with pytest.raises((ValueError, IndexError)):
+        ViewItem.decode_many(_garble(mutate))
+
+
+@pytest.mark.parametrize("encode", ENCODERS)
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf, object(), None, b"x"])
+def test_a_value_the_contract_cannot_carry_is_refused(encode: object, bad: object) -> None:
     item = ViewItem("v:1", "k", "e", 1, 0, {"x": bad})  # type: ignore[dict-item]  # on purpose
     with pytest.raises(InvalidArgumentError):
-        ViewItem.encode_many([item])
+        encode([item])  # type: ignore[operator]

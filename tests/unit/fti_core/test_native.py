@@ -87,7 +87,8 @@ def _float_without_int(annotation: ast.expr) -> bool:
 
 
 # Functions whose `float` values are made by `float(...)` before they get there (`_number`,
-# `_numbers`), or are timings: compiled, an int typed `float` would become a float.
+# `_numbers`), are tested to be floats (`records._Column.add`), or are timings: compiled, an
+# int typed `float` would become a float.
 FLOAT_ONLY = {
     "feature_stream.aggregate": {
         "_float_text",
@@ -102,6 +103,7 @@ FLOAT_ONLY = {
     },
     "feature_stream.flushing": {"Buffer", "__init__"},
     "feature_stream.processor": {"__init__"},
+    "feature_stream.records": {"__init__"},
 }
 
 
