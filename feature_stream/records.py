@@ -186,27 +186,18 @@ def _fill(values: list[dict[str, Scalar]], column: rekeyed_pb2.ValueColumn) -> N
     """Each item's value of one column into its dict (items without one get no entry)."""
     name, kinds = column.name, column.kinds
     doubles, ints, strings, bools = list(column.doubles), list(column.ints), list(column.strings), list(column.bools)
-    counts = (len(values), len(doubles), len(ints), len(strings), len(bools))
-    if counts != (len(kinds), kinds.count(_DOUBLE), kinds.count(_INT), kinds.count(_STRING), kinds.count(_BOOL)):
-        raise ValueError(f"value column {name!r} does not match its kinds ({counts} against {len(kinds)} kinds)")
-    d = i = s = b = 0
+    # Indexed by kind: each kind's values, and how many of them items took so far.
+    arrays: list[Sequence[Scalar]] = [[], doubles, ints, strings, bools]
+    taken = [0, 0, 0, 0, 0]
+    if len(kinds) != len(values) or any(len(arrays[k]) != kinds.count(k) for k in range(1, len(arrays))):
+        raise ValueError(f"value column {name!r} does not match its kinds ({len(kinds)} for {len(values)} items)")
     for j, kind in enumerate(kinds):
         if kind == _NONE:
             continue
-        if kind == _DOUBLE:
-            values[j][name] = doubles[d]
-            d += 1
-        elif kind == _INT:
-            values[j][name] = ints[i]
-            i += 1
-        elif kind == _STRING:
-            values[j][name] = strings[s]
-            s += 1
-        elif kind == _BOOL:
-            values[j][name] = bools[b]
-            b += 1
-        else:
+        if kind > _BOOL:
             raise ValueError(f"value column {name!r}: unknown kind {kind}")
+        values[j][name] = arrays[kind][taken[kind]]
+        taken[kind] += 1
 
 
 # Implemented outside the compiled hot path (fti_core.native): Kafka, tests, benches.

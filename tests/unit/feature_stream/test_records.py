@@ -99,26 +99,30 @@ def _garble(mutate: str) -> bytes:
         del cols.values[1].ints[-1]
     elif mutate == "an unknown kind":
         kinds = bytearray(cols.values[0].kinds)
-        kinds[0] = 7
+        kinds[0] = 7  # item 0's value, taken out of its array: the counts still match
         cols.values[0].kinds = bytes(kinds)
+        del cols.values[0].doubles[0]
     elif mutate == "a view index beyond the views":
         cols.view_index[0] = 3
     return COLUMNS_FORMAT + cols.SerializeToString()
 
 
 @pytest.mark.parametrize(
-    "mutate",
+    ("mutate", "error", "match"),
     [
-        "short id column",
-        "kinds shorter than the items",
-        "a value no item takes",
-        "a kind with no value",
-        "an unknown kind",
-        "a view index beyond the views",
+        ("short id column", ValueError, "differ in length"),
+        ("kinds shorter than the items", ValueError, "does not match its kinds"),
+        ("a value no item takes", ValueError, "does not match its kinds"),
+        ("a kind with no value", ValueError, "does not match its kinds"),
+        ("an unknown kind", ValueError, "unknown kind 7"),
+        ("a view index beyond the views", IndexError, None),
     ],
 )
-def test_a_garbled_columnar_record_raises_instead_of_misplacing_values(mutate: str) -> None:
-    with pytest.raises((ValueError, IndexError)):
+def test_a_garbled_columnar_record_raises_instead_of_misplacing_values(
+    mutate: str, error: type[Exception], match: str | None
+) -> None:
+    # The worker dead-letters the record with this error as its reason.
+    with pytest.raises(error, match=match):
         ViewItem.decode_many(_garble(mutate))
 
 
