@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -221,6 +222,29 @@ def _time_ms(x: Any, unit: TimeUnit, path: str) -> int:
     return round(x * _PER_MS[unit])  # a fractional time: the nearest millisecond
 
 
+# A \uD800-\uDFFF escape: json.loads joins a high and a low one into one character, but leaves
+# one alone as a lone surrogate, which is not text.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _lone_surrogate(doc: Any) -> str | None:
+    """The first key or string in `doc` that cannot be UTF-8 (escaped, for the reason), or None."""
+    stack = [doc]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, dict):
+            stack.extend(x.keys())
+            stack.extend(x.values())
+        elif isinstance(x, list):
+            stack.extend(x)
+        elif isinstance(x, str):
+            try:
+                x.encode()
+            except UnicodeEncodeError:
+                return ascii(x)[:80]
+    return None
+
+
 def _read_json(data: bytes) -> tuple[Any, Callable[[], bytes]]:
     if data[:1] == b"\x00" and len(data) >= 5:  # a Confluent JSON Schema header: magic 0 + schema id
         data = data[5:]
@@ -230,6 +254,11 @@ def _read_json(data: bytes) -> tuple[Any, Callable[[], bytes]]:
         raise Unmappable(events_pb2.DEAD_LETTER_REASON_UNDECODABLE, f"not JSON: {exc}") from exc
     if not isinstance(doc, dict):
         raise Unmappable(events_pb2.DEAD_LETTER_REASON_UNDECODABLE, f"a JSON {_kind(doc)}, not an object")
+    if _SURROGATE_ESCAPE.search(data) and (bad := _lone_surrogate(doc)) is not None:
+        # Valid JSON, but not text: no Protobuf string, Arrow column or state record can hold
+        # it, and one such message failed its whole batch at the re-keyed send, again on
+        # every restart.
+        raise Unmappable(events_pb2.DEAD_LETTER_REASON_UNDECODABLE, f"a string with a lone surrogate escape: {bad}")
     # The content hash of `event_id: hash` ignores key order and spacing.
     return doc, lambda: json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 

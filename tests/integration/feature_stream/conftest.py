@@ -8,8 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,44 +39,11 @@ class FeaturePipeline:
     source_topics: list[str] = field(default_factory=list)  # the definitions' sources' topics
 
     def start_worker(self) -> subprocess.Popen[bytes]:
-        return self.start_worker_with()
-
-    def start_worker_with(self, **overrides: str) -> subprocess.Popen[bytes]:
-        """A worker whose environment differs from the pipeline's by `overrides`."""
         log = (self.log_dir / f"worker-{len(self.workers)}.log").open("wb")
         code = "from feature_stream.cli import features; features(['worker'])"
-        env = {**self.env, **overrides}
-        proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([sys.executable, "-c", code], env=self.env, stdout=log, stderr=subprocess.STDOUT)
         self.workers.append(proc)
         return proc
-
-    def rekeyed_formats(self) -> Counter[bytes]:
-        """The first byte of every record on the re-keyed topic, counted."""
-        consumer = Consumer(
-            {
-                "bootstrap.servers": self.settings.kafka_bootstrap_servers,
-                "group.id": f"formats-{uuid.uuid4().hex}",
-                "auto.offset.reset": "earliest",
-                "enable.auto.commit": False,
-            }
-        )
-        topic = self.settings.repartition_topic
-        meta = consumer.list_topics(topic, timeout=10).topics[topic]
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in meta.partitions}
-        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
-        seen: Counter[bytes] = Counter()
-        left = {p for p, end in ends.items() if end > 0}
-        deadline = time.monotonic() + 60
-        while left and time.monotonic() < deadline:
-            for m in consumer.consume(500, timeout=1.0):
-                offset, partition = m.offset(), m.partition()
-                if m.error() is None and offset is not None and partition is not None:
-                    seen[(m.value() or b"")[:1]] += 1
-                    if offset >= ends[partition] - 1:
-                        left.discard(partition)
-        consumer.close()
-        assert not left, f"re-keyed partitions {sorted(left)} not read to their end"
-        return seen
 
     def kill(self, proc: subprocess.Popen[bytes]) -> None:
         proc.send_signal(signal.SIGKILL)

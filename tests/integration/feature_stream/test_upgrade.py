@@ -16,7 +16,6 @@ from fti_demo.simulate import SimConfig, generate
 
 from ...legacy_archive import legacy_archive_table
 from ...legacy_state import downgrade_state
-from ...waits import group_members, wait_for
 from .conftest import FeaturePipeline
 
 
@@ -70,34 +69,3 @@ def test_a_worker_starts_on_json_layout_state_and_archive_and_stays_exact(
         raw = client.hgetall(f"{prefix}:in:{key}")
         assert raw and all(v[:1] == b"\x93" for v in raw.values()), key
         assert all(unpack_seen(v).position for v in raw.values())
-
-
-def test_a_rolling_upgrade_mixes_rekeyed_formats_and_stays_exact(
-    feature_pipeline: Callable[..., FeaturePipeline],
-) -> None:
-    """Mid-roll, one worker writes the per-item records an earlier release reads
-    (FTI_WORKER_REKEYED_FORMAT=items), the other columnar ones; each reads the other's."""
-    pipe = feature_pipeline(partitions=4)
-    sim = list(generate(5_000, SimConfig(seed=43)))
-    earlier = pipe.start_worker_with(FTI_WORKER_REKEYED_FORMAT="items")
-    pipe.start_worker()
-    bootstrap, group = pipe.settings.kafka_bootstrap_servers, pipe.settings.app_id
-
-    def both_assigned() -> bool:
-        members = group_members(bootstrap, group)
-        return len(members) == 2 and all(members)
-
-    # Both in the group before any event: each owns raw and re-keyed partitions, so each reads
-    # records the other wrote.
-    wait_for(both_assigned, what="two workers, each with partitions", timeout_s=120, details=pipe.logs)
-    pipe.produce((e.key, e.value) for e in sim[:2_500])
-    pipe.wait_caught_up(timeout=180)
-    pipe.kill(earlier)  # the roll goes on: the upgraded worker takes every partition
-    pipe.produce((e.key, e.value) for e in sim[2_500:])
-    pipe.wait_caught_up(timeout=180)
-
-    formats = pipe.rekeyed_formats()
-    assert formats[b"\x00"] > 0 and formats[b"\x0a"] > 0, formats  # columns, and RekeyedBatch items
-    for s in pipe.parity():
-        assert s.mismatches == [], (s.view, s.mismatches[:10])
-    assert "PROCESSING_FAILED" not in pipe.logs()

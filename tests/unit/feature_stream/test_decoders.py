@@ -136,12 +136,24 @@ def test_a_confluent_json_schema_header_is_skipped() -> None:
         (_ride()[:-1] + b', "fare_usd": NaN}', R.DEAD_LETTER_REASON_NON_FINITE_VALUE, "value fare=nan"),
         (_ride(ts=10_000_000_000), R.DEAD_LETTER_REASON_EVENT_TIME_OUT_OF_RANGE, "not within 1900-01-01"),
         (_ride(pickup_zone="z" * 600), R.DEAD_LETTER_REASON_INVALID_KEY, "entity key route of 603 characters"),
+        # Lone surrogate escapes: valid JSON, but no text a Protobuf, Arrow or state string holds.
+        (_ride(status="@").replace(b"@", b"ok\\ud800"), R.DEAD_LETTER_REASON_UNDECODABLE, "lone surrogate"),
+        (_ride(ride_id="@").replace(b"@", b"r\\uDC00"), R.DEAD_LETTER_REASON_UNDECODABLE, "lone surrogate"),
+        (_ride(pickup_zone="@").replace(b"@", b"\\udfff"), R.DEAD_LETTER_REASON_UNDECODABLE, "lone surrogate"),
+        (_ride(note="@").replace(b"@", b"\\ud83d"), R.DEAD_LETTER_REASON_UNDECODABLE, "lone surrogate"),
     ],
 )
 def test_json_messages_that_do_not_map_are_dead_lettered(data: bytes, reason: int, detail: str) -> None:
     letter = _dead(decode_event(data, _json_defs(), "rides.v1"))
     assert letter.reason == reason, letter
     assert detail in letter.detail
+
+
+def test_a_surrogate_pair_escape_is_one_character_and_an_escaped_backslash_is_text() -> None:
+    data = _ride(status="@", pickup_zone="#").replace(b"@", b"ok \\ud83d\\ude00").replace(b"#", b"\\\\ud800")
+    ev = _ok(decode_event(data, _json_defs(), "rides.v1"))
+    assert ev.values["status"] == "ok \U0001f600"
+    assert ev.entities["route"].startswith("\\\\ud800")  # a backslash and "ud800", escaped in the key
 
 
 def test_an_iso8601_source_refuses_numbers_and_bad_text() -> None:
