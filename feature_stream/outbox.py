@@ -56,8 +56,6 @@ class KafkaOutbox(Outbox):
         self._error: KafkaError | None = None
         self._n: int | None = None
         self._offline_root = settings.offline_root
-        # Workers before the columnar format read only `RekeyedBatch`: see the setting.
-        self._encode = ViewItem.encode_many if settings.rekeyed_format == "columns" else ViewItem.encode_many_as_items
 
     def _on_delivery(self, err: KafkaError | None, _msg: Any) -> None:
         if err is not None and self._error is None:
@@ -105,7 +103,7 @@ class KafkaOutbox(Outbox):
             parts.setdefault(zlib.crc32(item.entity_key.encode()) % n, []).append(item)
         for partition, group in parts.items():
             for i in range(0, len(group), _PACK):
-                self._produce(self._rekeyed, None, self._encode(group[i : i + _PACK]), None, partition)
+                self._produce(self._rekeyed, None, ViewItem.encode_many(group[i : i + _PACK]), None, partition)
 
     def _partitions(self) -> int:
         if self._n is None:

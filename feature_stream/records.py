@@ -3,7 +3,8 @@
 The re-keyed topic's record holds many items, because Faust's cost per consumed record dwarfs
 an item's: a zero byte, then the `fti.v1.RekeyedColumns` Protobuf message (an array per field
 for all the items). Records of the formats before it are still read until the next release:
-`fti.v1.RekeyedBatch` (a message per item) and JSON (a list of items, or one item).
+JSON (a list of items, or one item; fti 0.1) and `fti.v1.RekeyedBatch` (a message per item;
+written by unreleased builds only).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, NamedTuple
 from mypy_extensions import mypyc_attr
 
 from feature_stream.codec import DeadLetter
-from featurestore.values import Scalar, from_value_map, set_value
+from featurestore.values import Scalar, from_value_map
 from fti.v1 import rekeyed_pb2
 from fti_core.errors import InvalidArgumentError
 
@@ -27,6 +28,7 @@ __all__ = ["InMessage", "Outbox", "ViewItem"]
 COLUMNS_FORMAT = b"\x00"
 # `fti.v1.ValueColumn.kinds`: which array holds an item's value.
 _NONE, _DOUBLE, _INT, _STRING, _BOOL = 0, 1, 2, 3, 4
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 class InMessage(NamedTuple):
@@ -98,26 +100,6 @@ class ViewItem(NamedTuple):
             )
         return COLUMNS_FORMAT + batch.SerializeToString()
 
-    @staticmethod
-    def encode_many_as_items(items: Sequence[ViewItem]) -> bytes:
-        """The items as one `fti.v1.RekeyedBatch`, the format before `encode_many`'s (for a
-        rolling upgrade from workers that read only it), each item and value written in place:
-        building each message and copying it into its parent cost 2.5x as much."""
-        batch = rekeyed_pb2.RekeyedBatch()
-        add = batch.items.add
-        for i in items:
-            values = add(
-                view=i.view_ref,
-                entity_key=i.entity_key,
-                event_id=i.event_id,
-                event_time_ms=i.time_ms,
-                watermark_ms=i.watermark_ms,
-            ).values
-            given: Mapping[str, object] = i.values
-            for k, x in given.items():
-                set_value(values[k], x)
-        return batch.SerializeToString()
-
     @classmethod
     def decode_many(cls, data: bytes) -> list[ViewItem]:
         """A record's items, whichever format it is in; raises on a garbled one."""
@@ -138,7 +120,11 @@ class ViewItem(NamedTuple):
         if not len(ids) == len(times) == len(marks) == len(index) == n:
             raise ValueError(f"a columnar re-keyed record whose columns differ in length ({n} entity keys)")
         values: list[dict[str, Scalar]] = [{} for _ in range(n)]
+        names: set[str] = set()
         for column in batch.values:
+            if column.name in names:  # a second column would overwrite the first's values
+                raise ValueError(f"a columnar re-keyed record with two value columns {column.name!r}")
+            names.add(column.name)
             _fill(values, column)
         return [cls(views[index[j]], keys[j], ids[j], times[j], marks[j], values[j]) for j in range(n)]
 
@@ -161,13 +147,15 @@ class _Column:
         self.bools: list[bool] = []
 
     def add(self, j: int, name: str, x: object) -> None:
-        """Item j's value (`featurestore.values.set_value`'s rules: non-finite numbers and
-        other types are refused)."""
+        """Item j's value (`featurestore.values.set_value`'s rules: non-finite numbers, ints
+        outside int64 and other types are refused, naming the field)."""
         # bool is a subclass of int: test it first.
         if isinstance(x, bool):
             self.kinds[j] = _BOOL
             self.bools.append(x)
         elif isinstance(x, int):
+            if not _INT64_MIN <= x <= _INT64_MAX:
+                raise InvalidArgumentError(f"value {name}={x} is outside int64")
             self.kinds[j] = _INT
             self.ints.append(x)
         elif isinstance(x, float):

@@ -54,13 +54,6 @@ class FeatureStreamSettings(FtiSettings):
             " the first record, which costs a fetch and a batch per handful of records at low rates."
         ),
     )
-    rekeyed_format: Literal["columns", "items"] = Field(
-        "columns",
-        description=(
-            "Format of the re-keyed topic's records. 'items' (a message per item) is what workers before"
-            " the columnar format read: set it while a rolling upgrade has such workers running."
-        ),
-    )
     commit_interval_s: float = Field(1.0, gt=0, description="How often Faust commits consumed offsets.")
     session_timeout_s: float = Field(10.0, gt=0, description="Consumer group session timeout.")
     heartbeat_interval_s: float = Field(1.0, gt=0, description="Consumer group heartbeat interval.")

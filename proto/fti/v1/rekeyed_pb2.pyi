@@ -112,9 +112,10 @@ class RekeyedColumns(_message.Message):
     """The columnar form of a re-keyed record, the one workers write: one array per field for all
     its items (item i is entity_keys[i], event_ids[i], ...). A message per item cost ~3 µs of
     the worker's CPU per event to write and read; arrays cost a fraction of that. On the topic it
-    follows one zero byte, which no `RekeyedBatch` starts with (field number 0 is invalid): a
-    worker that reads only `RekeyedBatch` dead-letters such a record, with its bytes, instead of
-    reading it as empty.
+    follows one zero byte, which starts no `RekeyedBatch` (field number 0 is invalid) and no JSON
+    record: that byte tells a reader the format. A reader refuses a record that breaks a rule:
+    every per-item array as long as `entity_keys`, each `view_index` within `views`, and value
+    column names unique.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -167,8 +168,9 @@ Global___RekeyedColumns: _TypeAlias = RekeyedColumns  # noqa: Y015
 
 @_typing.final
 class ValueColumn(_message.Message):
-    """One field's values, an entry per item: `kinds[i]` says which array holds item i's value
-    (0 none, in order), so a value keeps its type exactly, as in `Value`.
+    """One field's values: `kinds[i]` says which array holds item i's value, so a value keeps its
+    type exactly, as in `Value`. Each array holds the values of its kind in item order: as many
+    as `kinds` has bytes of that kind.
     """
 
     DESCRIPTOR: _descriptor.Descriptor

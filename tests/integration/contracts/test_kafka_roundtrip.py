@@ -19,6 +19,7 @@ _SCALARS: dict[int, object] = {
     FieldDescriptor.TYPE_DOUBLE: 2.5,
     FieldDescriptor.TYPE_FLOAT: 1.5,
     FieldDescriptor.TYPE_INT64: -(2**40),
+    FieldDescriptor.TYPE_SINT64: -(2**41),
     FieldDescriptor.TYPE_UINT64: 2**40,
     FieldDescriptor.TYPE_INT32: -7,
     FieldDescriptor.TYPE_UINT32: 7,

@@ -224,7 +224,6 @@ def test_rekeyed_records_are_columnar_and_the_earlier_formats_still_read() -> No
     data = ViewItem.encode_many(items)
     assert rekeyed_pb2.RekeyedColumns.FromString(data[1:]).entity_keys == ["m1"]
     assert ViewItem.decode_many(data) == items
-    assert ViewItem.decode_many(ViewItem.encode_many_as_items(items)) == items
     earlier = b'[["merchant_activity:1","m1","e1",5,-1,{"amount":2.5,"n":3,"ok":true,"tag":"x"}]]'
     assert ViewItem.decode_many(earlier) == items
     assert (
