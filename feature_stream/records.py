@@ -102,7 +102,9 @@ class ViewItem(NamedTuple):
 
     @classmethod
     def decode_many(cls, data: bytes) -> list[ViewItem]:
-        """A record's items, whichever format it is in; raises on a garbled one."""
+        """A record's items, whichever format it is in. Raises on a record that breaks its
+        format's rules (a writer's bug: Kafka's checksums keep corruption out), so the worker
+        dead-letters it rather than misplace values."""
         first = data[:1]
         if first == COLUMNS_FORMAT:
             return cls._decode_columns(data[1:])
