@@ -189,6 +189,8 @@ def test_json_and_protobuf_sources_from_a_plain_client_are_exact_and_malformed_o
             {**rides[0], "ride_id": "b3", "pickup_zone": {"id": 1}}
         ).encode(): "DEAD_LETTER_REASON_UNMAPPABLE_FIELD",
         json.dumps({**rides[0], "ride_id": "b4", "fare_usd": "12.50"}).encode(): "DEAD_LETTER_REASON_WRONG_TYPE",
+        # A lone surrogate escape: valid JSON, not text. It used to stop the worker at every restart.
+        json.dumps({**rides[0], "ride_id": "b5", "pickup_zone": "z\ud800"}).encode(): "DEAD_LETTER_REASON_UNDECODABLE",
     }
     for i, data in enumerate(bad_json):
         json_msgs.insert(100 * (i + 1), (b"k", data))
