@@ -55,8 +55,9 @@ CONFIG_ENV = "FTI_CONFIG"
 CLICK_CONFIG_KEY = "fti.config"
 # One section per process: FTI_<SECTION>_<NAME> is that process's own setting.
 PROCESS_SECTIONS = ("WORKER", "SERVE", "PREDICT", "TRAIN", "PROMOTER", "STACK")
-# FTI_ variables that are not settings: FTI_CONFIG names the file, scripts/ read FTI_VENV.
-_NOT_SETTINGS = frozenset({CONFIG_ENV, "FTI_VENV"})
+# FTI_ variables that are not settings: FTI_CONFIG names the file, scripts/ read FTI_VENV, and
+# FTI_NATIVE=0 runs the compiled hot path from source (`fti_core.native`).
+_NOT_SETTINGS = frozenset({CONFIG_ENV, "FTI_VENV", "FTI_NATIVE"})
 _RENAMED = {r.old: r for r in RENAMED}
 
 _config_file: ContextVar[Path | None] = ContextVar("fti_config_file", default=None)

@@ -185,6 +185,7 @@ def test_known_names_of_other_processes_config_and_old_names_are_not_reported(
     monkeypatch.setenv("FTI_SERVE_PORT", "1")  # the server's business
     monkeypatch.setenv("FTI_PORT", "1")  # an old name of the server's
     monkeypatch.setenv("FTI_VENV", ".venv")  # scripts/ read it
+    monkeypatch.setenv("FTI_NATIVE", "0")  # fti_core.native reads it
     with caplog.at_level(logging.WARNING):
         FeatureStreamSettings()
     assert _warnings(caplog) == []
