@@ -29,12 +29,11 @@ from google.protobuf.message import DecodeError, Message
 
 from featurestore.keys import join_key
 from featurestore.sources import SourceDef, SourceFormat, TimeUnit, WireFormat, load_message_class
-from featurestore.values import Scalar
+from featurestore.values import INT64_RANGE, Scalar
 from fti.v1 import events_pb2
 
 __all__ = ["Mapped", "SourceDecoder", "Unmappable", "decoder_for"]
 
-_INT64 = (-(2**63), 2**63 - 1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _PER_MS = {TimeUnit.MS: 1, TimeUnit.S: 1000, TimeUnit.US: 1 / 1000, TimeUnit.NS: 1 / 1_000_000}
 _INT_TO_MS: dict[TimeUnit, Callable[[int], int]] = {
@@ -193,7 +192,7 @@ def _value(doc: Any, path: str, name: str) -> Scalar | None:
     if isinstance(x, bool | str | float):
         return x
     if isinstance(x, int):
-        if not _INT64[0] <= x <= _INT64[1]:
+        if not INT64_RANGE[0] <= x <= INT64_RANGE[1]:
             raise Unmappable(events_pb2.DEAD_LETTER_REASON_VALUE_OUT_OF_RANGE, f"value {name}={x} is beyond int64")
         return x
     raise _unmappable(f"value {name} (field {path!r}) is a {_kind(x)}, not a number, text or bool")

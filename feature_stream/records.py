@@ -10,7 +10,6 @@ written by unreleased builds only).
 from __future__ import annotations
 
 import json
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
@@ -18,7 +17,7 @@ from typing import Any, NamedTuple
 from mypy_extensions import mypyc_attr
 
 from feature_stream.codec import DeadLetter
-from featurestore.values import Scalar, from_value_map
+from featurestore.values import KIND_BOOL, KIND_DOUBLE, KIND_INT64, KIND_STRING, Scalar, from_value_map, value_kind
 from fti.v1 import rekeyed_pb2
 from fti_core.errors import InvalidArgumentError
 
@@ -26,9 +25,7 @@ __all__ = ["InMessage", "Outbox", "ViewItem"]
 
 # A columnar record's first byte: field number 0 is invalid, so no `RekeyedBatch` starts with it.
 COLUMNS_FORMAT = b"\x00"
-# `fti.v1.ValueColumn.kinds`: which array holds an item's value.
-_NONE, _DOUBLE, _INT, _STRING, _BOOL = 0, 1, 2, 3, 4
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_NONE = 0  # `fti.v1.ValueColumn.kinds` of an item without a value; the others are `KIND_`s
 
 
 class InMessage(NamedTuple):
@@ -95,8 +92,14 @@ class ViewItem(NamedTuple):
             watermark_ms=[i.watermark_ms for i in items],
         )
         for name, c in columns.items():
+            v = c.values
             batch.values.add(
-                name=name, kinds=bytes(c.kinds), doubles=c.doubles, ints=c.ints, strings=c.strings, bools=c.bools
+                name=name,
+                kinds=bytes(c.kinds),
+                doubles=v[KIND_DOUBLE],
+                ints=v[KIND_INT64],
+                strings=v[KIND_STRING],
+                bools=v[KIND_BOOL],
             )
         return COLUMNS_FORMAT + batch.SerializeToString()
 
@@ -143,33 +146,16 @@ class _Column:
 
     def __init__(self, n: int) -> None:
         self.kinds = bytearray(n)
-        self.doubles: list[float] = []
-        self.ints: list[int] = []
-        self.strings: list[str] = []
-        self.bools: list[bool] = []
+        self.values: list[list[Any]] = [[], [], [], [], []]  # indexed by kind, as in `_fill`
 
     def add(self, j: int, name: str, x: object) -> None:
-        """Item j's value (`featurestore.values.set_value`'s rules: non-finite numbers, ints
-        outside int64 and other types are refused, naming the field)."""
-        # bool is a subclass of int: test it first.
-        if isinstance(x, bool):
-            self.kinds[j] = _BOOL
-            self.bools.append(x)
-        elif isinstance(x, int):
-            if not _INT64_MIN <= x <= _INT64_MAX:
-                raise InvalidArgumentError(f"value {name}={x} is outside int64")
-            self.kinds[j] = _INT
-            self.ints.append(x)
-        elif isinstance(x, float):
-            if not math.isfinite(x):
-                raise InvalidArgumentError(f"non-finite value {name}={x!r}")
-            self.kinds[j] = _DOUBLE
-            self.doubles.append(x)
-        elif isinstance(x, str):
-            self.kinds[j] = _STRING
-            self.strings.append(x)
-        else:
-            raise InvalidArgumentError(f"unsupported value type {type(x).__name__} of {name}")
+        """Item j's value (`value_kind` refuses what `fti.v1.Value` cannot hold)."""
+        try:
+            kind = value_kind(x)
+        except InvalidArgumentError as exc:
+            raise InvalidArgumentError(f"{name}: {exc}") from None
+        self.kinds[j] = kind
+        self.values[kind].append(x)
 
 
 def _fill(values: list[dict[str, Scalar]], column: rekeyed_pb2.ValueColumn) -> None:
@@ -184,7 +170,7 @@ def _fill(values: list[dict[str, Scalar]], column: rekeyed_pb2.ValueColumn) -> N
     for j, kind in enumerate(kinds):
         if kind == _NONE:
             continue
-        if kind > _BOOL:
+        if kind > KIND_BOOL:
             raise ValueError(f"value column {name!r}: unknown kind {kind}")
         values[j][name] = arrays[kind][taken[kind]]
         taken[kind] += 1

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from featurestore.values import Scalar
+from featurestore.values import INT64_RANGE, Scalar
 from fti_core.errors import IntegrityError, InvalidArgumentError
 
 __all__ = [
@@ -46,7 +46,6 @@ log = logging.getLogger("featurestore.offline")
 
 ARCHIVE_LAYOUT = 2
 LAYOUT_KEY = b"fti.archive_layout"
-_INT64 = (-(2**63), 2**63 - 1)
 
 VALUE_TYPE = pa.struct(
     [
@@ -157,7 +156,7 @@ def values_array(maps: Sequence[Mapping[str, Scalar | None]]) -> pa.Array:
     if set(kinds) - _PLAIN:  # subclasses (an IntEnum, numpy scalars) as their plain type, or refused
         items = [_plain(x) for x in items]
         kinds = [type(x) for x in items]
-    lo, hi = _INT64
+    lo, hi = INT64_RANGE
     fits = [k is int and lo <= x <= hi for x, k in zip(items, kinds, strict=True)]
     children = [
         pa.array([x if k is float else None for x, k in zip(items, kinds, strict=True)], pa.float64()),

@@ -87,8 +87,7 @@ def _float_without_int(annotation: ast.expr) -> bool:
 
 
 # Functions whose `float` values are made by `float(...)` before they get there (`_number`,
-# `_numbers`), are tested to be floats (`records._Column.add`), or are timings: compiled, an
-# int typed `float` would become a float.
+# `_numbers`), or are timings: compiled, an int typed `float` would become a float.
 FLOAT_ONLY = {
     "feature_stream.aggregate": {
         "_float_text",
@@ -103,7 +102,6 @@ FLOAT_ONLY = {
     },
     "feature_stream.flushing": {"Buffer", "__init__"},
     "feature_stream.processor": {"__init__"},
-    "feature_stream.records": {"__init__"},
 }
 
 
