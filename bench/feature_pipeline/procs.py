@@ -73,6 +73,15 @@ def tree_rss(root: int) -> int:
     return max((_status_bytes(p, "VmRSS") for p in _descendants(root)), default=0)
 
 
+def machine_cpu_s() -> float:
+    """CPU seconds this machine's cores have spent busy since boot (`/proc/stat`: every state
+    but idle and I/O wait; guest time is inside user time already)."""
+    with open("/proc/stat") as fh:
+        ticks = [int(x) for x in fh.readline().split()[1:9]]
+    idle, iowait = ticks[3], ticks[4]  # user nice system idle iowait irq softirq steal
+    return (sum(ticks) - idle - iowait) / _TICK
+
+
 def check_alive(proc: subprocess.Popen[bytes], what: str, log: Path | None = None) -> None:
     """Raise `BenchAbort` when `proc` has exited (the bench never expects one of its processes to end)."""
     code = proc.poll()

@@ -50,7 +50,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 sys.path.insert(0, str(Path(__file__).parent))  # the bench's sibling modules, also when loaded by path
 
 from memory import measure, produce_entities
-from procs import BenchAbort, check_alive, stop, tree_usage
+from procs import BenchAbort, check_alive, machine_cpu_s, stop, tree_usage
 
 from featurestore.values import to_value
 from fti.v1 import events_pb2
@@ -346,6 +346,9 @@ PROBE_CARDS = 1000
 PACE_S = 0.002
 # How often the watcher looks: a resolution of 5 ms, and little CPU taken from the worker.
 WATCH_EVERY_S = 0.005
+# Probes older than this are looked for every 1/WATCH_BACKOFF of their age (`_Watcher`).
+WATCH_EXACT_MS = 100.0
+WATCH_BACKOFF = 20.0
 
 
 def _probe(card: str, merchant: str, amount: float, at_ms: int | None = None) -> tuple[str, bytes]:
@@ -365,19 +368,24 @@ def _probe(card: str, merchant: str, amount: float, at_ms: int | None = None) ->
 
 class _Watcher(threading.Thread):
     """Times probes from produce to their event id being in their card's online tail hash
-    (written with the tiles, in one Lua call), the oldest 100 pending per look."""
+    (written with the tiles, in one Lua call). A probe is looked for every `WATCH_EVERY_S` until
+    it is `WATCH_EXACT_MS` old, then every `1 / WATCH_BACKOFF` of its age, up to 100 a look: a
+    latency above the target reads up to 5 % high, and the watcher's load does not grow with
+    the worker's lag (looking at every pending probe every 5 ms, it sent Redis ~1 read per
+    event at 5,000/s once the worker was ~0.4 s behind, and took ~15 % of a core itself)."""
 
     def __init__(self, r: redis.Redis, prefix: str) -> None:
         super().__init__(daemon=True)
         self.r, self.prefix = r, prefix
-        self.pending: dict[tuple[str, str], float] = {}
+        self.pending: dict[tuple[str, str], list[float]] = {}  # (card, id) -> [produced, next look]
         self.lat: list[float] = []
         self.lock = threading.Lock()
         self.done = threading.Event()
 
     def add(self, card: str, eid: str) -> None:
+        now = time.monotonic()
         with self.lock:
-            self.pending[(card, eid)] = time.monotonic()
+            self.pending[(card, eid)] = [now, now]
 
     def look(self, keys: list[tuple[str, str]]) -> list[bool]:
         pipe = self.r.pipeline(transaction=False)
@@ -385,22 +393,36 @@ class _Watcher(threading.Thread):
             pipe.hexists(f"{self.prefix}:tail:card_activity:v1:{card}", eid)
         return [bool(x) for x in pipe.execute()]
 
+    def due(self, now: float, limit: int = 100) -> list[tuple[str, str]]:
+        """The pending probes to look for now, oldest first (dicts keep insertion order)."""
+        with self.lock:
+            return list(itertools.islice((k for k, (_, at) in self.pending.items() if at <= now), limit))
+
+    def seen(self, keys: list[tuple[str, str]], visible: list[bool], now: float) -> None:
+        """Record the visible probes' latencies; schedule the next look for the others."""
+        with self.lock:
+            for k, ok in zip(keys, visible, strict=True):
+                produced = self.pending[k][0]
+                if ok:
+                    self.lat.append((now - self.pending.pop(k)[0]) * 1000)
+                else:
+                    age_s = now - produced
+                    wait = WATCH_EVERY_S if age_s * 1000 < WATCH_EXACT_MS else age_s / WATCH_BACKOFF
+                    self.pending[k][1] = now + wait
+
     def run(self) -> None:
         give_up = 0.0
         while True:
-            with self.lock:  # dicts keep insertion order: the oldest first
-                waiting = list(itertools.islice(self.pending, 100))
+            waiting = self.due(time.monotonic())
             if self.done.is_set():
                 give_up = give_up or time.monotonic() + 10
-                if not waiting or time.monotonic() > give_up:
+                with self.lock:
+                    left = bool(self.pending)
+                if not left or time.monotonic() > give_up:
                     return
             if waiting:
                 got = self.look(waiting)
-                now = time.monotonic()
-                with self.lock:
-                    for k, ok in zip(waiting, got, strict=True):
-                        if ok:
-                            self.lat.append((now - self.pending.pop(k)) * 1000)
+                self.seen(waiting, got, time.monotonic())
             time.sleep(WATCH_EVERY_S)
 
 
@@ -439,6 +461,7 @@ def freshness(bench: Bench, proc: subprocess.Popen[bytes], prefix: str, rate: fl
     time.sleep(max(0.0, start_ms / 1000 - time.time()))
     t0 = time.monotonic()
     cpu0 = _cpu_split(bench, proc)
+    commands0 = redis_commands(bench.r)
     for i, (card, key, eid, value) in enumerate(probes):
         if i % 500 == 0:
             check_alive(proc, "worker (freshness)")
@@ -453,6 +476,7 @@ def freshness(bench: Bench, proc: subprocess.Popen[bytes], prefix: str, rate: fl
     watcher.done.set()
     watcher.join()
     cpu = {k: (v - cpu0[k]) for k, v in _cpu_split(bench, proc).items()}
+    commands = command_split(commands0, redis_commands(bench.r), n)
     lat, left = watcher.lat, list(watcher.pending)
     later = 0
     if left:  # late or lost? look once more, 30 s after the last probe
@@ -470,30 +494,66 @@ def freshness(bench: Bench, proc: subprocess.Popen[bytes], prefix: str, rate: fl
         "p50_ms": round(_percentile(lat, 0.5), 2),
         "p99_ms": round(_percentile(lat, 0.99), 2),
         "max_ms": round(max(lat, default=float("nan")), 2),
-        # Where the two cores went from the first probe to the last one seen (or given up on):
-        # CPU seconds per event of the worker's process tree and of Redis (its main process,
-        # and the children it forks to rewrite its append-only file), and their share of a core.
+        # Where the cores went from the first probe to the last one seen (or given up on): CPU
+        # seconds per event of the worker's process tree, of Redis (its main process, and the
+        # children it forks to rewrite its append-only file), of this bench, and of the whole
+        # machine (the broker is most of the rest), and their share of a core.
         **{f"{k}_us_per_event": round(v / n * 1e6, 1) for k, v in cpu.items() if k != "wall"},
         **{f"{k}_share_of_a_core": round(v / cpu["wall"], 3) for k, v in cpu.items() if k != "wall"},
+        "cores": os.cpu_count(),
+        "redis_commands": commands,
     }
 
 
 def _cpu_split(bench: Bench, proc: subprocess.Popen[bytes]) -> dict[str, float]:
     """Wall time, and CPU seconds so far of the worker's tree, Redis's main process and its
-    forked children (the stack's Redis; another Redis on this machine is not counted)."""
+    forked children (the stack's Redis; another Redis on this machine is not counted), this
+    bench process (the probes' producer and watcher), and all of the machine's cores."""
     info = bench.r.info("cpu")
     return {
         "wall": time.monotonic(),
         "worker_cpu": tree_usage(proc.pid).cpu_s,
         "redis_cpu": float(info["used_cpu_user"]) + float(info["used_cpu_sys"]),
         "redis_rewrite_cpu": float(info["used_cpu_user_children"]) + float(info["used_cpu_sys_children"]),
+        "bench_cpu": time.process_time(),
+        "machine_cpu": machine_cpu_s(),
     }
+
+
+def redis_commands(r: redis.Redis) -> dict[str, tuple[int, int]]:
+    """Calls and microseconds so far per Redis command (`INFO commandstats`)."""
+    stats = r.info("commandstats")
+    return {name.removeprefix("cmdstat_"): (int(v["calls"]), int(v["usec"])) for name, v in stats.items()}
+
+
+def command_split(
+    before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]], events: int, top: int = 8
+) -> dict[str, dict[str, float]]:
+    """What Redis spent its time on between two `redis_commands` readings, the `top` commands by
+    time: calls and µs per event. A script's own commands are counted twice, once in its
+    EVALSHA and once as themselves: the EVALSHA's time less theirs is what running Lua cost."""
+    spent = {}
+    for name, (calls, usec) in after.items():
+        calls0, usec0 = before.get(name, (0, 0))
+        if calls > calls0:
+            spent[name] = (calls - calls0, usec - usec0)
+    ranked = sorted(spent.items(), key=lambda kv: -kv[1][1])[:top]
+    n = max(events, 1)
+    return {name: {"calls_per_event": round(c / n, 2), "us_per_event": round(u / n, 1)} for name, (c, u) in ranked}
 
 
 def _aof_rewrites(r: redis.Redis) -> tuple[int, int]:
     """Append-only file rewrites Redis started so far, and whether one is running."""
     info = r.info("persistence")
     return int(info.get("aof_rewrites", 0)), int(info.get("aof_rewrite_in_progress", 0))
+
+
+def phase_line(g: dict[str, Any]) -> str:
+    """One freshness phase in a line: latency, then where the CPU went."""
+    return (f"p50 {g['p50_ms']:.1f} ms  p99 {g['p99_ms']:.1f} ms ({g['watched']} watched, Redis AOF rewrites "
+            f"{g.get('redis_aof_rewrites', '?')}); CPU per event: worker {g['worker_cpu_us_per_event']:.0f} us, "
+            f"Redis {g['redis_cpu_us_per_event']:.0f} us + {g['redis_rewrite_cpu_us_per_event']:.0f} us rewriting; "
+            f"machine {g['machine_cpu_share_of_a_core']:.2f} of {g['cores']} cores busy")  # fmt: skip
 
 
 def repeated_freshness(bench: Bench, rate: float, seconds: float, phases: int) -> dict[str, Any]:
@@ -507,11 +567,7 @@ def repeated_freshness(bench: Bench, rate: float, seconds: float, phases: int) -
         # The stack's Redis rewrites its append-only file about once a minute under the bench's
         # writes: a fork, then a core for seconds. Recorded, so a phase it hit can be told apart.
         got[-1]["redis_aof_rewrites"] = _aof_rewrites(bench.r)[0] - before[0] + before[1]  # that overlapped it
-        g = got[-1]
-        print(f"  phase {i + 1}/{phases}: p50 {g['p50_ms']:.1f} ms  p99 {g['p99_ms']:.1f} ms "
-              f"({g['watched']} watched, Redis AOF rewrites {g['redis_aof_rewrites']}); CPU per event: "
-              f"worker {g['worker_cpu_us_per_event']:.0f} us, Redis {g['redis_cpu_us_per_event']:.0f} us "
-              f"+ {g['redis_rewrite_cpu_us_per_event']:.0f} us rewriting", flush=True)  # fmt: skip
+        print(f"  phase {i + 1}/{phases}: {phase_line(got[-1])}", flush=True)
     p50s, p99s = [g["p50_ms"] for g in got], [g["p99_ms"] for g in got]
     return {
         "rate_per_s": got[0]["rate_per_s"],
