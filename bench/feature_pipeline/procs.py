@@ -9,7 +9,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["BenchAbort", "TreeUsage", "check_alive", "stop", "tree_rss", "tree_usage"]
+__all__ = ["BenchAbort", "TreeUsage", "busy_s", "check_alive", "machine_cpu_s", "stop", "tree_rss", "tree_usage"]
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -77,9 +77,14 @@ def machine_cpu_s() -> float:
     """CPU seconds this machine's cores have spent busy since boot (`/proc/stat`: every state
     but idle and I/O wait; guest time is inside user time already)."""
     with open("/proc/stat") as fh:
-        ticks = [int(x) for x in fh.readline().split()[1:9]]
-    idle, iowait = ticks[3], ticks[4]  # user nice system idle iowait irq softirq steal
-    return (sum(ticks) - idle - iowait) / _TICK
+        return busy_s(fh.readline())
+
+
+def busy_s(cpu_line: str) -> float:
+    """Busy seconds of `/proc/stat`'s first line (`cpu user nice system idle iowait irq softirq
+    steal guest guest_nice`, in clock ticks): all but idle and I/O wait, guest being in user."""
+    ticks = [int(x) for x in cpu_line.split()[1:9]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / _TICK
 
 
 def check_alive(proc: subprocess.Popen[bytes], what: str, log: Path | None = None) -> None:

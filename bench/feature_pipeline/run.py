@@ -166,6 +166,12 @@ class Bench:
         if batch:
             self.r.unlink(*batch)
 
+    def close(self) -> None:
+        """Stop the kept worker, if any, then `cleanup`: what every bench's `finally` does."""
+        if self.kept is not None:
+            stop(self.kept)
+        self.cleanup()
+
     def cleanup(self) -> None:
         admin = AdminClient({"bootstrap.servers": self.bootstrap})
         mine = [t for t in admin.list_topics(timeout=10).topics if self.tag in t and t.startswith("bench-")]
@@ -236,6 +242,9 @@ def worker_round(
                 usage = tree_usage(proc.pid)
                 break
             time.sleep(0.1)
+    except BaseException:
+        stop(proc)  # not kept yet: nothing else would stop it
+        raise
     finally:
         offsets.close()
     events = raw_total - first[1]
@@ -346,9 +355,10 @@ PROBE_CARDS = 1000
 PACE_S = 0.002
 # How often the watcher looks: a resolution of 5 ms, and little CPU taken from the worker.
 WATCH_EVERY_S = 0.005
-# Probes older than this are looked for every 1/WATCH_BACKOFF of their age (`_Watcher`).
-WATCH_EXACT_MS = 100.0
+# Probes older than the target are looked for every 1/WATCH_BACKOFF of their age (`_Watcher`).
+WATCH_EXACT_MS = TARGETS["freshness_p99_ms"]
 WATCH_BACKOFF = 20.0
+WATCH_GIVE_UP_S = 10.0  # after the last probe: those not visible by then are counted apart
 
 
 def _probe(card: str, merchant: str, amount: float, at_ms: int | None = None) -> tuple[str, bytes]:
@@ -369,14 +379,16 @@ def _probe(card: str, merchant: str, amount: float, at_ms: int | None = None) ->
 class _Watcher(threading.Thread):
     """Times probes from produce to their event id being in their card's online tail hash
     (written with the tiles, in one Lua call). A probe is looked for every `WATCH_EVERY_S` until
-    it is `WATCH_EXACT_MS` old, then every `1 / WATCH_BACKOFF` of its age, up to 100 a look: a
-    latency above the target reads up to 5 % high, and the watcher's load does not grow with
-    the worker's lag (looking at every pending probe every 5 ms, it sent Redis ~1 read per
-    event at 5,000/s once the worker was ~0.4 s behind, and took ~15 % of a core itself)."""
+    it is `WATCH_EXACT_MS` old (the target), then every `1 / WATCH_BACKOFF` of its age, up to
+    100 a look: beyond the target a latency reads up to 5 % high (on top of the 5 ms tick),
+    and the looks per probe grow with the log of the worker's lag rather than with the lag
+    (looking at every pending probe every 5 ms sent Redis ~1 read per event at 5,000/s once
+    the worker was ~0.4 s behind). Once `done`, it stops when nothing is pending or
+    `give_up_s` later, after a last look at every probe still pending."""
 
-    def __init__(self, r: redis.Redis, prefix: str) -> None:
+    def __init__(self, r: redis.Redis, prefix: str, give_up_s: float = WATCH_GIVE_UP_S) -> None:
         super().__init__(daemon=True)
-        self.r, self.prefix = r, prefix
+        self.r, self.prefix, self.give_up_s = r, prefix, give_up_s
         self.pending: dict[tuple[str, str], list[float]] = {}  # (card, id) -> [produced, next look]
         self.lat: list[float] = []
         self.lock = threading.Lock()
@@ -413,13 +425,17 @@ class _Watcher(threading.Thread):
     def run(self) -> None:
         give_up = 0.0
         while True:
-            waiting = self.due(time.monotonic())
             if self.done.is_set():
-                give_up = give_up or time.monotonic() + 10
+                give_up = give_up or time.monotonic() + self.give_up_s
                 with self.lock:
-                    left = bool(self.pending)
-                if not left or time.monotonic() > give_up:
+                    left = list(self.pending)
+                if not left:
                     return
+                if time.monotonic() > give_up:  # a backed-off probe may be due only later
+                    for i in range(0, len(left), 100):
+                        self.seen(left[i : i + 100], self.look(left[i : i + 100]), time.monotonic())
+                    return
+            waiting = self.due(time.monotonic())
             if waiting:
                 got = self.look(waiting)
                 self.seen(waiting, got, time.monotonic())
@@ -458,10 +474,10 @@ def freshness(bench: Bench, proc: subprocess.Popen[bytes], prefix: str, rate: fl
         card = cards[rng.randrange(PROBE_CARDS)]
         eid, value = _probe(card, f"m{rng.randrange(300):04d}", 10.0 + i % 7, start_ms + int(i * 1000 / rate))
         probes.append((card, card.encode(), eid, value))
+    cpu0 = _cpu_split(bench, proc)  # read before the first probe, which they would delay
+    commands0 = redis_commands(bench.r)
     time.sleep(max(0.0, start_ms / 1000 - time.time()))
     t0 = time.monotonic()
-    cpu0 = _cpu_split(bench, proc)
-    commands0 = redis_commands(bench.r)
     for i, (card, key, eid, value) in enumerate(probes):
         if i % 500 == 0:
             check_alive(proc, "worker (freshness)")
@@ -530,16 +546,19 @@ def command_split(
     before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]], events: int, top: int = 8
 ) -> dict[str, dict[str, float]]:
     """What Redis spent its time on between two `redis_commands` readings, the `top` commands by
-    time: calls and µs per event. A script's own commands are counted twice, once in its
-    EVALSHA and once as themselves: the EVALSHA's time less theirs is what running Lua cost."""
+    time: calls and µs per event. Redis times a command by the clock, not by its CPU, so on a
+    busy machine the times include moments Redis was not running; a script's own commands are
+    counted twice, once in its EVALSHA and once as themselves."""
     spent = {}
     for name, (calls, usec) in after.items():
         calls0, usec0 = before.get(name, (0, 0))
+        if calls < calls0:  # the stats were reset (CONFIG RESETSTAT, a restart) in between
+            calls0 = usec0 = 0
         if calls > calls0:
             spent[name] = (calls - calls0, usec - usec0)
     ranked = sorted(spent.items(), key=lambda kv: -kv[1][1])[:top]
     n = max(events, 1)
-    return {name: {"calls_per_event": round(c / n, 2), "us_per_event": round(u / n, 1)} for name, (c, u) in ranked}
+    return {name: {"calls_per_event": round(c / n, 3), "us_per_event": round(u / n, 1)} for name, (c, u) in ranked}
 
 
 def _aof_rewrites(r: redis.Redis) -> tuple[int, int]:
@@ -552,8 +571,21 @@ def phase_line(g: dict[str, Any]) -> str:
     """One freshness phase in a line: latency, then where the CPU went."""
     return (f"p50 {g['p50_ms']:.1f} ms  p99 {g['p99_ms']:.1f} ms ({g['watched']} watched, Redis AOF rewrites "
             f"{g.get('redis_aof_rewrites', '?')}); CPU per event: worker {g['worker_cpu_us_per_event']:.0f} us, "
-            f"Redis {g['redis_cpu_us_per_event']:.0f} us + {g['redis_rewrite_cpu_us_per_event']:.0f} us rewriting; "
+            f"Redis {g['redis_cpu_us_per_event']:.0f} us + {g['redis_rewrite_cpu_us_per_event']:.0f} us rewriting, "
+            f"bench {g['bench_cpu_us_per_event']:.0f} us; "
             f"machine {g['machine_cpu_share_of_a_core']:.2f} of {g['cores']} cores busy")  # fmt: skip
+
+
+def freshness_with_rewrites(
+    bench: Bench, proc: subprocess.Popen[bytes], prefix: str, rate: float, seconds: float
+) -> dict[str, Any]:
+    """`freshness`, and how many append-only file rewrites of Redis overlapped it: the stack's
+    Redis rewrites it about once a minute under the bench's writes (a fork, then a core for
+    seconds), so a phase one hit can be told apart."""
+    before = _aof_rewrites(bench.r)
+    got = freshness(bench, proc, prefix, rate, seconds)
+    got["redis_aof_rewrites"] = _aof_rewrites(bench.r)[0] - before[0] + before[1]
+    return got
 
 
 def repeated_freshness(bench: Bench, rate: float, seconds: float, phases: int) -> dict[str, Any]:
@@ -562,11 +594,7 @@ def repeated_freshness(bench: Bench, rate: float, seconds: float, phases: int) -
     assert bench.kept is not None
     got = []
     for i in range(phases):
-        before = _aof_rewrites(bench.r)
-        got.append(freshness(bench, bench.kept, bench.kept_prefix, rate, seconds))
-        # The stack's Redis rewrites its append-only file about once a minute under the bench's
-        # writes: a fork, then a core for seconds. Recorded, so a phase it hit can be told apart.
-        got[-1]["redis_aof_rewrites"] = _aof_rewrites(bench.r)[0] - before[0] + before[1]  # that overlapped it
+        got.append(freshness_with_rewrites(bench, bench.kept, bench.kept_prefix, rate, seconds))
         print(f"  phase {i + 1}/{phases}: {phase_line(got[-1])}", flush=True)
     p50s, p99s = [g["p50_ms"] for g in got], [g["p99_ms"] for g in got]
     return {
@@ -636,6 +664,11 @@ def memory_phase(bench: Bench) -> dict[str, Any]:
         "used_memory_delta_per_entity": round((used1 - used0) / a.entities, 1),
         **got,
     }
+
+
+def write_result(out: str, result: dict[str, Any]) -> None:
+    Path(out).write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {out}")
 
 
 def _line(name: str, s: dict[str, Any]) -> str:
@@ -742,12 +775,9 @@ def main() -> None:
             "memory": memory,
             "rounds": rounds,
         }
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-        print(f"wrote {args.out}")
+        write_result(args.out, result)
     finally:
-        if bench.kept is not None:
-            stop(bench.kept)
-        bench.cleanup()
+        bench.close()
 
 
 if __name__ == "__main__":

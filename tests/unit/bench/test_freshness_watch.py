@@ -21,9 +21,9 @@ def _module(name: str) -> ModuleType:
         sys.path.remove(str(HERE))
 
 
-def _watcher() -> object:
+def _watcher(give_up_s: float = 10.0) -> object:
     run = _module("run")
-    return run._Watcher(redis.Redis(), "p")  # the client connects on first use: none here
+    return run._Watcher(redis.Redis(), "p", give_up_s)  # the client connects on first use: none here
 
 
 def test_a_probe_is_looked_for_every_5_ms_until_100_ms_old_then_every_twentieth_of_its_age() -> None:
@@ -58,11 +58,44 @@ def test_the_redis_split_ranks_what_each_command_took_between_two_readings_per_e
     run = _module("run")
     before = {"evalsha": (10, 5_000), "hset": (100, 900), "get": (5, 50)}
     after = {"evalsha": (30, 45_000), "hset": (400, 2_400), "get": (5, 50), "set": (200, 600)}
-    got = run.command_split(before, after, events=200, top=2)
+    got = run.command_split(before, after, events=200, top=3)
     assert got == {
         "evalsha": {"calls_per_event": 0.1, "us_per_event": 200.0},
         "hset": {"calls_per_event": 1.5, "us_per_event": 7.5},
-    }  # `get` had no calls in between; `set` (600 us) is third
+        "set": {"calls_per_event": 1.0, "us_per_event": 3.0},  # new since the first reading
+    }  # `get` had no calls in between
+    assert list(run.command_split(before, after, events=200, top=1)) == ["evalsha"]
+
+
+def test_stats_reset_between_the_readings_count_from_zero() -> None:
+    run = _module("run")
+    got = run.command_split({"hset": (1_000, 9_000)}, {"hset": (50, 400)}, events=100)
+    assert got == {"hset": {"calls_per_event": 0.5, "us_per_event": 4.0}}
+
+
+def test_the_watcher_stops_only_once_nothing_is_pending_or_after_a_last_look_at_the_give_up() -> None:
+    w = _watcher(give_up_s=0.05)
+    now = time.monotonic()
+    w.pending[("c1", "late")] = [now - 5.0, now + 60.0]  # type: ignore[attr-defined]  # backed off past the give-up
+    looked: list[list[tuple[str, str]]] = []
+
+    def look(keys: list[tuple[str, str]]) -> list[bool]:
+        looked.append(keys)
+        return [True] * len(keys)
+
+    w.look = look  # type: ignore[attr-defined]
+    w.done.set()  # type: ignore[attr-defined]
+    w.run()  # type: ignore[attr-defined]
+    assert looked == [[("c1", "late")]]  # not due, yet looked for once before giving up
+    assert w.pending == {} and len(w.lat) == 1  # type: ignore[attr-defined]
+
+
+def test_busy_time_is_every_state_of_the_cpu_line_but_idle_and_io_wait() -> None:
+    procs = _module("procs")
+    tick = procs._TICK
+    #      cpu user nice system idle iowait irq softirq steal guest guest_nice
+    line = "cpu  100 2 30 5000 70 4 6 8 50 0"
+    assert procs.busy_s(line) == (100 + 2 + 30 + 4 + 6 + 8) / tick  # guest is inside user
 
 
 def test_the_machine_busy_time_grows_by_at_least_what_this_process_burns() -> None:
