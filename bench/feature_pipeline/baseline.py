@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import queue
+import signal
 import threading
 import time
 import uuid
@@ -42,6 +43,7 @@ __all__ = ["Baseline", "main"]
 
 FUTURE_SKEW_MS = 300_000
 POLL = 2000
+LIVE_POLL_S = 0.005  # `--live`: how long a poll waits for messages before what it has is handled
 A = AggregationFunction
 
 
@@ -154,9 +156,13 @@ def _merge(agg: AggregationFunction, parts: list[list[Any]]) -> Any:
 class Baseline:
     """One view over one topic, in memory; `run` returns when `total` messages were consumed."""
 
-    def __init__(self, view: FeatureViewDef, prefix: str, r: redis.Redis) -> None:
+    def __init__(self, view: FeatureViewDef, prefix: str, r: redis.Redis, live: bool = False) -> None:
         self.view, self.r = view, r
         self.key_prefix = f"{prefix}:tiles:{view.name}:v{view.version}:"
+        # Live (`--live`): also each aggregated event's id in its entity's tail hash, where the
+        # bench's freshness watcher looks for it (the worker writes its tail events there).
+        self.tail_prefix = f"{prefix}:tail:{view.name}:v{view.version}:" if live else None
+        self.tails: dict[str, list[str]] = {}
         self.steps = [_Step(view, s) for s in sorted({f.window.step_ms for f in view.features})]
         self.seen: dict[tuple[str, str], int] = {}
         self.marks: dict[bytes, int] = {}
@@ -214,6 +220,8 @@ class Baseline:
             for update, name in step.updates:
                 update(tile, t, eid, values[name])
             changed.add(f"{step.step}:{start}")
+        if self.tail_prefix is not None:
+            self.tails.setdefault(entity, []).append(eid)
         self.counts["aggregated"] += 1
 
     def read(self, entity: str, t: int) -> dict[str, Any]:
@@ -248,6 +256,9 @@ class Baseline:
                 else:
                     fields[name] = kind.encode(tile)
             out.append((self.key_prefix + entity, fields, gone))
+        if self.tail_prefix is not None:
+            tails, self.tails = self.tails, {}
+            out += [(self.tail_prefix + entity, dict.fromkeys(ids, "1"), []) for entity, ids in tails.items()]
         return out
 
     def _writer(self) -> None:
@@ -264,6 +275,24 @@ class Baseline:
             except redis.RedisError as exc:
                 self.failed = exc
                 return
+
+    def run_live(self, consumer: Consumer, stop: threading.Event, poll_s: float = LIVE_POLL_S) -> None:
+        """Live traffic until `stop`: each poll's changes sent as soon as it is processed; a poll
+        waits at most `poll_s` for messages (`run` waits up to 1 s for a full poll)."""
+        writer = threading.Thread(target=self._writer, daemon=True)
+        writer.start()
+        while not stop.is_set():
+            if self.failed is not None:
+                raise SystemExit(f"baseline: Redis write failed: {self.failed}")
+            msgs = consumer.consume(POLL, timeout=poll_s)
+            dirty: dict[str, tuple[set[str], set[str]]] = {}
+            for msg in msgs:
+                if msg.error() is None:
+                    self.apply(msg, dirty)
+            if dirty:
+                self.queue.put(self.changes(dirty))
+        self.queue.put(None)
+        writer.join()
 
     def run(self, consumer: Consumer, total: int) -> dict[str, float]:
         writer = threading.Thread(target=self._writer, daemon=True)
@@ -297,7 +326,9 @@ def main() -> None:
     ap.add_argument("--bootstrap", default="localhost:9092")
     ap.add_argument("--redis-url", default="redis://localhost:6379/0")
     ap.add_argument("--topic", required=True)
-    ap.add_argument("--total", type=int, required=True)
+    ap.add_argument("--total", type=int, help="Messages to consume, then print the result (not with --live).")
+    ap.add_argument("--live", action="store_true", help="Run until SIGTERM, event ids also in tail hashes.")
+    ap.add_argument("--poll-ms", type=float, default=LIVE_POLL_S * 1000, help="With --live: a poll's longest wait.")
     ap.add_argument("--definitions", required=True)
     ap.add_argument("--view", default="card_activity")
     ap.add_argument("--prefix", required=True)
@@ -312,7 +343,16 @@ def main() -> None:
         }
     )
     consumer.subscribe([args.topic])
-    out = Baseline(view, args.prefix, redis.Redis.from_url(args.redis_url)).run(consumer, args.total)
+    baseline = Baseline(view, args.prefix, redis.Redis.from_url(args.redis_url), live=args.live)
+    if args.live:
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        baseline.run_live(consumer, stop, args.poll_ms / 1000)
+        consumer.close()
+        return
+    if args.total is None:
+        raise SystemExit("baseline: --total is required without --live")
+    out = baseline.run(consumer, args.total)
     consumer.close()
     print("RESULT " + json.dumps(out), flush=True)
 

@@ -8,17 +8,19 @@ other phases. This runs just that part: a small backlog of demo transactions, th
 worker caught up on it (its catch-up rate is printed, but on a backlog this small it is only
 a rough figure), then one `run.freshness` phase per rate, in the order given, on that same
 worker. Each phase prints its p50/p99 and where the CPU went (the worker's process tree,
-Redis, this bench, the whole machine), and records what Redis spent its time on
+Redis, this bench, the whole machine); `--out` also keeps what Redis spent its time on
 (`run.command_split`). `--env NAME=VALUE` (repeatable) goes to the worker, to compare a
 setting: run the script once per variant, interleaved, as the machine drifts within minutes.
-Needs the stack (`fti stack up`); its topics, group and Redis keys are its own and are
-deleted at the end. Stops with one line and status 2 if the worker dies.
+`--baseline` runs the phases on the hand-written baseline instead (`baseline.py --live`: the
+card view, in memory, no durability), to see what freshness the same machine allows a loop
+that does the least. Needs the stack (`fti stack up`); its topics and Redis keys are its own
+and are deleted at the end. Stops with one line and status 2 if the process dies.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,8 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))  # the bench's sibling modules, also when loaded by path
 
-from procs import stop
-from run import Bench, _aof_rewrites, freshness, phase_line, produce_backlog, worker_round
+from run import DEMO_DEFS, HERE, Bench, freshness_with_rewrites, phase_line, produce_backlog, worker_round, write_result
 
 from fti_core import native
 
@@ -42,6 +43,18 @@ def _env(pairs: list[str]) -> dict[str, str]:
     return out
 
 
+def _baseline(bench: Bench, poll_ms: float) -> tuple[subprocess.Popen[bytes], str]:
+    """The hand-written baseline on the bench's topic, live (it reads the backlog first; the
+    phase's warm-up waits until it shows the probe cards); its process and Redis prefix."""
+    prefix = f"bench-{bench.tag}-baselive"
+    cmd = [sys.executable, str(HERE / "baseline.py"), "--bootstrap", bench.bootstrap, "--topic", bench.topic,
+           "--redis-url", bench.redis_url, "--prefix", prefix, "--definitions", str(DEMO_DEFS), "--live",
+           "--poll-ms", str(poll_ms)]  # fmt: skip
+    with (bench.logs / "baseline-live.log").open("wb") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT)
+    return proc, prefix
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rates", required=True, help="Events/s of each phase, in order: 2500,5000,2500")
@@ -51,41 +64,42 @@ def main() -> None:
     ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="For the worker (repeatable).")
     ap.add_argument("--worker-timeout", type=float, default=600.0, help="Longest the catch-up may take.")
     ap.add_argument("--out", default=None, help="Write the phases as JSON here.")
+    ap.add_argument("--baseline", action="store_true", help="Probe the hand-written baseline, not the worker.")
+    ap.add_argument("--baseline-poll-ms", type=float, default=5.0, help="With --baseline: a poll's longest wait.")
     args = ap.parse_args()
     rates = [float(x) for x in args.rates.split(",")]
+    if any(r * args.seconds < 1 for r in rates):
+        raise SystemExit("freshness: every rate times --seconds must make at least one probe")
     env = _env(args.env)
     args.max_cached = 0  # what `Bench` reads of the memory phase's options
     bench = Bench(args)
     try:
         print(f"producing {args.backlog:,} demo transactions to {bench.topic}", flush=True)
         total = produce_backlog(bench.bootstrap, bench.topic, args.backlog, args.partitions)
-        caught, proc = worker_round(bench, bench.defs_all, "fresh", total, keep=True, extra_env=env)
-        assert proc is not None
-        bench.kept = proc
-        print(f"all-views worker ({native.status()}{', ' + ' '.join(args.env) if args.env else ''}) caught up on "
-              f"{total:,} messages: {caught['events_per_s']:,.0f} events/s, {caught['cpu_us_per_event']:.0f} us "
-              f"CPU per event", flush=True)  # fmt: skip
+        caught: dict[str, Any] = {}
+        if args.baseline:
+            proc, prefix = _baseline(bench, args.baseline_poll_ms)
+            bench.kept = proc
+            print("hand-written baseline started (live, card view)", flush=True)
+        else:
+            caught, kept = worker_round(bench, bench.defs_all, "fresh", total, keep=True, extra_env=env)
+            assert kept is not None
+            proc = bench.kept = kept
+            prefix = caught["redis_prefix"]
+            print(f"all-views worker ({native.status()}{', ' + ' '.join(args.env) if args.env else ''}) caught up "
+                  f"on {total:,} messages: {caught['events_per_s']:,.0f} events/s, {caught['cpu_us_per_event']:.0f} "
+                  f"us CPU per event", flush=True)  # fmt: skip
         phases = []
         for i, rate in enumerate(rates):
-            before = _aof_rewrites(bench.r)
-            got = freshness(bench, proc, caught["redis_prefix"], rate, args.seconds)
-            got["redis_aof_rewrites"] = _aof_rewrites(bench.r)[0] - before[0] + before[1]
-            phases.append(got)
-            print(f"  phase {i + 1}/{len(rates)} at {rate:,.0f}/s: {phase_line(got)}", flush=True)
+            phases.append(freshness_with_rewrites(bench, proc, prefix, rate, args.seconds))
+            print(f"  phase {i + 1}/{len(rates)} at {rate:,.0f}/s: {phase_line(phases[-1])}", flush=True)
         if args.out:
-            result: dict[str, Any] = {
-                "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "hot_path": native.status(),
-                "worker_env": env,
-                "catch_up": caught,
-                "phases": phases,
-            }
-            Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-            print(f"wrote {args.out}")
+            when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            what = {"baseline_poll_ms": args.baseline_poll_ms} if args.baseline else {"worker_env": env}
+            write_result(args.out, {"when": when, "hot_path": native.status(), **what, "catch_up": caught,
+                                    "phases": phases})  # fmt: skip
     finally:
-        if bench.kept is not None:
-            stop(bench.kept)
-        bench.cleanup()
+        bench.close()
 
 
 if __name__ == "__main__":

@@ -91,3 +91,19 @@ def test_baseline_tiles_read_as_the_batch_engine_over_the_accepted_events() -> N
         want = evaluate_events(view, events, t)
         got = base.read(card, t)
         assert all(_close(got[k], want[k]) for k in want), (card, got, want)
+
+
+def test_live_the_baseline_also_writes_each_accepted_events_id_to_its_cards_tail_hash() -> None:
+    """What the freshness watcher looks for (`freshness.py --baseline`); not in the catch-up."""
+    view = next(v for v in load_definitions(ROOT / "examples/fraud/features.yaml").views if v.name == "card_activity")
+    sim = list(generate(300, SimConfig(seed=5, cards=20)))
+    msgs = [_Msg(e.key, e.value, e.time_ms + 1000) for e in sim]
+    expected = _accepted(msgs, view.allowed_lateness_ms)
+    for live in (False, True):
+        base = _baseline().Baseline(view, "p", redis.Redis(), live=live)
+        dirty: dict[str, Any] = {}
+        for m in msgs:
+            base.apply(m, dirty)
+        tails = {key: set(fields) for key, fields, _ in base.changes(dirty) if ":tail:" in key}
+        want = {f"p:tail:card_activity:v1:{card}": {e.event_id for e in events} for card, events in expected.items()}
+        assert tails == (want if live else {})
