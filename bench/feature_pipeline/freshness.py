@@ -20,7 +20,6 @@ and are deleted at the end. Stops with one line and status 2 if the process dies
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,7 +27,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))  # the bench's sibling modules, also when loaded by path
 
-from run import DEMO_DEFS, HERE, Bench, freshness_with_rewrites, phase_line, produce_backlog, worker_round, write_result
+from run import (
+    Bench,
+    freshness_with_rewrites,
+    phase_line,
+    produce_backlog,
+    start_live_baseline,
+    worker_round,
+    write_result,
+)
 
 from fti_core import native
 
@@ -41,18 +48,6 @@ def _env(pairs: list[str]) -> dict[str, str]:
             raise SystemExit(f"--env takes NAME=VALUE, not {pair!r}")
         out[name] = value
     return out
-
-
-def _baseline(bench: Bench, poll_ms: float) -> tuple[subprocess.Popen[bytes], str]:
-    """The hand-written baseline on the bench's topic, live (it reads the backlog first; the
-    phase's warm-up waits until it shows the probe cards); its process and Redis prefix."""
-    prefix = f"bench-{bench.tag}-baselive"
-    cmd = [sys.executable, str(HERE / "baseline.py"), "--bootstrap", bench.bootstrap, "--topic", bench.topic,
-           "--redis-url", bench.redis_url, "--prefix", prefix, "--definitions", str(DEMO_DEFS), "--live",
-           "--poll-ms", str(poll_ms)]  # fmt: skip
-    with (bench.logs / "baseline-live.log").open("wb") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT)
-    return proc, prefix
 
 
 def main() -> None:
@@ -78,7 +73,7 @@ def main() -> None:
         total = produce_backlog(bench.bootstrap, bench.topic, args.backlog, args.partitions)
         caught: dict[str, Any] = {}
         if args.baseline:
-            proc, prefix = _baseline(bench, args.baseline_poll_ms)
+            proc, prefix = start_live_baseline(bench, args.baseline_poll_ms)
             bench.kept = proc
             print("hand-written baseline started (live, card view)", flush=True)
         else:

@@ -18,7 +18,8 @@ timed interval; the worker's from /proc of its process tree) and the worker's pe
 Medians over rounds with min and max; the ratios worker ÷ baseline per round and their median.
 Then: freshness (produce → card's tiles visible in Redis) p50/p99 while producing at half of
 the all-views worker's median rate, then the highest rate at which its p99 is within 100 ms
-(`fresh_capacity`, a bisection below that); Redis bytes per entity per view after `--entities`
+(`fresh_capacity`, a bisection below that), and the hand-written baseline's freshness, live, at
+the same rate (phase 3c); Redis bytes per entity per view after `--entities`
 distinct entities (memory.py). Writes JSON (`--out`). A process the bench started that dies
 stops the bench with one line and status 2.
 """
@@ -576,6 +577,20 @@ def phase_line(g: dict[str, Any]) -> str:
             f"machine {g['machine_cpu_share_of_a_core']:.2f} of {g['cores']} cores busy")  # fmt: skip
 
 
+def start_live_baseline(bench: Bench, poll_ms: float = 5.0) -> tuple[subprocess.Popen[bytes], str]:
+    """The hand-written baseline on the bench's topic, live (`baseline.py --live`: it reads the
+    backlog first; a freshness phase's warm-up waits until it shows the probe cards); its
+    process and Redis prefix."""
+    prefix = f"bench-{bench.tag}-baselive{bench.n}"
+    bench.n += 1
+    cmd = [sys.executable, str(HERE / "baseline.py"), "--bootstrap", bench.bootstrap, "--topic", bench.topic,
+           "--redis-url", bench.redis_url, "--prefix", prefix, "--definitions", str(DEMO_DEFS), "--live",
+           "--poll-ms", str(poll_ms)]  # fmt: skip
+    with (bench.logs / f"{prefix}.log").open("wb") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT)
+    return proc, prefix
+
+
 def freshness_with_rewrites(
     bench: Bench, proc: subprocess.Popen[bytes], prefix: str, rate: float, seconds: float
 ) -> dict[str, Any]:
@@ -714,6 +729,12 @@ def main() -> None:
     ap.add_argument(
         "--capacity-steps", type=int, default=4, help="Bisection steps of the highest fresh rate (0: skip)."
     )
+    ap.add_argument(
+        "--no-baseline-freshness",
+        dest="baseline_freshness",
+        action="store_false",
+        help="Skip phase 3c (the hand-written baseline's freshness, live, at the same rate).",
+    )
     ap.add_argument("--entities", type=int, default=1_000_000, help="Distinct entities of the memory phase (0: skip).")
     ap.add_argument("--entity-events", type=int, default=2, help="Events per entity in the memory phase.")
     ap.add_argument("--sample", type=int, default=2000, help="Entities whose keys MEMORY USAGE reads.")
@@ -749,6 +770,17 @@ def main() -> None:
             print(f"  fresh capacity: {capacity['rate_per_s']:,.0f} events/s, {capacity['fraction_of_max']:.3f} "
                   f"of the max rate (over at {capacity['lowest_failed_fraction']:.3f})")  # fmt: skip
         stop(bench.kept)
+        reference: dict[str, Any] = {}
+        if args.baseline_freshness:
+            # The reference the ratios are set against, live on the same probes at the same rate:
+            # what freshness this machine allows a loop that does the least (bench/README item 15).
+            print(f"phase 3c: freshness of the hand-written baseline, live, at the same {rate:,.0f} events/s",
+                  flush=True)  # fmt: skip
+            bench.kept, bench.kept_prefix = start_live_baseline(bench)
+            reference = repeated_freshness(bench, rate, args.seconds, args.fresh_rounds)
+            stop(bench.kept)
+            print(f"  baseline freshness p50 {reference['p50_ms']:.1f} ms  p99 {reference['p99_ms']:.1f} ms "
+                  f"({reference['p99_ms_min']:.1f}-{reference['p99_ms_max']:.1f})")  # fmt: skip
         memory: dict[str, Any] = {}
         if args.entities:
             print(f"phase 4: Redis bytes per entity after {args.entities:,} distinct entities", flush=True)
@@ -772,6 +804,7 @@ def main() -> None:
             "summary": summary,
             "freshness": fresh,
             "fresh_capacity": capacity,
+            "baseline_freshness": reference,
             "memory": memory,
             "rounds": rounds,
         }
