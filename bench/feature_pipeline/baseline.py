@@ -18,6 +18,11 @@ durability, written for speed but not cut short:
 Everything else lives in memory only: no state survives the process, no archive, no DLQ topic.
 Sums are floats (the worker keeps exact integer sums). Prints one JSON line:
 {"events", "seconds", "events_per_s", "cpu_us_per_event", ...}.
+
+`--live` runs until SIGTERM instead, each poll waiting at most `--poll-ms`, and also writes each
+aggregated event's id to its card's tail hash, where the bench's freshness watcher looks.
+`--live --floor` only decodes each event and writes its id there: the freshness the consumer,
+the broker and Redis allow on their own, with no view work at all.
 """
 
 from __future__ import annotations
@@ -156,8 +161,13 @@ def _merge(agg: AggregationFunction, parts: list[list[Any]]) -> Any:
 class Baseline:
     """One view over one topic, in memory; `run` returns when `total` messages were consumed."""
 
-    def __init__(self, view: FeatureViewDef, prefix: str, r: redis.Redis, live: bool = False) -> None:
+    def __init__(
+        self, view: FeatureViewDef, prefix: str, r: redis.Redis, live: bool = False, floor: bool = False
+    ) -> None:
         self.view, self.r = view, r
+        # `--floor` (live only): each event decoded and its id written to its card's tail hash,
+        # nothing else: what freshness the consumer, the broker and Redis allow on their own.
+        self.floor = floor and live
         self.key_prefix = f"{prefix}:tiles:{view.name}:v{view.version}:"
         # Live (`--live`): also each aggregated event's id in its entity's tail hash, where the
         # bench's freshness watcher looks for it (the worker writes its tail events there).
@@ -174,6 +184,10 @@ class Baseline:
 
     def apply(self, msg: Any, dirty: dict[str, tuple[set[str], set[str]]]) -> None:
         ev = events_pb2.Event.FromString(msg.value())
+        if self.floor:
+            if self.view.entity in ev.entities:
+                self.tails.setdefault(ev.entities[self.view.entity], []).append(ev.event_id)
+            return
         t = ev.event_time.seconds * 1000 + ev.event_time.nanos // 1_000_000
         if t > msg.timestamp()[1] + FUTURE_SKEW_MS:
             self.counts["future"] += 1
@@ -289,7 +303,7 @@ class Baseline:
             for msg in msgs:
                 if msg.error() is None:
                     self.apply(msg, dirty)
-            if dirty:
+            if dirty or self.tails:
                 self.queue.put(self.changes(dirty))
         self.queue.put(None)
         writer.join()
@@ -329,6 +343,7 @@ def main() -> None:
     ap.add_argument("--total", type=int, help="Messages to consume, then print the result (not with --live).")
     ap.add_argument("--live", action="store_true", help="Run until SIGTERM, event ids also in tail hashes.")
     ap.add_argument("--poll-ms", type=float, default=LIVE_POLL_S * 1000, help="With --live: a poll's longest wait.")
+    ap.add_argument("--floor", action="store_true", help="With --live: only decode, and write each id to its tail.")
     ap.add_argument("--definitions", required=True)
     ap.add_argument("--view", default="card_activity")
     ap.add_argument("--prefix", required=True)
@@ -343,7 +358,7 @@ def main() -> None:
         }
     )
     consumer.subscribe([args.topic])
-    baseline = Baseline(view, args.prefix, redis.Redis.from_url(args.redis_url), live=args.live)
+    baseline = Baseline(view, args.prefix, redis.Redis.from_url(args.redis_url), live=args.live, floor=args.floor)
     if args.live:
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -13,7 +13,9 @@ Redis, this bench, the whole machine); `--out` also keeps what Redis spent its t
 setting: run the script once per variant, interleaved, as the machine drifts within minutes.
 `--baseline` runs the phases on the hand-written baseline instead (`baseline.py --live`: the
 card view, in memory, no durability), to see what freshness the same machine allows a loop
-that does the least. Needs the stack (`fti stack up`); its topics and Redis keys are its own
+that does the least; `--floor` the floor instead (`baseline.py --floor`: each event decoded
+and its id written, no view at all), to see what the consumer, the broker and Redis allow on
+their own. Needs the stack (`fti stack up`); its topics and Redis keys are its own
 and are deleted at the end. Stops with one line and status 2 if the process dies.
 """
 
@@ -60,22 +62,24 @@ def main() -> None:
     ap.add_argument("--worker-timeout", type=float, default=600.0, help="Longest the catch-up may take.")
     ap.add_argument("--out", default=None, help="Write the phases as JSON here.")
     ap.add_argument("--baseline", action="store_true", help="Probe the hand-written baseline, not the worker.")
-    ap.add_argument("--baseline-poll-ms", type=float, default=5.0, help="With --baseline: a poll's longest wait.")
+    ap.add_argument("--floor", action="store_true", help="Probe the floor: decode and write each id, no view.")
+    ap.add_argument("--baseline-poll-ms", type=float, default=5.0, help="With --baseline or --floor: a poll's wait.")
     args = ap.parse_args()
     rates = [float(x) for x in args.rates.split(",")]
     if any(r * args.seconds < 1 for r in rates):
         raise SystemExit("freshness: every rate times --seconds must make at least one probe")
     env = _env(args.env)
-    args.max_cached = 0  # what `Bench` reads of the memory phase's options
     bench = Bench(args)
     try:
         print(f"producing {args.backlog:,} demo transactions to {bench.topic}", flush=True)
         total = produce_backlog(bench.bootstrap, bench.topic, args.backlog, args.partitions)
         caught: dict[str, Any] = {}
-        if args.baseline:
-            proc, prefix = start_live_baseline(bench, args.baseline_poll_ms)
+        what = "floor" if args.floor else "baseline" if args.baseline else "worker"
+        if what != "worker":
+            proc, prefix = start_live_baseline(bench, args.baseline_poll_ms, floor=args.floor)
             bench.kept = proc
-            print("hand-written baseline started (live, card view)", flush=True)
+            print("the floor started (live: decode, write each id)" if args.floor else
+                  "hand-written baseline started (live, card view)", flush=True)  # fmt: skip
         else:
             caught, kept = worker_round(bench, bench.defs_all, "fresh", total, keep=True, extra_env=env)
             assert kept is not None
@@ -86,13 +90,13 @@ def main() -> None:
                   f"us CPU per event", flush=True)  # fmt: skip
         phases = []
         for i, rate in enumerate(rates):
-            phases.append(freshness_with_rewrites(bench, proc, prefix, rate, args.seconds))
+            phases.append(freshness_with_rewrites(bench, proc, prefix, rate, args.seconds, what))
             print(f"  phase {i + 1}/{len(rates)} at {rate:,.0f}/s: {phase_line(phases[-1])}", flush=True)
         if args.out:
             when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            what = {"baseline_poll_ms": args.baseline_poll_ms} if args.baseline else {"worker_env": env}
-            write_result(args.out, {"when": when, "hot_path": native.status(), **what, "catch_up": caught,
-                                    "phases": phases})  # fmt: skip
+            setup = {"worker_env": env} if what == "worker" else {"poll_ms": args.baseline_poll_ms}
+            write_result(args.out, {"when": when, "probed": what, "hot_path": native.status(), **setup,
+                                    "catch_up": caught, "phases": phases})  # fmt: skip
     finally:
         bench.close()
 

@@ -18,9 +18,10 @@ timed interval; the worker's from /proc of its process tree) and the worker's pe
 Medians over rounds with min and max; the ratios worker ÷ baseline per round and their median.
 Then: freshness (produce → card's tiles visible in Redis) p50/p99 while producing at half of
 the all-views worker's median rate, then the highest rate at which its p99 is within 100 ms
-(`fresh_capacity`, a bisection below that), and the hand-written baseline's freshness, live, at
-the same rate (phase 3c); Redis bytes per entity per view after `--entities`
-distinct entities (memory.py). Writes JSON (`--out`). A process the bench started that dies
+(`fresh_capacity`, a bisection below that); the hand-written baseline's freshness, live, at
+the same rate (phase 3c) and at half its own median rate (3d), and the floor's (decode and
+write each id, no view) at the same rate (3e); Redis bytes per entity per view after
+`--entities` distinct entities (memory.py). Writes JSON (`--out`). A process the bench started that dies
 stops the bench with one line and status 2.
 """
 
@@ -443,11 +444,14 @@ class _Watcher(threading.Thread):
             time.sleep(WATCH_EVERY_S)
 
 
-def freshness(bench: Bench, proc: subprocess.Popen[bytes], prefix: str, rate: float, seconds: float) -> dict[str, Any]:
+def freshness(
+    bench: Bench, proc: subprocess.Popen[bytes], prefix: str, rate: float, seconds: float, what: str = "worker"
+) -> dict[str, Any]:
     """Probe transactions at `rate` for `PROBE_CARDS` cards of their own (the demo's cards have
     fraud labels stamped minutes ahead, which would make a probe stamped now late), each card
     warmed up by one event first; produce -> visible for up to ~100 probes a second (every probe
-    loads the worker; the watcher's own reads stay small however far behind the worker falls)."""
+    loads the worker; the watcher's own reads stay small however far behind the worker falls).
+    `what` names the probed process in the line the bench stops with if it dies."""
     # librdkafka's default linger (5 ms): what a producer of live traffic sends with; part of what is timed.
     producer = Producer({"bootstrap.servers": bench.bootstrap, "linger.ms": 5})
     watcher = _Watcher(redis.Redis.from_url(bench.redis_url), prefix)
@@ -461,7 +465,7 @@ def freshness(bench: Bench, proc: subprocess.Popen[bytes], prefix: str, rate: fl
     producer.flush(10)
     deadline = time.monotonic() + 120
     while not all(watcher.look(warm)):
-        check_alive(proc, "worker (freshness warm-up)")
+        check_alive(proc, f"{what} (freshness warm-up)")
         if time.monotonic() > deadline:
             raise BenchAbort("freshness: the worker did not show the warm-up events of the probe cards in 120 s")
         time.sleep(0.2)
@@ -481,7 +485,7 @@ def freshness(bench: Bench, proc: subprocess.Popen[bytes], prefix: str, rate: fl
     t0 = time.monotonic()
     for i, (card, key, eid, value) in enumerate(probes):
         if i % 500 == 0:
-            check_alive(proc, "worker (freshness)")
+            check_alive(proc, f"{what} (freshness)")
         if i % track_every == 0:
             watcher.add(card, eid)
         producer.produce(bench.topic, key=key, value=value)
@@ -502,6 +506,7 @@ def freshness(bench: Bench, proc: subprocess.Popen[bytes], prefix: str, rate: fl
         print(f"  {len(left)} of {len(lat) + len(left)} watched probes not visible within 10 s "
               f"(left out of the percentiles); {later} of them visible 30 s after the last probe")  # fmt: skip
     return {
+        "probed": what,  # the process whose CPU the `worker_*` figures below are
         "rate_per_s": round(rate, 1),
         "probes": n,
         "watched": len(lat) + len(left),
@@ -569,47 +574,49 @@ def _aof_rewrites(r: redis.Redis) -> tuple[int, int]:
 
 
 def phase_line(g: dict[str, Any]) -> str:
-    """One freshness phase in a line: latency, then where the CPU went."""
+    """One freshness phase in a line: latency, then where the CPU went (`worker_*`: the probed
+    process's, whichever it was)."""
     return (f"p50 {g['p50_ms']:.1f} ms  p99 {g['p99_ms']:.1f} ms ({g['watched']} watched, Redis AOF rewrites "
-            f"{g.get('redis_aof_rewrites', '?')}); CPU per event: worker {g['worker_cpu_us_per_event']:.0f} us, "
+            f"{g.get('redis_aof_rewrites', '?')}); CPU per event: {g.get('probed', 'worker')} "
+            f"{g['worker_cpu_us_per_event']:.0f} us, "
             f"Redis {g['redis_cpu_us_per_event']:.0f} us + {g['redis_rewrite_cpu_us_per_event']:.0f} us rewriting, "
             f"bench {g['bench_cpu_us_per_event']:.0f} us; "
             f"machine {g['machine_cpu_share_of_a_core']:.2f} of {g['cores']} cores busy")  # fmt: skip
 
 
-def start_live_baseline(bench: Bench, poll_ms: float = 5.0) -> tuple[subprocess.Popen[bytes], str]:
+def start_live_baseline(bench: Bench, poll_ms: float = 5.0, floor: bool = False) -> tuple[subprocess.Popen[bytes], str]:
     """The hand-written baseline on the bench's topic, live (`baseline.py --live`: it reads the
-    backlog first; a freshness phase's warm-up waits until it shows the probe cards); its
-    process and Redis prefix."""
-    prefix = f"bench-{bench.tag}-baselive{bench.n}"
+    backlog first; a freshness phase's warm-up waits until it shows the probe cards), or with
+    `floor` only decoding events and writing their ids (`--floor`); its process and Redis prefix."""
+    prefix = f"bench-{bench.tag}-{'floor' if floor else 'baselive'}{bench.n}"
     bench.n += 1
     cmd = [sys.executable, str(HERE / "baseline.py"), "--bootstrap", bench.bootstrap, "--topic", bench.topic,
            "--redis-url", bench.redis_url, "--prefix", prefix, "--definitions", str(DEMO_DEFS), "--live",
-           "--poll-ms", str(poll_ms)]  # fmt: skip
+           "--poll-ms", str(poll_ms), *(["--floor"] if floor else [])]  # fmt: skip
     with (bench.logs / f"{prefix}.log").open("wb") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT)
     return proc, prefix
 
 
 def freshness_with_rewrites(
-    bench: Bench, proc: subprocess.Popen[bytes], prefix: str, rate: float, seconds: float
+    bench: Bench, proc: subprocess.Popen[bytes], prefix: str, rate: float, seconds: float, what: str = "worker"
 ) -> dict[str, Any]:
     """`freshness`, and how many append-only file rewrites of Redis overlapped it: the stack's
     Redis rewrites it about once a minute under the bench's writes (a fork, then a core for
     seconds), so a phase one hit can be told apart."""
     before = _aof_rewrites(bench.r)
-    got = freshness(bench, proc, prefix, rate, seconds)
+    got = freshness(bench, proc, prefix, rate, seconds, what)
     got["redis_aof_rewrites"] = _aof_rewrites(bench.r)[0] - before[0] + before[1]
     return got
 
 
-def repeated_freshness(bench: Bench, rate: float, seconds: float, phases: int) -> dict[str, Any]:
-    """`freshness` `phases` times on the kept worker: one phase's p99 swings by 2x on this
+def repeated_freshness(bench: Bench, rate: float, seconds: float, phases: int, what: str = "worker") -> dict[str, Any]:
+    """`freshness` `phases` times on the kept process: one phase's p99 swings by 2x on this
     machine (a broker or Redis hiccup lands in it or not), so the median of phases is quoted."""
     assert bench.kept is not None
     got = []
     for i in range(phases):
-        got.append(freshness_with_rewrites(bench, bench.kept, bench.kept_prefix, rate, seconds))
+        got.append(freshness_with_rewrites(bench, bench.kept, bench.kept_prefix, rate, seconds, what))
         print(f"  phase {i + 1}/{phases}: {phase_line(got[-1])}", flush=True)
     p50s, p99s = [g["p50_ms"] for g in got], [g["p99_ms"] for g in got]
     return {
@@ -620,6 +627,36 @@ def repeated_freshness(bench: Bench, rate: float, seconds: float, phases: int) -
         "p99_ms_max": max(p99s),
         "phases": got,
     }
+
+
+def reference_freshness(bench: Bench, rate: float, baseline_half: float) -> dict[str, dict[str, Any]]:
+    """Phases 3c-3e, the freshness target applied to the references (bench/README items 15-16),
+    live on the same probes: the hand-written baseline at the worker's rate and at half its own
+    catch-up rate (the target as the issue states it, for the loop the ratios are set against),
+    then the floor (`baseline.py --floor`: decode and write each id, no view) at the worker's
+    rate: what this machine allows a loop that does the least, and nothing at all."""
+    a = bench.args
+    out: dict[str, dict[str, Any]] = {}
+    print(f"phase 3c: freshness of the hand-written baseline, live, at the same {rate:,.0f} events/s", flush=True)
+    bench.kept, bench.kept_prefix = start_live_baseline(bench)
+    out["baseline"] = repeated_freshness(bench, rate, a.seconds, a.fresh_rounds, "baseline")
+    print(f"  {_fresh_line('baseline', out['baseline'])}", flush=True)
+    print(f"phase 3d: the baseline at half its own catch-up rate, {baseline_half:,.0f} events/s", flush=True)
+    out["baseline_at_its_half"] = repeated_freshness(bench, baseline_half, a.seconds, a.fresh_rounds, "baseline")
+    print(f"  {_fresh_line('baseline', out['baseline_at_its_half'])}", flush=True)
+    stop(bench.kept)
+    print(f"phase 3e: the floor (decode, write each id; no view), live, at {rate:,.0f} events/s", flush=True)
+    bench.kept, bench.kept_prefix = start_live_baseline(bench, floor=True)
+    out["floor"] = repeated_freshness(bench, rate, a.seconds, a.fresh_rounds, "floor")
+    print(f"  {_fresh_line('floor', out['floor'])}", flush=True)
+    stop(bench.kept)
+    bench.kept = None
+    return out
+
+
+def _fresh_line(name: str, got: dict[str, Any]) -> str:
+    return (f"{name} freshness p50 {got['p50_ms']:.1f} ms  p99 {got['p99_ms']:.1f} ms "
+            f"({got['p99_ms_min']:.1f}-{got['p99_ms_max']:.1f})")  # fmt: skip
 
 
 def fresh_capacity(bench: Bench, max_rate: float, seconds: float, steps: int) -> dict[str, Any]:
@@ -733,7 +770,7 @@ def main() -> None:
         "--no-baseline-freshness",
         dest="baseline_freshness",
         action="store_false",
-        help="Skip phase 3c (the hand-written baseline's freshness, live, at the same rate).",
+        help="Skip phases 3c-3e (the hand-written baseline's and the floor's freshness, live).",
     )
     ap.add_argument("--entities", type=int, default=1_000_000, help="Distinct entities of the memory phase (0: skip).")
     ap.add_argument("--entity-events", type=int, default=2, help="Events per entity in the memory phase.")
@@ -770,17 +807,9 @@ def main() -> None:
             print(f"  fresh capacity: {capacity['rate_per_s']:,.0f} events/s, {capacity['fraction_of_max']:.3f} "
                   f"of the max rate (over at {capacity['lowest_failed_fraction']:.3f})")  # fmt: skip
         stop(bench.kept)
-        reference: dict[str, Any] = {}
-        if args.baseline_freshness:
-            # The reference the ratios are set against, live on the same probes at the same rate:
-            # what freshness this machine allows a loop that does the least (bench/README item 15).
-            print(f"phase 3c: freshness of the hand-written baseline, live, at the same {rate:,.0f} events/s",
-                  flush=True)  # fmt: skip
-            bench.kept, bench.kept_prefix = start_live_baseline(bench)
-            reference = repeated_freshness(bench, rate, args.seconds, args.fresh_rounds)
-            stop(bench.kept)
-            print(f"  baseline freshness p50 {reference['p50_ms']:.1f} ms  p99 {reference['p99_ms']:.1f} ms "
-                  f"({reference['p99_ms_min']:.1f}-{reference['p99_ms_max']:.1f})")  # fmt: skip
+        reference = reference_freshness(bench, rate, summary["baseline"]["events_per_s"]["median"] / 2) if (
+            args.baseline_freshness
+        ) else {}  # fmt: skip
         memory: dict[str, Any] = {}
         if args.entities:
             print(f"phase 4: Redis bytes per entity after {args.entities:,} distinct entities", flush=True)
@@ -804,7 +833,9 @@ def main() -> None:
             "summary": summary,
             "freshness": fresh,
             "fresh_capacity": capacity,
-            "baseline_freshness": reference,
+            "baseline_freshness": reference.get("baseline", {}),
+            "baseline_freshness_at_its_half": reference.get("baseline_at_its_half", {}),
+            "floor_freshness": reference.get("floor", {}),
             "memory": memory,
             "rounds": rounds,
         }

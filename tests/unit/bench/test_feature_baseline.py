@@ -107,3 +107,21 @@ def test_live_the_baseline_also_writes_each_accepted_events_id_to_its_cards_tail
         tails = {key: set(fields) for key, fields, _ in base.changes(dirty) if ":tail:" in key}
         want = {f"p:tail:card_activity:v1:{card}": {e.event_id for e in events} for card, events in expected.items()}
         assert tails == (want if live else {})
+
+
+def test_the_floor_writes_every_decoded_events_id_to_its_cards_tail_and_aggregates_nothing() -> None:
+    """`--live --floor`: duplicates and late events too, since the floor judges nothing."""
+    view = next(v for v in load_definitions(ROOT / "examples/fraud/features.yaml").views if v.name == "card_activity")
+    sim = list(generate(300, SimConfig(seed=5, cards=20)))
+    msgs = [_Msg(e.key, e.value, e.time_ms + 1000) for e in sim]
+    want: dict[str, set[str]] = {}
+    for m in msgs:
+        ev = events_pb2.Event.FromString(m.value())
+        want.setdefault(f"p:tail:card_activity:v1:{ev.entities['card_id']}", set()).add(ev.event_id)
+    base = _baseline().Baseline(view, "p", redis.Redis(), live=True, floor=True)
+    dirty: dict[str, Any] = {}
+    for m in msgs:
+        base.apply(m, dirty)
+    changes = base.changes(dirty)
+    assert {key: set(fields) for key, fields, _ in changes} == want
+    assert base.entities == {} and base.counts["aggregated"] == 0

@@ -104,3 +104,12 @@ def test_the_machine_busy_time_grows_by_at_least_what_this_process_burns() -> No
     while time.process_time() - cpu0 < 0.3:
         pass
     assert procs.machine_cpu_s() - before >= 0.25  # clock ticks of 10 ms: some slack below 0.3
+
+
+def test_a_phase_line_names_the_probed_process_its_cpu_is_of() -> None:
+    run = _module("run")
+    g = {"p50_ms": 12.0, "p99_ms": 20.0, "watched": 10, "redis_aof_rewrites": 0, "worker_cpu_us_per_event": 94.0,
+         "redis_cpu_us_per_event": 20.0, "redis_rewrite_cpu_us_per_event": 0.0, "bench_cpu_us_per_event": 60.0,
+         "machine_cpu_share_of_a_core": 0.74, "cores": 2}  # fmt: skip
+    assert "CPU per event: worker 94 us" in run.phase_line(g)  # a result from before the field
+    assert "CPU per event: floor 94 us" in run.phase_line({**g, "probed": "floor"})
