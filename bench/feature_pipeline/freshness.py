@@ -61,8 +61,9 @@ def main() -> None:
     ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="For the worker (repeatable).")
     ap.add_argument("--worker-timeout", type=float, default=600.0, help="Longest the catch-up may take.")
     ap.add_argument("--out", default=None, help="Write the phases as JSON here.")
-    ap.add_argument("--baseline", action="store_true", help="Probe the hand-written baseline, not the worker.")
-    ap.add_argument("--floor", action="store_true", help="Probe the floor: decode and write each id, no view.")
+    probed = ap.add_mutually_exclusive_group()
+    probed.add_argument("--baseline", action="store_true", help="Probe the hand-written baseline, not the worker.")
+    probed.add_argument("--floor", action="store_true", help="Probe the floor: decode and write each id, no view.")
     ap.add_argument("--baseline-poll-ms", type=float, default=5.0, help="With --baseline or --floor: a poll's wait.")
     args = ap.parse_args()
     rates = [float(x) for x in args.rates.split(",")]

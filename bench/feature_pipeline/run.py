@@ -21,8 +21,8 @@ the all-views worker's median rate, then the highest rate at which its p99 is wi
 (`fresh_capacity`, a bisection below that); the hand-written baseline's freshness, live, at
 the same rate (phase 3c) and at half its own median rate (3d), and the floor's (decode and
 write each id, no view) at the same rate (3e); Redis bytes per entity per view after
-`--entities` distinct entities (memory.py). Writes JSON (`--out`). A process the bench started that dies
-stops the bench with one line and status 2.
+`--entities` distinct entities (memory.py). Writes JSON (`--out`). A process the bench
+started that dies stops the bench with one line and status 2.
 """
 
 from __future__ import annotations
@@ -467,7 +467,7 @@ def freshness(
     while not all(watcher.look(warm)):
         check_alive(proc, f"{what} (freshness warm-up)")
         if time.monotonic() > deadline:
-            raise BenchAbort("freshness: the worker did not show the warm-up events of the probe cards in 120 s")
+            raise BenchAbort(f"freshness: the {what} did not show the warm-up events of the probe cards in 120 s")
         time.sleep(0.2)
     # Encoded ahead, each stamped with the moment it is due: the bench's own CPU per probe is
     # then one produce() call, and it takes no more of the two cores than a real producer would.
