@@ -655,8 +655,9 @@ def reference_freshness(bench: Bench, rate: float, baseline_half: float) -> dict
 
 
 def _fresh_line(name: str, got: dict[str, Any]) -> str:
+    """`repeated_freshness`'s medians in a line, with the p99's range over its phases."""
     return (f"{name} freshness p50 {got['p50_ms']:.1f} ms  p99 {got['p99_ms']:.1f} ms "
-            f"({got['p99_ms_min']:.1f}-{got['p99_ms_max']:.1f})")  # fmt: skip
+            f"({got['p99_ms_min']:.1f}-{got['p99_ms_max']:.1f} over {len(got['phases'])} phases)")  # fmt: skip
 
 
 def fresh_capacity(bench: Bench, max_rate: float, seconds: float, steps: int) -> dict[str, Any]:
@@ -797,8 +798,7 @@ def main() -> None:
         print(f"phase 3: freshness at {rate:,.0f} events/s (half the all-views worker's median)", flush=True)
         assert bench.kept is not None
         fresh = repeated_freshness(bench, rate, args.seconds, args.fresh_rounds)
-        print(f"  freshness p50 {fresh['p50_ms']:.1f} ms  p99 {fresh['p99_ms']:.1f} ms "
-              f"({fresh['p99_ms_min']:.1f}-{fresh['p99_ms_max']:.1f} over {args.fresh_rounds} phases)")  # fmt: skip
+        print(f"  {_fresh_line('worker', fresh)}", flush=True)
         capacity: dict[str, Any] = {}
         if args.capacity_steps:
             print(f"phase 3b: the highest rate with freshness p99 <= {TARGETS['freshness_p99_ms']:.0f} ms "
