@@ -348,6 +348,8 @@ def main() -> None:
     ap.add_argument("--view", default="card_activity")
     ap.add_argument("--prefix", required=True)
     args = ap.parse_args()
+    if args.floor and not args.live:
+        raise SystemExit("baseline: --floor needs --live")
     view = next(v for v in load_definitions(Path(args.definitions)).views if v.name == args.view)
     consumer = Consumer(
         {

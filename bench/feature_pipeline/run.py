@@ -612,14 +612,15 @@ def freshness_with_rewrites(
 
 def repeated_freshness(bench: Bench, rate: float, seconds: float, phases: int, what: str = "worker") -> dict[str, Any]:
     """`freshness` `phases` times on the kept process: one phase's p99 swings by 2x on this
-    machine (a broker or Redis hiccup lands in it or not), so the median of phases is quoted."""
+    machine (a broker or Redis hiccup lands in it or not), so the median of phases is quoted
+    (and printed, with the p99's range, after a line per phase)."""
     assert bench.kept is not None
     got = []
     for i in range(phases):
         got.append(freshness_with_rewrites(bench, bench.kept, bench.kept_prefix, rate, seconds, what))
         print(f"  phase {i + 1}/{phases}: {phase_line(got[-1])}", flush=True)
     p50s, p99s = [g["p50_ms"] for g in got], [g["p99_ms"] for g in got]
-    return {
+    out = {
         "rate_per_s": got[0]["rate_per_s"],
         "p50_ms": statistics.median(p50s),
         "p99_ms": statistics.median(p99s),
@@ -627,6 +628,9 @@ def repeated_freshness(bench: Bench, rate: float, seconds: float, phases: int, w
         "p99_ms_max": max(p99s),
         "phases": got,
     }
+    print(f"  {what} freshness p50 {out['p50_ms']:.1f} ms  p99 {out['p99_ms']:.1f} ms "
+          f"({min(p99s):.1f}-{max(p99s):.1f} over {phases} phases)", flush=True)  # fmt: skip
+    return out
 
 
 def reference_freshness(bench: Bench, rate: float, baseline_half: float) -> dict[str, dict[str, Any]]:
@@ -640,24 +644,15 @@ def reference_freshness(bench: Bench, rate: float, baseline_half: float) -> dict
     print(f"phase 3c: freshness of the hand-written baseline, live, at the same {rate:,.0f} events/s", flush=True)
     bench.kept, bench.kept_prefix = start_live_baseline(bench)
     out["baseline"] = repeated_freshness(bench, rate, a.seconds, a.fresh_rounds, "baseline")
-    print(f"  {_fresh_line('baseline', out['baseline'])}", flush=True)
     print(f"phase 3d: the baseline at half its own catch-up rate, {baseline_half:,.0f} events/s", flush=True)
     out["baseline_at_its_half"] = repeated_freshness(bench, baseline_half, a.seconds, a.fresh_rounds, "baseline")
-    print(f"  {_fresh_line('baseline', out['baseline_at_its_half'])}", flush=True)
     stop(bench.kept)
     print(f"phase 3e: the floor (decode, write each id; no view), live, at {rate:,.0f} events/s", flush=True)
     bench.kept, bench.kept_prefix = start_live_baseline(bench, floor=True)
     out["floor"] = repeated_freshness(bench, rate, a.seconds, a.fresh_rounds, "floor")
-    print(f"  {_fresh_line('floor', out['floor'])}", flush=True)
     stop(bench.kept)
     bench.kept = None
     return out
-
-
-def _fresh_line(name: str, got: dict[str, Any]) -> str:
-    """`repeated_freshness`'s medians in a line, with the p99's range over its phases."""
-    return (f"{name} freshness p50 {got['p50_ms']:.1f} ms  p99 {got['p99_ms']:.1f} ms "
-            f"({got['p99_ms_min']:.1f}-{got['p99_ms_max']:.1f} over {len(got['phases'])} phases)")  # fmt: skip
 
 
 def fresh_capacity(bench: Bench, max_rate: float, seconds: float, steps: int) -> dict[str, Any]:
@@ -798,7 +793,6 @@ def main() -> None:
         print(f"phase 3: freshness at {rate:,.0f} events/s (half the all-views worker's median)", flush=True)
         assert bench.kept is not None
         fresh = repeated_freshness(bench, rate, args.seconds, args.fresh_rounds)
-        print(f"  {_fresh_line('worker', fresh)}", flush=True)
         capacity: dict[str, Any] = {}
         if args.capacity_steps:
             print(f"phase 3b: the highest rate with freshness p99 <= {TARGETS['freshness_p99_ms']:.0f} ms "
