@@ -279,16 +279,20 @@ class Baseline:
         """One pipeline per poll, sent from this thread so the next poll is processed meanwhile."""
         while (batch := self.queue.get()) is not None:
             try:
-                pipe = self.r.pipeline(transaction=False)
-                for key, fields, gone in batch:
-                    pipe.hset(key, mapping=fields)
-                    if gone:
-                        pipe.hdel(key, *gone)
-                    pipe.pexpire(key, self.view.ttl_ms)
-                pipe.execute()
+                self.send(batch)
             except redis.RedisError as exc:
                 self.failed = exc
                 return
+
+    def send(self, batch: list[tuple[str, dict[str | bytes, str], list[str]]]) -> None:
+        """A poll's `changes` to Redis, in one pipeline."""
+        pipe = self.r.pipeline(transaction=False)
+        for key, fields, gone in batch:
+            pipe.hset(key, mapping=fields)
+            if gone:
+                pipe.hdel(key, *gone)
+            pipe.pexpire(key, self.view.ttl_ms)
+        pipe.execute()
 
     def run_live(self, consumer: Consumer, stop: threading.Event, poll_s: float = LIVE_POLL_S) -> None:
         """Live traffic until `stop`: each poll's changes sent as soon as it is processed; a poll

@@ -35,7 +35,7 @@ from pathlib import Path
 from feature_stream.codec import DeadLetter
 from feature_stream.collector import Collector
 from feature_stream.processor import InMessage, Outbox, Processor, ViewItem
-from feature_stream.state import InMemoryStateStore
+from feature_stream.state import InMemoryStateStore, StateStore
 from featurestore.definitions import Definitions, load_definitions
 from featurestore.offline import OfflineStore
 from featurestore.online import AsyncOnlineStore, OnlineKey, OnlineRow, OnlineValue, TileWrite
@@ -121,10 +121,15 @@ async def _run(
     tmp: str,
     collector: Collector | None,
     flush_every: int | None = None,
+    state: StateStore | None = None,
+    online: AsyncOnlineStore | None = None,
 ) -> None:
-    """Batches through the processor; flushed by its own 0.5 s timer, or every `flush_every` events."""
+    """Batches through the processor; flushed by its own 0.5 s timer, or every `flush_every` events.
+    `state` and `online` replace the in-memory state and the encoding online store (to record
+    what the processor asks of them: `redis_writes.py`)."""
     outbox = _LoopOutbox()
-    proc = Processor(defs, InMemoryStateStore(), _EncodingOnline(), OfflineStore(tmp), outbox)
+    state = InMemoryStateStore() if state is None else state
+    proc = Processor(defs, state, _EncodingOnline() if online is None else online, OfflineStore(tmp), outbox)
     since = 0
     for i in range(0, len(msgs), batch):
         await proc.ingest(msgs[i : i + batch])
