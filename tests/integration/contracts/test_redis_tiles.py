@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 
 import redis
@@ -16,9 +17,10 @@ from featurestore.online import (
     OnlineRow,
     OnlineValue,
     RedisOnlineStore,
+    tail_key,
     tiles_key,
 )
-from featurestore.online_tiles import TILE_WRITE_CHUNK
+from featurestore.online_tiles import EXPIRY_SLACK, TILE_WRITE_CHUNK
 from featurestore.tiles import Event, evaluate_events
 
 VIEW = FeatureViewDef.model_validate(
@@ -94,11 +96,47 @@ def test_keys_expire_and_the_earlier_layout_is_still_served_without_a_spec(redis
     store.write_tiles(tile_writes(VIEW, _events(4), SKEW))
     client = redis.Redis.from_url(redis_url)
     ttl = client.pttl(tiles_key(redis_prefix, OnlineKey("trips", 1, "d0")))
-    assert 0 < ttl <= 86_400_000 + SKEW  # at least the longest window: `last_fare` over a day
+    expire = 86_400_000 + SKEW  # at least the longest window: `last_fare` over a day
+    assert expire < ttl <= expire + expire // EXPIRY_SLACK
     # A view with no spec: the row layout of the previous release, served as stored.
     store.write([OnlineRow("old_view", 1, "c1", 5_000, {"x": 2.0}, 60_000)])
     old = store.read_at([OnlineKey("old_view", 1, "c1")], 6_000)[0]
     assert old is not None and old.values == {"x": 2.0} and old.as_of_ms == -1
+
+
+def test_a_write_renews_an_expiry_only_when_less_than_the_views_is_left(redis_url: str, redis_prefix: str) -> None:
+    """Keys live at least the expiry after every write, and at most an eighth more; a busy
+    key is not given a new expiry at each write (PEXPIRE was ~a fifth of the append-only file)."""
+    store = RedisOnlineStore.from_url(redis_url, prefix=redis_prefix)
+    store.register_views([VIEW])
+    writes = tile_writes(VIEW, _events(5), SKEW)
+    first = writes[0]
+    key, tail = tiles_key(redis_prefix, first.key), tail_key(redis_prefix, first.key)
+    ms = first.expire_ms
+    client = redis.Redis.from_url(redis_url)
+    client.delete(key, tail)
+    store.write_tiles([first])
+    assert client.exists(key) == 1
+    assert ms < client.pttl(key) <= ms + ms // EXPIRY_SLACK
+    again = dataclasses.replace(first, tail={})  # the same tiles again, no new tail event
+
+    client.pexpire(key, ms + 1_000)  # more than the expiry left: kept as it is
+    store.write_tiles([again])
+    assert ms < client.pttl(key) <= ms + 1_000
+
+    client.pexpire(key, ms - 60_000)  # as an hour-old expiry would be: renewed
+    store.write_tiles([again])
+    assert ms < client.pttl(key) <= ms + ms // EXPIRY_SLACK
+
+    client.persist(key)  # a key without an expiry (restored by hand) gets one
+    store.write_tiles([again])
+    assert ms < client.pttl(key) <= ms + ms // EXPIRY_SLACK
+
+    if first.tail:
+        assert ms < client.pttl(tail) <= ms + ms // EXPIRY_SLACK
+    client.delete(tail)
+    store.write_tiles([again])  # a write with no tail event makes no tail key
+    assert client.exists(tail) == 0
 
 
 def test_a_batch_of_many_entities_is_written_whole_by_the_async_store_even_after_redis_lost_its_scripts(
