@@ -52,8 +52,9 @@ __all__ = ["build_app", "ensure_topics", "run_worker"]
 
 log = logging.getLogger("fti.worker")
 
-# Longest time outputs, state and offsets stay buffered; offsets are committed this much later.
-FLUSH_INTERVAL_S = 0.5
+# How often the flush loop looks whether buffered work is due (`flush_interval_s`); also when
+# the garbage collector may run (`feature_stream.collector`).
+FLUSH_TICK_S = 0.1
 # Items of re-keyed records handled in one go before the event loop is let run (at ~70 µs an
 # item, 20,000 held it for up to 2.5 s in loop_stall.py).
 REKEYED_CHUNK_ITEMS = 2_000
@@ -249,7 +250,7 @@ def build_app(
         KafkaOutbox(settings),
         future_skew_ms=settings.future_skew_ms,
         dedup_retention_ms=settings.dedup_retention_ms,
-        flush_interval_s=FLUSH_INTERVAL_S,
+        flush_interval_s=settings.flush_interval_s,
         max_cached=settings.max_cached_entities,
         max_cached_events=_max_cached_events(settings),
     )
@@ -369,15 +370,21 @@ def _connect_flushing(
     """Held batches are acked only by a flush: a loop bounds how long offsets wait (and lets
     Faust's wait for unacked messages finish during a rebalance); a revocation flushes at once,
     and an assignment starts from the saved state. A flush that fails stops the worker. The
-    loop's ticks are also when the garbage collector may run (`feature_stream.collector`)."""
+    loop's ticks are also when the garbage collector may run (`feature_stream.collector`).
+
+    A stopping worker flushes at every tick until Faust cancels the loop: Faust's stop waits
+    for every held message to be acked before it commits and leaves the group, and only a
+    flush acks them. The loop used to end with the stop, so a SIGTERM under live traffic (where
+    some batch is always held) waited until the supervisor killed the worker, 30 s later, its
+    buffered work unflushed and its partitions still its own for the session timeout."""
 
     @app.task  # type: ignore[untyped-decorator]  # faust leaves it untyped
     async def _flush_due() -> None:
         # A plain loop rather than `app.timer`: a flush may outlast the tick, which is fine here.
-        while not app.should_stop:
-            await asyncio.sleep(FLUSH_INTERVAL_S / 5)
+        while True:
+            await asyncio.sleep(FLUSH_TICK_S)
             try:
-                await processor.flush_if_due()
+                await (processor.flush() if app.should_stop else processor.flush_if_due())
             except Exception as exc:  # noqa: BLE001 - recorded for the exit status, then the worker stops
                 stop.record(exc)
                 await app.crash(exc)

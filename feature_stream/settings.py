@@ -55,6 +55,14 @@ class FeatureStreamSettings(FtiSettings):
         ),
     )
     commit_interval_s: float = Field(1.0, gt=0, description="How often Faust commits consumed offsets.")
+    flush_interval_s: float = Field(
+        0.5,
+        gt=0,
+        description=(
+            "Longest time the archive, state and acks of processed events stay buffered (online values are"
+            " written at once); offsets are committed up to this much later, and a restart replays as much."
+        ),
+    )
     session_timeout_s: float = Field(10.0, gt=0, description="Consumer group session timeout.")
     heartbeat_interval_s: float = Field(1.0, gt=0, description="Consumer group heartbeat interval.")
     web_enabled: bool = Field(False, description="Serve Faust's web views.")

@@ -10,12 +10,17 @@ import shutil
 import signal
 import socket
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis
+from confluent_kafka import Consumer, TopicPartition
 
+from featurestore.online import OnlineKey, tail_key
+from featurestore.values import to_value
+from fti.v1 import events_pb2
 from fti_demo.simulate import SimConfig, generate
 
 from ...waits import wait_for
@@ -175,6 +180,55 @@ def test_sigterm_stops_the_worker_with_status_0_and_kill_9_leaves_no_child(
     child = _children(second.pid)[0]
     pipe.kill(second)
     wait_for(lambda: _gone(child), what="the orphaned worker to die", timeout_s=30, details=pipe.logs)
+
+
+def test_sigterm_under_live_traffic_flushes_what_the_worker_holds_and_stops_without_being_killed(
+    feature_pipeline: Callable[..., FeaturePipeline],
+) -> None:
+    """Processed batches stay held until a flush; Faust's stop waits for them. A stop must
+    flush them itself, or the worker hangs until the supervisor kills it (it did: 30 s, then
+    a SIGKILL, nothing flushed, the partition its own until the session timeout)."""
+    # No flush before the stop: whatever the worker processed is still held when it is told to stop.
+    pipe = feature_pipeline(partitions=1, FTI_WORKER_FLUSH_INTERVAL_S="600")
+    worker = pipe.start_worker()
+    produced = pipe.produce(_events(300, seed=12))
+    produced += pipe.produce([_transaction("stop-probe-card", "stop-probe")])
+    online = redis.Redis.from_url(pipe.settings.redis_url.get_secret_value())
+    tail = tail_key(pipe.settings.redis_prefix, OnlineKey("card_activity", 1, "stop-probe-card"))
+    # One partition: once the last message is online, every message before it was processed.
+    wait_for(lambda: bool(online.hexists(tail, "stop-probe")), what="the last event online", timeout_s=120,
+             details=pipe.logs)  # fmt: skip
+    assert _raw_committed(pipe) == 0  # held, not flushed
+
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=120) == 0, pipe.logs()
+    assert "did not stop within" not in pipe.logs()
+    assert "wait_empty" not in pipe.logs()
+    assert _raw_committed(pipe) == produced  # flushed by the stop, then committed
+
+
+def _transaction(card: str, event_id: str) -> tuple[bytes, bytes]:
+    ev = events_pb2.Event(
+        event_id=event_id,
+        event_type="transaction",
+        entities={"card_id": card, "merchant_id": "stop-probe-merchant"},
+        values={"amount": to_value(12.5), "merchant_id": to_value("stop-probe-merchant")},
+        schema_version=1,
+        source="test",
+    )
+    ev.event_time.FromMilliseconds(int(time.time() * 1000))
+    return card.encode(), ev.SerializeToString()
+
+
+def _raw_committed(pipe: FeaturePipeline) -> int:
+    """The worker group's committed offset of the raw topic's one partition (0: none)."""
+    bootstrap = pipe.settings.kafka_bootstrap_servers
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": pipe.settings.app_id})
+    try:
+        (tp,) = consumer.committed([TopicPartition(pipe.settings.events_topic, 0)], timeout=10)
+        return max(tp.offset, 0)
+    finally:
+        consumer.close()
 
 
 def _gone(pid: int) -> bool:
