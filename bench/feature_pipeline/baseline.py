@@ -311,6 +311,8 @@ class Baseline:
                 self.queue.put(self.changes(dirty))
         self.queue.put(None)
         writer.join()
+        if self.failed is not None:  # in the last polls, after the stop: still a failed run
+            raise SystemExit(f"baseline: Redis write failed: {self.failed}")
 
     def run(self, consumer: Consumer, total: int) -> dict[str, float]:
         writer = threading.Thread(target=self._writer, daemon=True)
