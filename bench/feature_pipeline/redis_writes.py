@@ -32,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -183,11 +183,19 @@ class PrivateRedis:
 Replay = Callable[[str, _Recorded], Coroutine[Any, Any, None]]
 
 
-async def _claims(url: str, got: _Recorded) -> None:
+async def _state_calls(url: str, calls: Callable[[RedisStateStore], Iterator[Awaitable[Any]]]) -> None:
     store = RedisStateStore(aredis.Redis.from_url(url), PREFIX)
-    for claims, retention_ms in got.claims:
-        await store.claim(claims, retention_ms)
+    for call in calls(store):
+        await call
     await store.close()
+
+
+async def _claims(url: str, got: _Recorded) -> None:
+    await _state_calls(url, lambda store: (store.claim(claims, ms) for claims, ms in got.claims))
+
+
+async def _saves(url: str, got: _Recorded) -> None:
+    await _state_calls(url, lambda store: (store.save(keys, changes) for keys, changes in got.saves))
 
 
 async def _tiles(url: str, got: _Recorded) -> None:
@@ -195,13 +203,6 @@ async def _tiles(url: str, got: _Recorded) -> None:
     for writes in got.tiles:
         await online.write_tiles(writes)
     await online.close()
-
-
-async def _saves(url: str, got: _Recorded) -> None:
-    store = RedisStateStore(aredis.Redis.from_url(url), PREFIX)
-    for keys, changes in got.saves:
-        await store.save(keys, changes)
-    await store.close()
 
 
 async def _floor(url: str, got: _Recorded) -> None:
