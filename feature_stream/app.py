@@ -574,7 +574,7 @@ def run_worker(settings: FeatureStreamSettings) -> int:
     # Stale compiled modules are a build left behind: the worker runs, interpreted and slower.
     log.log(logging.WARNING if hot_path.startswith("interpreted:") else logging.INFO, "hot path: %s", hot_path)
     _use_event_loop(settings.event_loop)
-    collector = Collector()
+    collector = Collector(full_every_s=settings.gc_full_interval_s)
     app = build_app(settings, defs, health, stop, collector)
     collector.start()
     worker = _faust_worker(app, settings.log_level)

@@ -55,6 +55,15 @@ class FeatureStreamSettings(FtiSettings):
         ),
     )
     commit_interval_s: float = Field(1.0, gt=0, description="How often Faust commits consumed offsets.")
+    gc_full_interval_s: float = Field(
+        0.0,
+        ge=0,
+        description=(
+            "How often the cyclic garbage collector scans everything the worker holds (0: never). It stops the"
+            " worker ~4 us per retained event (1.7 s at 400k); the worker makes no reference cycles, so set it"
+            " only if memory grows with nothing held to explain it. Each one is logged."
+        ),
+    )
     flush_interval_s: float = Field(
         0.5,
         gt=0,
