@@ -20,8 +20,9 @@ Then: freshness (produce → card's tiles visible in Redis) p50/p99 while produc
 the all-views worker's median rate, then the highest rate at which its p99 is within 100 ms
 (`fresh_capacity`, a bisection below that); the hand-written baseline's freshness, live, at
 the same rate (phase 3c) and at half its own median rate (3d), and the floor's (decode and
-write each id, no view) at the same rate (3e); Redis bytes per entity per view after
-`--entities` distinct entities (memory.py). Writes JSON (`--out`). A process the bench
+write each id, no view) at the same rate (3e), and the baseline's fresh capacity as the
+worker's is found (3f; worker ÷ baseline in `fresh_capacity.worker_over_baseline`); Redis
+bytes per entity per view after `--entities` distinct entities (memory.py). Writes JSON (`--out`). A process the bench
 started that dies stops the bench with one line and status 2.
 """
 
@@ -641,13 +642,16 @@ def repeated_freshness(bench: Bench, rate: float, seconds: float, phases: int, w
     return out
 
 
-def reference_freshness(bench: Bench, rate: float, baseline_half: float) -> dict[str, dict[str, Any]]:
-    """Phases 3c-3e, the freshness target applied to the references (bench/README items 15-16),
+def reference_freshness(bench: Bench, rate: float, baseline_max: float) -> dict[str, dict[str, Any]]:
+    """Phases 3c-3f, the freshness target applied to the references (bench/README items 15-17),
     live on the same probes: the hand-written baseline at the worker's rate and at half its own
-    catch-up rate (the target as the issue states it, for the loop the ratios are set against),
-    then the floor (`baseline.py --floor`: decode and write each id, no view) at the worker's
-    rate: what this machine allows a loop that does the least, and nothing at all."""
+    catch-up rate `baseline_max` (the target as the issue states it, for the loop the ratios
+    are set against), then the floor (`baseline.py --floor`: decode and write each id, no
+    view) at the worker's rate: what this machine allows a loop that does the least, and
+    nothing at all; then (3f, with `--capacity-steps`) the baseline's fresh capacity, found as
+    the worker's is (`fresh_capacity`), to set the worker's against."""
     a = bench.args
+    baseline_half = baseline_max / 2
     out: dict[str, dict[str, Any]] = {}
     print(f"phase 3c: freshness of the hand-written baseline, live, at the same {rate:,.0f} events/s", flush=True)
     bench.kept, bench.kept_prefix = start_live_baseline(bench)
@@ -660,11 +664,24 @@ def reference_freshness(bench: Bench, rate: float, baseline_half: float) -> dict
     out["floor"] = repeated_freshness(bench, rate, a.seconds, a.fresh_rounds, "floor")
     stop(bench.kept)
     bench.kept = None
+    if a.capacity_steps:
+        print(f"phase 3f: the highest rate with the baseline's freshness p99 <= {TARGETS['freshness_p99_ms']:.0f} ms "
+              f"({a.capacity_steps} bisection steps below half its max rate)", flush=True)  # fmt: skip
+        bench.kept, bench.kept_prefix = start_live_baseline(bench)
+        out["baseline_capacity"] = fresh_capacity(bench, baseline_max, a.seconds, a.capacity_steps, "baseline")
+        stop(bench.kept)
+        bench.kept = None
     return out
 
 
-def fresh_capacity(bench: Bench, max_rate: float, seconds: float, steps: int) -> dict[str, Any]:
-    """The highest rate at which the kept worker's freshness p99 is within the target: bisection
+def capacity_ratio(worker: dict[str, Any], baseline: dict[str, Any]) -> float:
+    """Worker ÷ baseline fresh capacity (events/s each), as the throughput ratios are; 0 when
+    the baseline met the target at no rate tried (nothing to set the worker against)."""
+    return round(worker["rate_per_s"] / baseline["rate_per_s"], 3) if baseline["rate_per_s"] else 0.0
+
+
+def fresh_capacity(bench: Bench, max_rate: float, seconds: float, steps: int, what: str = "worker") -> dict[str, Any]:
+    """The highest rate at which the kept process's freshness p99 is within the target: bisection
     of the fraction of `max_rate` between 0 and 1/2 (half is phase 3's rate), one phase a step,
     so `steps` steps find it to 1/2^(steps+1) of the max rate. A rate passes when its phase's
     p99 is within `TARGETS["freshness_p99_ms"]` and every watched probe was visible within
@@ -676,15 +693,19 @@ def fresh_capacity(bench: Bench, max_rate: float, seconds: float, steps: int) ->
     tried = []
     for i in range(steps):
         mid = (lo + hi) / 2
-        got = freshness(bench, bench.kept, bench.kept_prefix, mid * max_rate, seconds)
+        got = freshness(bench, bench.kept, bench.kept_prefix, mid * max_rate, seconds, what)
         ok = got["p99_ms"] <= target and got["visible_within_10s"] == got["watched"]
         tried.append({"fraction_of_max": mid, "passed": ok, **got})
         print(f"  step {i + 1}/{steps}: {mid * max_rate:,.0f} events/s ({mid:.3f} of the max): p50 "
               f"{got['p50_ms']:.1f} ms  p99 {got['p99_ms']:.1f} ms: {'within' if ok else 'over'} {target:.0f} ms",
               flush=True)  # fmt: skip
         lo, hi = (mid, hi) if ok else (lo, mid)
+    print(f"  fresh capacity of the {what}: {lo * max_rate:,.0f} events/s, {lo:.3f} of its max rate (over at {hi:.3f})",
+          flush=True)  # fmt: skip
     return {
+        "probed": what,
         "target_p99_ms": target,
+        "max_rate_per_s": round(max_rate, 1),
         "fraction_of_max": lo,  # 0: not within the target even at the lowest rate tried
         "rate_per_s": round(lo * max_rate, 1),
         "lowest_failed_fraction": hi,
@@ -806,12 +827,13 @@ def main() -> None:
             print(f"phase 3b: the highest rate with freshness p99 <= {TARGETS['freshness_p99_ms']:.0f} ms "
                   f"({args.capacity_steps} bisection steps below half the max rate)", flush=True)  # fmt: skip
             capacity = fresh_capacity(bench, 2 * rate, args.seconds, args.capacity_steps)
-            print(f"  fresh capacity: {capacity['rate_per_s']:,.0f} events/s, {capacity['fraction_of_max']:.3f} "
-                  f"of the max rate (over at {capacity['lowest_failed_fraction']:.3f})")  # fmt: skip
         stop(bench.kept)
-        reference = reference_freshness(bench, rate, summary["baseline"]["events_per_s"]["median"] / 2) if (
+        reference = reference_freshness(bench, rate, summary["baseline"]["events_per_s"]["median"]) if (
             args.baseline_freshness
         ) else {}  # fmt: skip
+        if capacity and reference.get("baseline_capacity"):
+            capacity["worker_over_baseline"] = capacity_ratio(capacity, reference["baseline_capacity"])
+            print(f"  fresh capacity, worker ÷ baseline: {capacity['worker_over_baseline']:.2f}", flush=True)
         memory: dict[str, Any] = {}
         if args.entities:
             print(f"phase 4: Redis bytes per entity after {args.entities:,} distinct entities", flush=True)
@@ -838,6 +860,7 @@ def main() -> None:
             "baseline_freshness": reference.get("baseline", {}),
             "baseline_freshness_at_its_half": reference.get("baseline_at_its_half", {}),
             "floor_freshness": reference.get("floor", {}),
+            "baseline_fresh_capacity": reference.get("baseline_capacity", {}),
             "memory": memory,
             "rounds": rounds,
         }
