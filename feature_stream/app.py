@@ -431,6 +431,9 @@ def _connect_flushing(
             raise
         health.assigned = True
         health.progressed()
+        assigned = kwargs.get("assigned") or set()
+        topics = sorted({tp.topic for tp in assigned})
+        log.info("partitions assigned: %d of %s", len(assigned), ", ".join(topics) or "no topic")
 
 
 class _Summary:
@@ -605,6 +608,8 @@ def _faust_worker(app: faust.App, log_level: str) -> faust.Worker:
 
 def _report(stop: Stop) -> int:
     if stop.fault is None:
+        # Only a stop that got this far flushed what it held and committed (a killed one does not).
+        log.info("fti features worker: stopped cleanly: what it processed is flushed and its offsets committed")
         return EXIT_OK
     log.error("fti features worker: stopping (exit %d): %s", stop.fault.exit_code, stop.fault.line())
     return stop.fault.exit_code

@@ -189,7 +189,7 @@ def test_sigterm_under_live_traffic_flushes_what_the_worker_holds_and_stops_with
     flush them itself, or the worker hangs until the supervisor kills it (it did: 30 s, then
     a SIGKILL, nothing flushed, the partition its own until the session timeout)."""
     # No flush before the stop: whatever the worker processed is still held when it is told to stop.
-    pipe = feature_pipeline(partitions=1, FTI_WORKER_FLUSH_INTERVAL_S="600")
+    pipe = feature_pipeline(partitions=1, FTI_WORKER_FLUSH_INTERVAL_S="600", FTI_WORKER_LOG_LEVEL="INFO")
     worker = pipe.start_worker()
     produced = pipe.produce(_events(300, seed=12))
     produced += pipe.produce([_transaction("stop-probe-card", "stop-probe")])
@@ -204,6 +204,8 @@ def test_sigterm_under_live_traffic_flushes_what_the_worker_holds_and_stops_with
     assert worker.wait(timeout=120) == 0, pipe.logs()
     assert "did not stop within" not in pipe.logs()
     assert "wait_empty" not in pipe.logs()
+    assert "partitions assigned: " in pipe.logs()  # an operator sees when a worker is ready
+    assert "stopped cleanly" in pipe.logs()
     assert _raw_committed(pipe) == produced  # flushed by the stop, then committed
 
 
