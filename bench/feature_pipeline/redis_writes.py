@@ -62,6 +62,8 @@ from featurestore.online import AsyncRedisOnlineStore, TileWrite
 
 PREFIX = "rw"
 
+_Changes = list[tuple[str, dict[str | bytes, str], list[str]]]  # one poll's `Baseline.changes`
+
 
 class _Recorded:
     """What one live run asked of Redis, in order."""
@@ -70,9 +72,9 @@ class _Recorded:
         self.claims: list[tuple[list[Claim], int]] = []
         self.tiles: list[list[TileWrite]] = []
         self.saves: list[tuple[dict[str, KeyChanges], EntityChanges]] = []
-        self.batches: list[list[tuple[str, str]]] = []  # per batch, (card, event id): the floor's writes
-        self.msgs: list[list[InMessage]] = []  # per batch, the messages
-        self.baseline: list[list[tuple[str, dict[str | bytes, str], list[str]]]] = []  # its writes per batch
+        # The references' writes per batch: what `baseline.py --live` (and `--floor`) sends.
+        self.baseline: list[_Changes] = []
+        self.floor: list[_Changes] = []
 
 
 def record(events: int, rate: float) -> _Recorded:
@@ -104,18 +106,11 @@ def record(events: int, rate: float) -> _Recorded:
 
     msgs = pp._live(events, rate)
     batch, flush_every = max(1, round(rate / 20)), max(1, round(rate / 2))
-    for i in range(0, len(msgs), batch):
-        got.msgs.append(msgs[i : i + batch])
-        got.batches.append([_card_and_id(m) for m in got.msgs[-1]])
     with tempfile.TemporaryDirectory() as tmp:
         asyncio.run(pp._run(pp._defs(None), msgs, batch, tmp, None, flush_every, state=State(), online=Online()))
-    got.baseline = baseline_writes(got.msgs)
+    batches = [msgs[i : i + batch] for i in range(0, len(msgs), batch)]
+    got.baseline, got.floor = baseline_writes(batches), baseline_writes(batches, floor=True)
     return got
-
-
-def _card_and_id(msg: InMessage) -> tuple[str, str]:
-    ev = pp.events_pb2.Event.FromString(msg.value)
-    return ev.entities["card_id"], ev.event_id
 
 
 def _free_port() -> int:
@@ -205,19 +200,6 @@ async def _tiles(url: str, got: _Recorded) -> None:
     await online.close()
 
 
-async def _floor(url: str, got: _Recorded) -> None:
-    r = aredis.Redis.from_url(url)
-    for batch in got.batches:
-        pipe = r.pipeline(transaction=False)
-        by_card: dict[str, list[str]] = {}
-        for card, eid in batch:
-            by_card.setdefault(card, []).append(eid)
-        for card, ids in by_card.items():
-            pipe.hset(f"{PREFIX}:tail:card_activity:v1:{card}", mapping=dict.fromkeys(ids, "1"))
-        await pipe.execute()
-    await r.aclose()
-
-
 class _Consumed:
     """A recorded message as the baseline reads a consumed one (key, value, timestamp)."""
 
@@ -238,10 +220,10 @@ def _card_view() -> Any:
     return next(v for v in pp._defs(None).views if v.name == "card_activity")
 
 
-def baseline_writes(msgs: list[list[InMessage]]) -> list[list[tuple[str, dict[str | bytes, str], list[str]]]]:
-    """What `baseline.py --live` sends, poll by poll, for the same batches (built here, not
-    while Redis is timed; its client is not connected before a send)."""
-    base = baseline.Baseline(_card_view(), PREFIX, redis.Redis(), live=True)
+def baseline_writes(msgs: list[list[InMessage]], floor: bool = False) -> list[_Changes]:
+    """What `baseline.py --live` (`--floor`) sends, poll by poll, for the same batches (built
+    here, not while Redis is timed; its client is not connected before a send)."""
+    base = baseline.Baseline(_card_view(), PREFIX, redis.Redis(), live=True, floor=floor)
     out = []
     for batch in msgs:
         dirty: dict[str, tuple[set[str], set[str]]] = {}
@@ -251,19 +233,22 @@ def baseline_writes(msgs: list[list[InMessage]]) -> list[list[tuple[str, dict[st
     return out
 
 
-async def _baseline(url: str, got: _Recorded) -> None:
-    base = baseline.Baseline(_card_view(), PREFIX, redis.Redis.from_url(url), live=True)
-    for batch in got.baseline:
-        base.send(batch)
-    base.r.close()
+def _sent_by_baseline(writes: Callable[[_Recorded], list[_Changes]]) -> Replay:
+    async def replay(url: str, got: _Recorded) -> None:
+        base = baseline.Baseline(_card_view(), PREFIX, redis.Redis.from_url(url), live=True)
+        for batch in writes(got):
+            base.send(batch)
+        base.r.close()
+
+    return replay
 
 
 KINDS: dict[str, Replay] = {
     "claims": _claims,
     "tile writes": _tiles,
     "state saves": _saves,
-    "floor": _floor,
-    "baseline": _baseline,
+    "floor": _sent_by_baseline(lambda got: got.floor),
+    "baseline": _sent_by_baseline(lambda got: got.baseline),
 }
 
 

@@ -25,8 +25,11 @@ def test_the_recording_holds_every_claim_tile_write_and_state_save_of_the_run() 
     bench = _bench()
     got = bench.record(600, 2500.0)
     claimed = [eid for claims, _ in got.claims for _, eid, _ in claims]
-    floor_ids = [eid for batch in got.batches for _, eid in batch]
-    assert len(claimed) == len(set(claimed)) == 600 and set(claimed) == set(floor_ids)
+    floor_ids = [eid for changes in got.floor for _, fields, _ in changes for eid in fields]
+    assert len(claimed) == len(set(claimed)) == 600 and sorted(claimed) == sorted(floor_ids)
+    # The baseline aggregates the same events (all fresh, none late): each id in its card's tail.
+    tailed = [eid for changes in got.baseline for key, fields, _ in changes if ":tail:" in key for eid in fields]
+    assert sorted(tailed) == sorted(claimed)
     # Every event reaches both demo views: the card view from the raw batch, the merchant view
     # re-keyed; each entity of a batch gets one tile write of its own.
     views = {w.key.view for writes in got.tiles for w in writes}
