@@ -22,8 +22,8 @@ the all-views worker's median rate, then the highest rate at which its p99 is wi
 the same rate (phase 3c) and at half its own median rate (3d), and the floor's (decode and
 write each id, no view) at the same rate (3e), and the baseline's fresh capacity as the
 worker's is found (3f; worker ÷ baseline in `fresh_capacity.worker_over_baseline`); Redis
-bytes per entity per view after `--entities` distinct entities (memory.py). Writes JSON (`--out`). A process the bench
-started that dies stops the bench with one line and status 2.
+bytes per entity per view after `--entities` distinct entities (memory.py). Writes JSON
+(`--out`). A process the bench started that dies stops the bench with one line and status 2.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -654,24 +654,30 @@ def reference_freshness(bench: Bench, rate: float, baseline_max: float) -> dict[
     baseline_half = baseline_max / 2
     out: dict[str, dict[str, Any]] = {}
     print(f"phase 3c: freshness of the hand-written baseline, live, at the same {rate:,.0f} events/s", flush=True)
-    bench.kept, bench.kept_prefix = start_live_baseline(bench)
-    out["baseline"] = repeated_freshness(bench, rate, a.seconds, a.fresh_rounds, "baseline")
-    print(f"phase 3d: the baseline at half its own catch-up rate, {baseline_half:,.0f} events/s", flush=True)
-    out["baseline_at_its_half"] = repeated_freshness(bench, baseline_half, a.seconds, a.fresh_rounds, "baseline")
-    stop(bench.kept)
+    with _kept_reference(bench):
+        out["baseline"] = repeated_freshness(bench, rate, a.seconds, a.fresh_rounds, "baseline")
+        print(f"phase 3d: the baseline at half its own catch-up rate, {baseline_half:,.0f} events/s", flush=True)
+        out["baseline_at_its_half"] = repeated_freshness(bench, baseline_half, a.seconds, a.fresh_rounds, "baseline")
     print(f"phase 3e: the floor (decode, write each id; no view), live, at {rate:,.0f} events/s", flush=True)
-    bench.kept, bench.kept_prefix = start_live_baseline(bench, floor=True)
-    out["floor"] = repeated_freshness(bench, rate, a.seconds, a.fresh_rounds, "floor")
-    stop(bench.kept)
-    bench.kept = None
+    with _kept_reference(bench, floor=True):
+        out["floor"] = repeated_freshness(bench, rate, a.seconds, a.fresh_rounds, "floor")
     if a.capacity_steps:
         print(f"phase 3f: the highest rate with the baseline's freshness p99 <= {TARGETS['freshness_p99_ms']:.0f} ms "
               f"({a.capacity_steps} bisection steps below half its max rate)", flush=True)  # fmt: skip
-        bench.kept, bench.kept_prefix = start_live_baseline(bench)
-        out["baseline_capacity"] = fresh_capacity(bench, baseline_max, a.seconds, a.capacity_steps, "baseline")
+        with _kept_reference(bench):
+            out["baseline_capacity"] = fresh_capacity(bench, baseline_max, a.seconds, a.capacity_steps, "baseline")
+    return out
+
+
+@contextlib.contextmanager
+def _kept_reference(bench: Bench, floor: bool = False) -> Iterator[None]:
+    """The live baseline (or floor) as the bench's kept process, stopped when the phases are done."""
+    bench.kept, bench.kept_prefix = start_live_baseline(bench, floor=floor)
+    try:
+        yield
+    finally:
         stop(bench.kept)
         bench.kept = None
-    return out
 
 
 def capacity_ratio(worker: dict[str, Any], baseline: dict[str, Any]) -> float:
@@ -833,7 +839,10 @@ def main() -> None:
         ) else {}  # fmt: skip
         if capacity and reference.get("baseline_capacity"):
             capacity["worker_over_baseline"] = capacity_ratio(capacity, reference["baseline_capacity"])
-            print(f"  fresh capacity, worker ÷ baseline: {capacity['worker_over_baseline']:.2f}", flush=True)
+            ratio = capacity["worker_over_baseline"]
+            print(f"  fresh capacity, worker ÷ baseline: {ratio:.2f}" if ratio else
+                  "  fresh capacity, worker ÷ baseline: none (the baseline was within the target at no rate tried)",
+                  flush=True)  # fmt: skip
         memory: dict[str, Any] = {}
         if args.entities:
             print(f"phase 4: Redis bytes per entity after {args.entities:,} distinct entities", flush=True)
